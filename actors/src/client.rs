@@ -1,0 +1,195 @@
+//! What the node shares about one connected client: its inbox (filled by
+//! publishers' threads under the router shards' locks, emptied by polls), its
+//! subscriptions (the source of truth a restarted shard is rebuilt from) and
+//! the figures `dump_queues` shows.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kraken_protocol::OutMessage;
+
+/// Why the node tells a client's connection to close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Its inbox overflowed: it is a slow consumer.
+    SlowConsumer,
+    /// The node is stopping.
+    Shutdown,
+}
+
+/// Tells a client's connection to close (set by the connection actor).
+pub type KickHook = Box<dyn Fn(Kick) + Send + Sync>;
+
+/// One client's shared state.
+pub struct ClientShared {
+    /// Node-unique id (never reused in a node's lifetime); `dump_queue_topics` takes it.
+    pub id: u64,
+    /// The peer address, for dumps and logs.
+    pub peer: SocketAddr,
+    /// When the connection was accepted.
+    pub connected_at: Instant,
+    /// Messages waiting for the next `get messages`.
+    inbox: Mutex<Inbox>,
+    /// The topics this client holds. Written by its queue actor under the
+    /// locks of the shards concerned, so a shard restart reads a consistent set.
+    pub subscriptions: Mutex<HashSet<Bytes>>,
+    /// Set when the connection is going away: publishers stop queueing.
+    closed: AtomicBool,
+    /// Messages ever queued for this client.
+    pub received: AtomicU64,
+    /// Milliseconds since `connected_at` of the last poll (0 = never).
+    last_poll_ms: AtomicU64,
+    /// Tells the connection to close (inbox overflow, node shutdown).
+    kick_hook: Mutex<Option<KickHook>>,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct Inbox {
+    items: Vec<OutMessage>,
+    bytes: usize,
+    overflowed: bool,
+}
+
+/// What a push into an inbox did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// This push overflowed the inbox: the client is a slow consumer now.
+    Overflowed,
+    /// Dropped: the client is closing or already overflowed.
+    Dropped,
+}
+
+impl ClientShared {
+    pub fn new(id: u64, peer: SocketAddr, max_messages: usize, max_bytes: usize) -> Self {
+        ClientShared {
+            id,
+            peer,
+            connected_at: Instant::now(),
+            inbox: Mutex::new(Inbox::default()),
+            subscriptions: Mutex::new(HashSet::new()),
+            closed: AtomicBool::new(false),
+            received: AtomicU64::new(0),
+            last_poll_ms: AtomicU64::new(0),
+            kick_hook: Mutex::new(None),
+            max_messages,
+            max_bytes,
+        }
+    }
+
+    /// Sets how to tell the connection to close.
+    pub fn set_kick_hook(&self, hook: KickHook) {
+        *lock(&self.kick_hook) = Some(hook);
+    }
+
+    /// Tells the connection to close.
+    pub fn kick(&self, why: Kick) {
+        if let Some(hook) = lock(&self.kick_hook).as_ref() {
+            hook(why);
+        }
+    }
+
+    /// Queues deliveries; past a limit, empties the inbox, marks the client a
+    /// slow consumer and calls the overflow hook once.
+    pub fn push_many(&self, items: impl IntoIterator<Item = OutMessage>) -> Pushed {
+        if self.closed.load(Ordering::Relaxed) {
+            return Pushed::Dropped;
+        }
+        let mut inbox = lock(&self.inbox);
+        if inbox.overflowed {
+            return Pushed::Dropped;
+        }
+        let mut n = 0;
+        for item in items {
+            let size = item.header.len() + item.payload.len();
+            if inbox.items.len() >= self.max_messages || inbox.bytes + size > self.max_bytes {
+                inbox.overflowed = true;
+                inbox.items = Vec::new();
+                inbox.bytes = 0;
+                drop(inbox);
+                self.received.fetch_add(n, Ordering::Relaxed);
+                self.kick(Kick::SlowConsumer);
+                return Pushed::Overflowed;
+            }
+            inbox.bytes += size;
+            inbox.items.push(item);
+            n += 1;
+        }
+        drop(inbox);
+        self.received.fetch_add(n, Ordering::Relaxed);
+        Pushed::Queued
+    }
+
+    /// Queues one delivery.
+    pub fn push(&self, item: OutMessage) -> Pushed {
+        self.push_many(std::iter::once(item))
+    }
+
+    /// Takes everything queued (a poll). `None` once the client overflowed
+    /// or was closed.
+    pub fn take(&self) -> Option<Vec<OutMessage>> {
+        self.last_poll_ms.store(
+            self.connected_at.elapsed().as_millis() as u64 + 1,
+            Ordering::Relaxed,
+        );
+        let mut inbox = lock(&self.inbox);
+        if inbox.overflowed || self.is_closed() {
+            return None;
+        }
+        inbox.bytes = 0;
+        Some(std::mem::take(&mut inbox.items))
+    }
+
+    /// Messages and bytes waiting now.
+    pub fn queued(&self) -> (usize, usize) {
+        let inbox = lock(&self.inbox);
+        (inbox.items.len(), inbox.bytes)
+    }
+
+    /// Whether the client overflowed its inbox.
+    pub fn overflowed(&self) -> bool {
+        lock(&self.inbox).overflowed
+    }
+
+    /// Time since the last poll, if it ever polled.
+    pub fn since_last_poll(&self) -> Option<std::time::Duration> {
+        match self.last_poll_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(
+                self.connected_at
+                    .elapsed()
+                    .saturating_sub(std::time::Duration::from_millis(ms - 1)),
+            ),
+        }
+    }
+
+    /// Marks the client closing: nothing more is queued for it.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        *lock(&self.kick_hook) = None;
+        let mut inbox = lock(&self.inbox);
+        inbox.items = Vec::new();
+        inbox.bytes = 0;
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// A snapshot of the topics held.
+    pub fn topics(&self) -> Vec<Bytes> {
+        lock(&self.subscriptions).iter().cloned().collect()
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked
+/// (every critical section on these leaves them valid).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

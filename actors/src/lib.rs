@@ -1,0 +1,52 @@
+//! Kraken's actor system, on actix.
+//!
+//! # Supervision tree
+//!
+//! ```text
+//!                      Supervisor  (system arbiter)
+//!                     /     |      \
+//!        router-shard pool  |   worker arbiters (one per core)
+//!        (Router: N shard   |        |
+//!         tables + retro    |        +-- Connection actor --- ClientQueue actor
+//!         buffers)       Listener    +-- Connection actor --- ClientQueue actor
+//!                                    +-- ...
+//! ```
+//!
+//! - [`supervisor::Supervisor`] binds the socket, starts the worker arbiters
+//!   and the [`listener::Listener`], restarts the listener if it dies, hears
+//!   of router-shard rebuilds, and escalates (exits non-zero) past
+//!   `max_restarts` in `max_restart_seconds`, as OTP does. It drains the node
+//!   on shutdown.
+//! - [`router::Router`] is the router-shard pool: a topic belongs to shard
+//!   `hash(topic) mod num_router_shards`; each shard holds its topic table and
+//!   its bounded retro buffer behind its own lock. A shard poisoned by a panic
+//!   is rebuilt from the clients' subscriptions by its next user.
+//! - [`listener::Listener`] accepts, refuses past `max_tcp_clients`, and
+//!   starts each connection on the next worker arbiter.
+//! - [`connection::Connection`] (one per client) decodes pipelined requests,
+//!   answers in order, routes publishes and polls.
+//! - [`queue::ClientQueue`] (one per client, same arbiter: the original's
+//!   "waitress") owns the client's subscriptions and horizon and removes the
+//!   client everywhere when it stops, whether cleanly or by panic.
+//! - [`client::ClientShared`] is what the router and the two actors share
+//!   about one client: its inbox (bounded: slow consumers are closed) and
+//!   subscription set.
+//!
+//! `docs/DESIGN.md` explains why routing runs under shard locks in the
+//! publisher's thread rather than through shard mailboxes.
+
+pub mod client;
+pub mod connection;
+pub mod control;
+pub mod listener;
+pub mod loglevel;
+pub mod message;
+pub mod node;
+pub mod queue;
+pub mod router;
+pub mod settings;
+pub mod supervisor;
+
+pub use node::Node;
+pub use settings::{LogLevel, Settings};
+pub use supervisor::Supervisor;

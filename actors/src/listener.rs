@@ -1,0 +1,161 @@
+//! The listener actor: accepts TCP connections, refuses those beyond
+//! `max_tcp_clients` with `SERVER_ERROR Too many clients`, and starts each
+//! accepted connection's actors on the next worker arbiter (round robin), so
+//! connections spread over every core.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_rt::ArbiterHandle;
+use slog::{error, warn};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::connection::Connection;
+use crate::node::Node;
+use crate::supervisor::{ListenerDied, Supervisor};
+
+/// The accept loop.
+pub struct Listener {
+    node: Arc<Node>,
+    /// Where connection actors run.
+    workers: Vec<ArbiterHandle>,
+    /// The next worker to use.
+    next: usize,
+    /// Told if this actor dies by panic, so it restarts it.
+    supervisor: Addr<Supervisor>,
+}
+
+/// Stops accepting (node shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+impl Handler<Stop> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Fault injection: makes the listener panic.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Panic;
+
+impl Listener {
+    /// Starts a listener on a clone of the supervisor's socket, so the socket
+    /// outlives any one listener actor.
+    pub fn start(
+        node: Arc<Node>,
+        socket: &std::net::TcpListener,
+        workers: Vec<ArbiterHandle>,
+        supervisor: Addr<Supervisor>,
+    ) -> std::io::Result<Addr<Listener>> {
+        let socket = TcpListener::from_std(socket.try_clone()?)?;
+        Ok(Listener::create(move |ctx| {
+            let accepts = futures_util::stream::unfold(socket, |socket| async move {
+                let accepted = socket.accept().await;
+                if accepted.is_err() {
+                    // Out of file descriptors or similar: don't spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Some((accepted, socket))
+            });
+            ctx.add_stream(accepts);
+            Listener {
+                node,
+                workers,
+                next: 0,
+                supervisor,
+            }
+        }))
+    }
+
+    fn refuse(&self, mut stream: TcpStream, peer: SocketAddr) {
+        self.node
+            .counters
+            .refused_connections
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(self.node.log, "refused client: too many clients";
+            "peer" => %peer, "max_tcp_clients" => self.node.settings.max_tcp_clients);
+        actix::spawn(async move {
+            let _ = stream.write_all(b"SERVER_ERROR Too many clients\r\n").await;
+            let _ = stream.shutdown().await;
+            let mut sink = [0u8; 512];
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Ok(n) = stream.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        });
+    }
+}
+
+impl Actor for Listener {
+    type Context = Context<Self>;
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            error!(self.node.log, "listener failed");
+            self.supervisor.do_send(ListenerDied);
+        }
+    }
+}
+
+impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Listener {
+    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, _ctx: &mut Context<Self>) {
+        let (stream, peer) = match item {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                error!(self.node.log, "accept failed"; "error" => %e);
+                return;
+            }
+        };
+        let node = &self.node;
+        let before = node.current_connections.fetch_add(1, Ordering::SeqCst);
+        if before >= node.settings.max_tcp_clients {
+            node.current_connections.fetch_sub(1, Ordering::SeqCst);
+            self.refuse(stream, peer);
+            return;
+        }
+        node.counters
+            .total_connections
+            .fetch_add(1, Ordering::Relaxed);
+        let std_stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(_) => {
+                node.current_connections.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+        };
+        let worker = &self.workers[self.next % self.workers.len()];
+        self.next = self.next.wrapping_add(1);
+        let node = node.clone();
+        worker.spawn_fn(move || match TcpStream::from_std(std_stream) {
+            Ok(stream) => Connection::start(node, stream),
+            Err(_) => {
+                node.current_connections.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl Handler<Panic> for Listener {
+    type Result = ();
+
+    fn handle(&mut self, _: Panic, _ctx: &mut Context<Self>) {
+        panic!("fault injection: listener panicked");
+    }
+}

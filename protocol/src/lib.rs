@@ -1,0 +1,29 @@
+//! Kraken's wire protocol: the memcached text dialect the original Erlang node
+//! speaks (`../shared/SPEC.md` §1, §2), as pure data and a `tokio_util` codec.
+//!
+//! # Layout
+//! - [`request`]: what a client can ask ([`Request`], [`SetKey`]) and the
+//!   framing errors the decoder reports in-band ([`Rejection`]).
+//! - [`response`]: what the node answers ([`Response`], [`OutMessage`]) and
+//!   [`message_header`], which spells a delivered entry's header line.
+//! - [`codec`]: [`KrakenCodec`], the bounded decoder of requests and the
+//!   encoder of responses. It never allocates a client-announced length up
+//!   front.
+//! - [`publish`]: the body of `set publish` (entries `MESSAGE <topics> <len>`),
+//!   `set subscribe`/`unsubscribe` topic lists and the `retro_subscribe` body.
+//!
+//! Nothing here knows about actors or sockets; everything is unit-tested and
+//! fuzzed with random bytes.
+
+pub mod codec;
+mod num;
+pub mod publish;
+pub mod request;
+pub mod response;
+
+pub use codec::{KrakenCodec, Limits};
+pub use publish::{
+    parse_publish_block, parse_retro_body, parse_topics, BodyError, PublishEntry, RetroBody,
+};
+pub use request::{Rejection, Request, SetKey};
+pub use response::{message_header, OutMessage, Response};

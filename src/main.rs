@@ -1,0 +1,51 @@
+//! The `kraken` binary: parses the command line (the original's
+//! `-kraken <option> <value>` and `-config PATH` syntax), loads the
+//! configuration, sets up logging and runs the node (or talks to a running
+//! one over its control socket).
+//!
+//! # Layout
+//! - `cli.rs`: the command line.
+//! - `config.rs`: options from defaults, `etc/kraken.toml`, `-config`,
+//!   `KRAKEN_<OPTION>` and `-kraken` pairs, with where each came from.
+//! - `erlang_term.rs`: the original's Erlang-term config files.
+//! - `logging.rs`: slog to console or `log_file`, level changeable at run time.
+//! - `run.rs`: starting the node in the foreground.
+
+mod cli;
+mod config;
+mod erlang_term;
+mod logging;
+mod run;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cli = match cli::parse(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("kraken: {e}\n\n{}", cli::usage());
+            return ExitCode::from(2);
+        }
+    };
+    if matches!(cli.command, cli::Command::Help) {
+        println!("{}", cli::usage());
+        return ExitCode::SUCCESS;
+    }
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let loaded = match config::load(&cli, &env) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("kraken: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        cli::Command::Run => run::run(loaded),
+        other => {
+            eprintln!("kraken: command {other:?} is not available yet");
+            ExitCode::from(2)
+        }
+    }
+}

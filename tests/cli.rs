@@ -1,0 +1,140 @@
+//! Start-up options on the command line and in the environment (SPEC §3):
+//! an unknown option or a bad value stops start-up with a message naming it.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Runs `kraken run <args>` with the harness's safe defaults (loopback, a
+/// free port, a private control socket) and returns (exit code, stdout +
+/// stderr). Kills it and fails if it is still running after 15 s.
+fn run_expecting_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = std::env::temp_dir().join(format!("kraken-it-cli-{}-{}", std::process::id(), next_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kraken"));
+    cmd.arg("run")
+        .args(["-kraken", "listen_ip", "127.0.0.1"])
+        .args(["-kraken", "tcp_server_port", "0"])
+        .args(["-kraken", "control_socket"])
+        .arg(dir.join("ctl.sock"))
+        .args(args)
+        .env("KRAKEN_HOME", env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn kraken");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut text = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
+    text.push_str(&String::from_utf8_lossy(&t_err.join().unwrap()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status.unwrap_or_else(|| panic!("kraken {args:?} kept running (should have refused to start); output:\n{text}"));
+    (status.code(), text)
+}
+
+fn next_id() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::SeqCst)
+}
+
+#[track_caller]
+fn assert_refused_naming(code: Option<i32>, text: &str, name: &str) {
+    assert!(code != Some(0), "exit code 0 for a bad start-up; output:\n{text}");
+    assert!(
+        text.to_lowercase().contains(name),
+        "the message does not name `{name}`; output:\n{text}"
+    );
+}
+
+#[test]
+fn an_unknown_option_on_the_command_line_stops_start_up_naming_it() {
+    let (code, text) = run_expecting_exit(&["-kraken", "no_such_option", "1"], &[]);
+    assert_refused_naming(code, &text, "no_such_option");
+}
+
+#[test]
+fn a_bad_value_on_the_command_line_stops_start_up_naming_the_option() {
+    let (code, text) = run_expecting_exit(&["-kraken", "num_router_shards", "abc"], &[]);
+    assert_refused_naming(code, &text, "num_router_shards");
+}
+
+#[test]
+fn a_bad_log_level_stops_start_up_naming_the_option() {
+    let (code, text) = run_expecting_exit(&["-kraken", "log_level", "loud"], &[]);
+    assert_refused_naming(code, &text, "log_level");
+}
+
+#[test]
+fn a_bad_value_in_the_environment_stops_start_up_naming_the_option() {
+    let (code, text) = run_expecting_exit(&[], &[("KRAKEN_NUM_ROUTER_SHARDS", "abc")]);
+    assert_refused_naming(code, &text, "num_router_shards");
+}
+
+#[test]
+fn the_environment_sets_an_option_kraken_tcp_server_port() {
+    // No port on the command line: the environment's 0 (a free port) must
+    // be used, not the default 12355.
+    let node = Node::start_with(NodeOptions {
+        env: &[("KRAKEN_TCP_SERVER_PORT", "0")],
+        no_port_arg: true,
+        ..Default::default()
+    });
+    assert_ne!(node.port(), 12355, "KRAKEN_TCP_SERVER_PORT was ignored");
+    node.connect().expect_open_and_empty();
+}
+
+#[test]
+fn the_command_line_wins_over_the_environment() {
+    let node = Node::start_with(NodeOptions {
+        options: &[("max_tcp_clients", "1")],
+        env: &[("KRAKEN_MAX_TCP_CLIENTS", "1000")],
+        ..Default::default()
+    });
+    let mut first = node.connect();
+    first.expect_open_and_empty();
+    let mut second = node.connect();
+    second.expect(b"SERVER_ERROR Too many clients\r\n");
+    second.expect_closed();
+}
+
+#[test]
+fn options_given_on_the_command_line_take_effect() {
+    let node = Node::start(&[("num_router_shards", "3"), ("max_tcp_clients", "7")]);
+    let stats = node.stats();
+    if let Some(shards) = stats.get("router_shards") {
+        assert_eq!(shards, "3", "{stats:?}");
+    }
+    if let Some(max) = stats.get("max_connections") {
+        assert_eq!(max, "7", "{stats:?}");
+    }
+}

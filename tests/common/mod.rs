@@ -1,0 +1,930 @@
+//! The integration-test harness: a real `kraken` node per test, spoken to
+//! with raw protocol bytes over loopback.
+//!
+//! - [`Node`] starts the binary (`kraken run`) on a free port with its own
+//!   control socket, collects its log lines, and kills it when dropped.
+//! - [`Client`] is one TCP connection: [`Client::send`] raw bytes,
+//!   [`Client::expect`] exact reply bytes, plus helpers that speak the
+//!   protocol (`subscribe`, `publish`, `poll`, ...) and check its framing
+//!   strictly.
+//! - [`poll_until`] and friends wait, in bounded time, for the effects of an
+//!   asynchronous publish (SPEC: `STORED` may precede the fan-out).
+//!
+//! Every wait is bounded; nothing here talks to anything but 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a node may take to log `accepting connections`.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a reply may take to arrive.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an asynchronous effect (delivery, cleanup) may take.
+pub const ASYNC_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long we watch for something that must NOT happen, once a positive
+/// control has shown that the effect it would come with has happened.
+pub const QUIET_PERIOD: Duration = Duration::from_millis(300);
+
+static NEXT_NODE: AtomicUsize = AtomicUsize::new(0);
+
+// ---------------------------------------------------------------------------
+// Byte formatting
+// ---------------------------------------------------------------------------
+
+/// Bytes as a Rust-escaped string (`\r`, `\n`, `\0`, `\xff`), for readable
+/// assertion messages. Long runs are cut in the middle.
+pub fn esc(bytes: &[u8]) -> String {
+    const MAX: usize = 600;
+    let render = |b: &[u8]| -> String {
+        b.iter()
+            .flat_map(|&c| std::ascii::escape_default(c))
+            .map(char::from)
+            .collect()
+    };
+    if bytes.len() <= MAX {
+        render(bytes)
+    } else {
+        format!(
+            "{}...<{} bytes>...{}",
+            render(&bytes[..MAX / 2]),
+            bytes.len() - MAX,
+            render(&bytes[bytes.len() - MAX / 2..])
+        )
+    }
+}
+
+/// Asserts two byte strings are equal, showing both escaped and where they
+/// first differ.
+#[track_caller]
+pub fn assert_bytes_eq(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let at = got
+            .iter()
+            .zip(want.iter())
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "{what}: bytes differ at offset {at}\n  want ({} bytes): \"{}\"\n  got  ({} bytes): \"{}\"",
+            want.len(),
+            esc(want),
+            got.len(),
+            esc(got)
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Request builders (the protocol, as bytes)
+// ---------------------------------------------------------------------------
+
+/// `set <key> 0 0 <n>\r\n<data>\r\n`
+pub fn set_request(key: &str, data: &[u8]) -> Vec<u8> {
+    let mut r = format!("set {key} 0 0 {}\r\n", data.len()).into_bytes();
+    r.extend_from_slice(data);
+    r.extend_from_slice(b"\r\n");
+    r
+}
+
+/// One publish entry `MESSAGE <topics> <len>\r\n<payload>\r\n`.
+pub fn entry(topics: &[&str], payload: &[u8]) -> Vec<u8> {
+    let mut e = format!("MESSAGE {} {}\r\n", topics.join(" "), payload.len()).into_bytes();
+    e.extend_from_slice(payload);
+    e.extend_from_slice(b"\r\n");
+    e
+}
+
+/// The data block of a `set publish` holding these entries.
+pub fn publish_block(entries: &[(&[&str], &[u8])]) -> Vec<u8> {
+    entries.iter().flat_map(|(t, p)| entry(t, p)).collect()
+}
+
+/// A whole `set publish` request for these entries.
+pub fn publish_request(entries: &[(&[&str], &[u8])]) -> Vec<u8> {
+    set_request("publish", &publish_block(entries))
+}
+
+/// A whole `set retro_subscribe` request: `<H>\r\n<topics>`.
+pub fn retro_request(horizon: &str, topics: &[&str]) -> Vec<u8> {
+    set_request(
+        "retro_subscribe",
+        format!("{horizon}\r\n{}", topics.join(" ")).as_bytes(),
+    )
+}
+
+/// The exact `get messages` reply for these entries (SPEC §1 framing:
+/// `<k>` is the entries' length minus the final CRLF).
+pub fn messages_reply(entries: &[u8]) -> Vec<u8> {
+    if entries.is_empty() {
+        return b"END\r\n".to_vec();
+    }
+    let mut r = format!("VALUE messages 0 {}\r\n", entries.len() - 2).into_bytes();
+    r.extend_from_slice(entries);
+    r.extend_from_slice(b"END\r\n");
+    r
+}
+
+/// The current unix time in whole seconds, as the server's horizons count it.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// Sleeps (at most ~1.1 s) until the wall clock enters a new second, and
+/// returns that second. Useful to get a whole second of headroom for
+/// "same second" scenarios.
+pub fn wait_for_next_second() -> i64 {
+    let start = unix_now();
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    loop {
+        let now = unix_now();
+        if now > start {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "wall clock did not advance");
+        let into = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let left = 1_000_000_000u32.saturating_sub(into);
+        std::thread::sleep(Duration::from_nanos(left as u64 + 1_000_000));
+    }
+}
+
+/// A deterministic pseudo-random byte string (xorshift), for payloads.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The node
+// ---------------------------------------------------------------------------
+
+/// A running `kraken run` child process. Dropping it kills it (SIGKILL),
+/// reaps it and removes its temporary directory.
+pub struct Node {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    /// Wall-clock second in which the node reported readiness.
+    ready_at_secs: i64,
+}
+
+/// How to start a node: extra `-kraken` options, environment, and whether
+/// to pass the harness defaults.
+#[derive(Default)]
+pub struct NodeOptions<'a> {
+    pub options: &'a [(&'a str, &'a str)],
+    pub env: &'a [(&'a str, &'a str)],
+    /// Leave `-kraken tcp_server_port 0` off the command line (the test
+    /// provides the port some other way, e.g. through the environment).
+    pub no_port_arg: bool,
+}
+
+impl Node {
+    /// Starts a node on 127.0.0.1, a free port and its own control socket,
+    /// with these extra `-kraken <option> <value>` pairs.
+    pub fn start(options: &[(&str, &str)]) -> Node {
+        Node::start_with(NodeOptions {
+            options,
+            ..Default::default()
+        })
+    }
+
+    /// Starts a node with full control over options and environment.
+    pub fn start_with(opts: NodeOptions<'_>) -> Node {
+        let n = NEXT_NODE.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("kraken-it-{}-{}", std::process::id(), n));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        let ctl = dir.join("ctl.sock");
+
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kraken"));
+        cmd.arg("run")
+            .args(["-kraken", "listen_ip", "127.0.0.1"])
+            .args(["-kraken", "control_socket"])
+            .arg(&ctl);
+        if !opts.no_port_arg {
+            cmd.args(["-kraken", "tcp_server_port", "0"]);
+        }
+        for (k, v) in opts.options {
+            cmd.args(["-kraken", k, v]);
+        }
+        cmd.env("KRAKEN_HOME", env!("CARGO_MANIFEST_DIR"));
+        for (k, v) in opts.env {
+            cmd.env(k, v);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn the kraken binary");
+
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel::<Option<SocketAddr>>();
+        // The node logs to stderr; stdout is collected too in case something
+        // lands there.
+        let stderr = child.stderr.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        spawn_log_reader(stderr, log.clone(), tx.clone());
+        spawn_log_reader(stdout, log.clone(), tx);
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut eofs = 0;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Some(addr)) => break addr,
+                Ok(None) => {
+                    // One of the two streams ended.
+                    eofs += 1;
+                    if eofs == 2 {
+                        let status = child.wait().ok();
+                        let _ = std::fs::remove_dir_all(&dir);
+                        panic!(
+                            "kraken exited before accepting connections ({status:?}); log:\n{}",
+                            log.lock().unwrap().join("\n")
+                        );
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let _ = std::fs::remove_dir_all(&dir);
+                    panic!(
+                        "kraken did not log `accepting connections` with `addr: 127.0.0.1:<port>` within {:?}; log:\n{}",
+                        READY_TIMEOUT,
+                        log.lock().unwrap().join("\n")
+                    );
+                }
+            }
+        };
+        Node {
+            child,
+            addr,
+            dir,
+            log,
+            ready_at_secs: unix_now(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The OS pid of the node.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A new client connection.
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// All log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (bounded) for a log line containing `needle`, case-insensitive.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        let needle = needle.to_lowercase();
+        let deadline = Instant::now() + ASYNC_TIMEOUT;
+        loop {
+            if self
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.to_lowercase().contains(&needle))
+            {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `stats` over a fresh connection, as a name → value map.
+    pub fn stats(&self) -> HashMap<String, String> {
+        let mut c = self.connect();
+        let s = c.stats();
+        c.send(b"quit\r\n");
+        s
+    }
+
+    /// Waits (bounded) until `stats` value `name` satisfies `pred`; returns
+    /// the last value seen.
+    pub fn wait_for_stat(&self, name: &str, pred: impl Fn(i64) -> bool) -> i64 {
+        let deadline = Instant::now() + ASYNC_TIMEOUT;
+        loop {
+            let s = self.stats();
+            let v: i64 = s
+                .get(name)
+                .unwrap_or_else(|| panic!("stats has no `{name}`: {s:?}"))
+                .parse()
+                .unwrap_or_else(|_| panic!("stat `{name}` is not a number: {s:?}"));
+            if pred(v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stat `{name}` stayed at {v} for {ASYNC_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A horizon (unix seconds) strictly after the node's start: waits for
+    /// the wall clock to pass the second in which the node became ready.
+    pub fn fresh_horizon(&self) -> i64 {
+        let deadline = Instant::now() + Duration::from_millis(2500);
+        loop {
+            let now = unix_now();
+            if now > self.ready_at_secs {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "wall clock did not advance");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Reads lines from the node forever (until EOF) into `log`; sends the
+/// listening address when the readiness line appears, and `None` on EOF.
+fn spawn_log_reader(
+    stream: impl Read + Send + 'static,
+    log: Arc<Mutex<Vec<String>>>,
+    tx: mpsc::Sender<Option<SocketAddr>>,
+) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                    if line.contains("accepting connections") {
+                        if let Some(addr) = parse_ready_addr(&line) {
+                            let _ = tx.send(Some(addr));
+                        }
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            }
+        }
+    });
+}
+
+/// Finds `127.0.0.1:<port>` after `addr` in a log line.
+fn parse_ready_addr(line: &str) -> Option<SocketAddr> {
+    let from = line.find("addr")?;
+    let rest = &line[from..];
+    let at = rest.find("127.0.0.1:")?;
+    let port: String = rest[at + "127.0.0.1:".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    let port: u16 = port.parse().ok()?;
+    Some(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+// ---------------------------------------------------------------------------
+// A client connection
+// ---------------------------------------------------------------------------
+
+/// One message as `get messages` delivers it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Msg {
+    pub topics: Vec<String>,
+    pub payload: Vec<u8>,
+}
+
+impl Msg {
+    pub fn new(topics: &[&str], payload: &[u8]) -> Msg {
+        Msg {
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+            payload: payload.to_vec(),
+        }
+    }
+}
+
+/// One TCP connection to the node (TCP_NODELAY, 5 s read timeout).
+pub struct Client {
+    stream: TcpStream,
+    /// Bytes read from the socket but not yet consumed.
+    buf: Vec<u8>,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream.set_nodelay(true).unwrap();
+        stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes raw bytes.
+    #[track_caller]
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("write \"{}\": {e}", esc(&bytes[..bytes.len().min(200)])));
+    }
+
+    /// Writes raw bytes one byte per write (a `sleep` of 1 ms in between
+    /// makes each byte its own TCP segment).
+    pub fn send_bytewise(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.send(&[*b]);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Reads more bytes into `buf`; `Ok(0)` at EOF.
+    fn fill(&mut self) -> std::io::Result<usize> {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    /// Reads exactly `n` bytes (or panics, showing what did arrive).
+    #[track_caller]
+    pub fn read_exact_bytes(&mut self, n: usize) -> Vec<u8> {
+        while self.buf.len() < n {
+            match self.fill() {
+                Ok(0) => panic!(
+                    "connection closed after \"{}\" while waiting for {n} bytes",
+                    esc(&self.buf)
+                ),
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "read failed ({e}) after \"{}\" while waiting for {n} bytes",
+                    esc(&self.buf)
+                ),
+            }
+        }
+        self.buf.drain(..n).collect()
+    }
+
+    /// Reads one line including its `\r\n` (at most 64 KiB).
+    #[track_caller]
+    pub fn read_line(&mut self) -> Vec<u8> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                return self.buf.drain(..i + 2).collect();
+            }
+            assert!(self.buf.len() < 64 * 1024, "reply line too long: \"{}\"", esc(&self.buf));
+            match self.fill() {
+                Ok(0) => panic!("connection closed in the middle of a line: \"{}\"", esc(&self.buf)),
+                Ok(_) => {}
+                Err(e) => panic!("read failed ({e}) waiting for a line; have \"{}\"", esc(&self.buf)),
+            }
+        }
+    }
+
+    /// Reads exactly `want.len()` bytes and asserts they are `want`.
+    #[track_caller]
+    pub fn expect(&mut self, want: &[u8]) {
+        while self.buf.len() < want.len() {
+            match self.fill() {
+                Ok(0) => panic!(
+                    "connection closed; want \"{}\", got only \"{}\"",
+                    esc(want),
+                    esc(&self.buf)
+                ),
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "read failed ({e}); want \"{}\", got only \"{}\"",
+                    esc(want),
+                    esc(&self.buf)
+                ),
+            }
+            // Fail early on a mismatch in what has arrived so far.
+            let n = self.buf.len().min(want.len());
+            if self.buf[..n] != want[..n] {
+                break;
+            }
+        }
+        let n = self.buf.len().min(want.len());
+        let got: Vec<u8> = self.buf.drain(..n).collect();
+        assert_bytes_eq(&got, want, "reply");
+    }
+
+    /// Reads one reply line and asserts it starts with `prefix` (the line
+    /// is returned without its CRLF).
+    #[track_caller]
+    pub fn expect_line_starting(&mut self, prefix: &str) -> String {
+        let line = self.read_line();
+        assert!(
+            line.starts_with(prefix.as_bytes()),
+            "want a line starting \"{prefix}\", got \"{}\"",
+            esc(&line)
+        );
+        String::from_utf8_lossy(&line[..line.len() - 2]).into_owned()
+    }
+
+    /// Asserts the server closes the connection (EOF or reset) within a few
+    /// seconds without sending anything more.
+    #[track_caller]
+    pub fn expect_closed(&mut self) {
+        let got = self.wait_closed(REPLY_TIMEOUT);
+        assert!(
+            got.is_empty(),
+            "want the connection closed, got bytes \"{}\"",
+            esc(&got)
+        );
+    }
+
+    /// Waits up to `timeout` for EOF or reset; returns whatever bytes
+    /// arrived first. Panics if the connection is still open.
+    #[track_caller]
+    pub fn wait_closed(&mut self, timeout: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + timeout;
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let result = loop {
+            match self.fill() {
+                Ok(0) => break Ok(()),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::Interrupted) => {}
+                Err(_) => break Ok(()), // reset, aborted...: closed
+            }
+            if Instant::now() >= deadline {
+                break Err(());
+            }
+        };
+        let _ = self.stream.set_read_timeout(Some(REPLY_TIMEOUT));
+        let got = std::mem::take(&mut self.buf);
+        if result.is_err() {
+            panic!(
+                "connection still open after {timeout:?} (received \"{}\")",
+                esc(&got)
+            );
+        }
+        got
+    }
+
+    /// True if the connection is closed by the server within `timeout`,
+    /// false if it is still open then (any bytes received are kept).
+    pub fn is_closed_within(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let closed = loop {
+            match self.fill() {
+                Ok(0) => break true,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => break true,
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+        };
+        let _ = self.stream.set_read_timeout(Some(REPLY_TIMEOUT));
+        closed
+    }
+
+    /// Asserts the connection is open and idle: `get messages` answers
+    /// `END\r\n`.
+    #[track_caller]
+    pub fn expect_open_and_empty(&mut self) {
+        self.send(b"get messages\r\n");
+        self.expect(b"END\r\n");
+    }
+
+    /// `set subscribe` these topics; expects `STORED\r\n`.
+    #[track_caller]
+    pub fn subscribe(&mut self, topics: &[&str]) {
+        self.send(&set_request("subscribe", topics.join(" ").as_bytes()));
+        self.expect(b"STORED\r\n");
+    }
+
+    /// `set unsubscribe` these topics; expects `STORED\r\n`.
+    #[track_caller]
+    pub fn unsubscribe(&mut self, topics: &[&str]) {
+        self.send(&set_request("unsubscribe", topics.join(" ").as_bytes()));
+        self.expect(b"STORED\r\n");
+    }
+
+    /// `set register 0 0 0`; expects `STORED\r\n`.
+    #[track_caller]
+    pub fn register(&mut self) {
+        self.send(b"set register 0 0 0\r\n\r\n");
+        self.expect(b"STORED\r\n");
+    }
+
+    /// `set publish` these entries; expects `STORED\r\n`.
+    #[track_caller]
+    pub fn publish(&mut self, entries: &[(&[&str], &[u8])]) {
+        self.send(&publish_request(entries));
+        self.expect(b"STORED\r\n");
+    }
+
+    /// Publishes one payload to one topic; expects `STORED\r\n`.
+    #[track_caller]
+    pub fn publish1(&mut self, topic: &str, payload: &[u8]) {
+        self.publish(&[(&[topic], payload)]);
+    }
+
+    /// Sends `get messages\r\n` and returns the raw reply (`END\r\n` or the
+    /// whole `VALUE ... END\r\n`), checking the framing strictly.
+    #[track_caller]
+    pub fn get_raw(&mut self) -> Vec<u8> {
+        self.send(b"get messages\r\n");
+        self.read_messages_reply()
+    }
+
+    /// Reads one `get messages` reply (raw), checking the framing strictly:
+    /// `END\r\n`, or `VALUE messages 0 <k>\r\n` + k+2 bytes ending `\r\n`
+    /// + `END\r\n`.
+    #[track_caller]
+    pub fn read_messages_reply(&mut self) -> Vec<u8> {
+        let line = self.read_line();
+        if line == b"END\r\n" {
+            return line;
+        }
+        let text = std::str::from_utf8(&line).unwrap_or("");
+        let k: usize = text
+            .strip_prefix("VALUE messages 0 ")
+            .and_then(|r| r.strip_suffix("\r\n"))
+            .and_then(|k| k.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "want `END\\r\\n` or `VALUE messages 0 <k>\\r\\n`, got \"{}\"",
+                    esc(&line)
+                )
+            });
+        let body = self.read_exact_bytes(k + 2);
+        assert_eq!(
+            &body[k..],
+            b"\r\n",
+            "VALUE block of {k} bytes not followed by CRLF: \"{}\"",
+            esc(&body)
+        );
+        let end = self.read_exact_bytes(5);
+        assert_bytes_eq(&end, b"END\r\n", "after the VALUE block");
+        let mut raw = line;
+        raw.extend_from_slice(&body);
+        raw.extend_from_slice(&end);
+        raw
+    }
+
+    /// One `get messages`: the queued entries' bytes (each
+    /// `MESSAGE ... <len>\r\n<payload>\r\n`, concatenated), empty if `END`.
+    #[track_caller]
+    pub fn poll_entries_raw(&mut self) -> Vec<u8> {
+        let raw = self.get_raw();
+        if raw == b"END\r\n" {
+            return Vec::new();
+        }
+        let start = raw.iter().position(|&b| b == b'\n').unwrap() + 1;
+        raw[start..raw.len() - 5].to_vec()
+    }
+
+    /// One `get messages`, parsed.
+    #[track_caller]
+    pub fn poll(&mut self) -> Vec<Msg> {
+        let entries = self.poll_entries_raw();
+        parse_entries(&entries)
+    }
+
+    /// `stats\r\n`: reads `STAT <name> <value>\r\n` lines up to `END\r\n`.
+    #[track_caller]
+    pub fn stats(&mut self) -> HashMap<String, String> {
+        self.send(b"stats\r\n");
+        let mut map = HashMap::new();
+        for _ in 0..10_000 {
+            let line = self.read_line();
+            if line == b"END\r\n" {
+                return map;
+            }
+            let text = String::from_utf8(line.clone())
+                .unwrap_or_else(|_| panic!("stats line not UTF-8: \"{}\"", esc(&line)));
+            let body = text
+                .strip_prefix("STAT ")
+                .and_then(|r| r.strip_suffix("\r\n"))
+                .unwrap_or_else(|| panic!("want `STAT <name> <value>\\r\\n`, got \"{}\"", esc(&line)));
+            let (name, value) = body
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("STAT line without a value: \"{}\"", esc(&line)));
+            assert!(!name.is_empty(), "STAT line without a name: \"{}\"", esc(&line));
+            map.insert(name.to_string(), value.to_string());
+        }
+        panic!("stats reply never ended");
+    }
+
+    /// Shuts down the write half (the server sees EOF).
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Parses concatenated entries `MESSAGE <topics> <len>\r\n<payload>\r\n`,
+/// strictly: anything else panics.
+#[track_caller]
+pub fn parse_entries(mut data: &[u8]) -> Vec<Msg> {
+    let all = data;
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let nl = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or_else(|| panic!("entry header without CRLF in \"{}\"", esc(all)));
+        let header = std::str::from_utf8(&data[..nl])
+            .unwrap_or_else(|_| panic!("entry header not UTF-8 in \"{}\"", esc(all)));
+        let rest = header
+            .strip_prefix("MESSAGE ")
+            .unwrap_or_else(|| panic!("entry does not start `MESSAGE `: \"{}\"", esc(data)));
+        let mut words: Vec<&str> = rest.split(' ').collect();
+        let len: usize = words
+            .pop()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or_else(|| panic!("entry header without a length: \"{header}\""));
+        assert!(!words.is_empty(), "entry without topics: \"{header}\"");
+        let body = &data[nl + 2..];
+        assert!(
+            body.len() >= len + 2 && &body[len..len + 2] == b"\r\n",
+            "entry payload of {len} bytes not followed by CRLF in \"{}\"",
+            esc(data)
+        );
+        out.push(Msg {
+            topics: words.iter().map(|t| t.to_string()).collect(),
+            payload: body[..len].to_vec(),
+        });
+        data = &body[len + 2..];
+    }
+    out
+}
+
+/// Polls `client` until the messages received so far (accumulated over
+/// polls) satisfy `pred`, or panics after `timeout` showing them.
+#[track_caller]
+pub fn poll_until(client: &mut Client, pred: impl Fn(&[Msg]) -> bool, timeout: Duration) -> Vec<Msg> {
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    loop {
+        got.extend(client.poll());
+        if pred(&got) {
+            return got;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "condition not met within {timeout:?}; received {} messages: {}",
+                got.len(),
+                show_msgs(&got)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls until at least `n` messages have arrived; returns them all.
+#[track_caller]
+pub fn poll_count(client: &mut Client, n: usize) -> Vec<Msg> {
+    poll_until(client, |m| m.len() >= n, ASYNC_TIMEOUT)
+}
+
+/// Polls until at least `n` messages have arrived, then keeps polling for
+/// [`QUIET_PERIOD`] and asserts exactly `n` arrived.
+#[track_caller]
+pub fn poll_exactly(client: &mut Client, n: usize) -> Vec<Msg> {
+    let mut got = poll_count(client, n);
+    got.extend(collect_for(client, QUIET_PERIOD));
+    assert_eq!(
+        got.len(),
+        n,
+        "want exactly {n} messages, got {}: {}",
+        got.len(),
+        show_msgs(&got)
+    );
+    got
+}
+
+/// Polls for `period` and returns whatever arrived.
+#[track_caller]
+pub fn collect_for(client: &mut Client, period: Duration) -> Vec<Msg> {
+    let deadline = Instant::now() + period;
+    let mut got = Vec::new();
+    loop {
+        got.extend(client.poll());
+        if Instant::now() >= deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asserts nothing arrives at `client` for [`QUIET_PERIOD`].
+#[track_caller]
+pub fn assert_nothing_arrives(client: &mut Client) {
+    let got = collect_for(client, QUIET_PERIOD);
+    assert!(got.is_empty(), "want no messages, got {}", show_msgs(&got));
+}
+
+/// Polls until the concatenated entry bytes reach `want.len()`, then
+/// asserts they are exactly `want` (framing of every reply checked).
+#[track_caller]
+pub fn expect_entries(client: &mut Client, want: &[u8]) {
+    let deadline = Instant::now() + ASYNC_TIMEOUT;
+    let mut got = Vec::new();
+    while got.len() < want.len() {
+        got.extend(client.poll_entries_raw());
+        if got.len() >= want.len() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_bytes_eq(&got, want, "delivered entries");
+}
+
+/// Sends `get messages` until a non-empty reply comes; returns it raw.
+#[track_caller]
+pub fn first_nonempty_reply(client: &mut Client) -> Vec<u8> {
+    let deadline = Instant::now() + ASYNC_TIMEOUT;
+    loop {
+        let raw = client.get_raw();
+        if raw != b"END\r\n" {
+            return raw;
+        }
+        assert!(Instant::now() < deadline, "nothing delivered within {ASYNC_TIMEOUT:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Messages, readable.
+pub fn show_msgs(msgs: &[Msg]) -> String {
+    let shown: Vec<String> = msgs
+        .iter()
+        .take(40)
+        .map(|m| format!("[{}] \"{}\"", m.topics.join(" "), esc(&m.payload)))
+        .collect();
+    let more = if msgs.len() > 40 {
+        format!(" ... and {} more", msgs.len() - 40)
+    } else {
+        String::new()
+    };
+    format!("{}{more}", shown.join(", "))
+}
+
+/// Payloads of messages as strings (lossy), for compact assertions.
+pub fn payloads(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect()
+}
