@@ -56,6 +56,7 @@ pub struct Cli {
 impl Cli {
     /// The options again as arguments (`-config PATH -kraken OPTION VALUE
     /// ...`), e.g. for `start` to hand to the node it spawns.
+    #[allow(dead_code)] // until `start` uses it
     pub fn option_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         if let Some(path) = &self.config_path {

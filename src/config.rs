@@ -166,10 +166,22 @@ impl fmt::Display for ConfigError {
                 suggestion,
             } => {
                 write!(f, "{at}: unknown option '{option}' (value {value})")?;
+                let from_env = matches!(at.source, Source::Env(_));
                 match suggestion {
-                    Some(s) => write!(f, "; did you mean '{s}'?"),
-                    None => write!(f, "; the options are {}", OPTIONS.join(", ")),
+                    Some(s) if from_env => {
+                        write!(f, "; did you mean KRAKEN_{}?", s.to_ascii_uppercase())?
+                    }
+                    Some(s) => write!(f, "; did you mean '{s}'?")?,
+                    None => write!(f, "; the options are {}", OPTIONS.join(", "))?,
                 }
+                if from_env {
+                    write!(
+                        f,
+                        " (a KRAKEN_* variable must name an option or be one of {})",
+                        RESERVED_ENV.join(", ")
+                    )?;
+                }
+                Ok(())
             }
             ConfigError::BadValue {
                 option,
@@ -1744,7 +1756,8 @@ fault_injection = true
         assert_eq!(
             err(&args("run"), &env(&[("KRAKEN_NUM_ROUTER_SHARD", "8")])),
             "environment variable KRAKEN_NUM_ROUTER_SHARD: unknown option 'num_router_shard' \
-             (value 8); did you mean 'num_router_shards'?"
+             (value 8); did you mean KRAKEN_NUM_ROUTER_SHARDS? (a KRAKEN_* variable must name \
+             an option or be one of KRAKEN_HOME, KRAKEN_LOG, KRAKEN_BIN, KRAKEN_PROFILE)"
         );
         // Reserved variables are not options.
         for var in RESERVED_ENV {

@@ -10,9 +10,14 @@
 //! - `erlang_term.rs`: the original's Erlang-term config files.
 //! - `logging.rs`: slog to console or `log_file`, level changeable at run time.
 //! - `run.rs`: starting the node in the foreground.
+//! - `daemon.rs`: `start` (the node in the background) and `stop`.
+//! - `control_client.rs`: `status`, `change_log_level` and the dumps, asked
+//!   of the running node over its control socket.
 
 mod cli;
 mod config;
+mod control_client;
+mod daemon;
 mod erlang_term;
 mod logging;
 mod run;
@@ -43,6 +48,17 @@ fn main() -> ExitCode {
     };
     match cli.command {
         cli::Command::Run => run::run(loaded),
+        cli::Command::Start => daemon::start(&cli, &loaded.settings),
+        cli::Command::Stop => daemon::stop(&loaded.settings),
+        cli::Command::Status => control_client::status(&loaded.settings),
+        cli::Command::ChangeLogLevel(level) => {
+            control_client::change_log_level(&loaded.settings, level)
+        }
+        cli::Command::DumpQueues => control_client::dump(&loaded.settings, "dump_queues"),
+        cli::Command::DumpQueueTopics(id) => {
+            control_client::dump(&loaded.settings, &format!("dump_queue_topics {id}"))
+        }
+        cli::Command::DumpTopics => control_client::dump(&loaded.settings, "dump_topics"),
         other => {
             eprintln!("kraken: command {other:?} is not available yet");
             ExitCode::from(2)

@@ -27,6 +27,12 @@ pub fn run(loaded: Loaded) -> ExitCode {
         .collect();
     info!(log, "starting kraken"; "version" => kraken_actors::node::VERSION, "pid" => std::process::id());
     info!(log, "configuration"; "options" => effective.join(", "));
+    for file in &loaded.files {
+        info!(log, "configuration file read"; "path" => %file.display());
+    }
+    for warning in &loaded.warnings {
+        slog::warn!(log, "configuration"; "note" => warning);
+    }
 
     let files = raise_open_files_limit();
     // Each client costs one descriptor; keep some for the listener, logs, control.

@@ -13,7 +13,11 @@ use common::*;
 /// free port, a private control socket) and returns (exit code, stdout +
 /// stderr). Kills it and fails if it is still running after 15 s.
 fn run_expecting_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
-    let dir = std::env::temp_dir().join(format!("kraken-it-cli-{}-{}", std::process::id(), next_id()));
+    let dir = std::env::temp_dir().join(format!(
+        "kraken-it-cli-{}-{}",
+        std::process::id(),
+        next_id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kraken"));
     cmd.arg("run")
@@ -57,7 +61,9 @@ fn run_expecting_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Stri
     let mut text = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
     text.push_str(&String::from_utf8_lossy(&t_err.join().unwrap()));
     let _ = std::fs::remove_dir_all(&dir);
-    let status = status.unwrap_or_else(|| panic!("kraken {args:?} kept running (should have refused to start); output:\n{text}"));
+    let status = status.unwrap_or_else(|| {
+        panic!("kraken {args:?} kept running (should have refused to start); output:\n{text}")
+    });
     (status.code(), text)
 }
 
@@ -69,7 +75,10 @@ fn next_id() -> usize {
 
 #[track_caller]
 fn assert_refused_naming(code: Option<i32>, text: &str, name: &str) {
-    assert!(code != Some(0), "exit code 0 for a bad start-up; output:\n{text}");
+    assert!(
+        code != Some(0),
+        "exit code 0 for a bad start-up; output:\n{text}"
+    );
     assert!(
         text.to_lowercase().contains(name),
         "the message does not name `{name}`; output:\n{text}"

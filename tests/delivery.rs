@@ -146,8 +146,13 @@ fn beyond_a_message_whose_topics_span_shards_is_one_entry_listing_all_held_topic
     let node = Node::start(&[("num_router_shards", "4")]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
-    let pairs: Vec<(String, String)> = (0..50).map(|i| (format!("x{i}"), format!("y{i}"))).collect();
-    let all: Vec<&str> = pairs.iter().flat_map(|(x, y)| [x.as_str(), y.as_str()]).collect();
+    let pairs: Vec<(String, String)> = (0..50)
+        .map(|i| (format!("x{i}"), format!("y{i}")))
+        .collect();
+    let all: Vec<&str> = pairs
+        .iter()
+        .flat_map(|(x, y)| [x.as_str(), y.as_str()])
+        .collect();
     sub.subscribe(&all);
 
     let mut want = Vec::new();

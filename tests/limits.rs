@@ -191,7 +191,10 @@ fn publish_block_whose_last_entry_lacks_its_crlf_is_accepted_memcached_value_sty
     publisher.expect(b"STORED\r\n");
     expect_entries(&mut sub, b"MESSAGE a 3\r\nhey\r\n");
     // Only the LAST entry may lack it.
-    publisher.send(&set_request("publish", b"MESSAGE a 1\r\nxMESSAGE a 1\r\ny\r\n"));
+    publisher.send(&set_request(
+        "publish",
+        b"MESSAGE a 1\r\nxMESSAGE a 1\r\ny\r\n",
+    ));
     publisher.expect(b"CLIENT_ERROR bad publish block\r\n");
     publisher.expect_open_and_empty();
 }
@@ -213,7 +216,7 @@ fn command_line_longer_than_2048_bytes_answers_client_error_then_closes() {
     let node = Node::start(&[]);
     let mut c = node.connect();
     let mut line = b"set subscribe ".to_vec();
-    line.extend(std::iter::repeat(b'0').take(2100));
+    line.extend(std::iter::repeat_n(b'0', 2100));
     line.extend_from_slice(b" 0 1\r\na\r\n");
     c.send(&line);
     c.expect_line_starting("CLIENT_ERROR ");
@@ -239,7 +242,7 @@ fn command_line_of_exactly_2048_bytes_is_accepted() {
     let head = b"set subscribe ";
     let tail = b" 0 1\r\n";
     let mut line = head.to_vec();
-    line.extend(std::iter::repeat(b'0').take(2048 - head.len() - tail.len()));
+    line.extend(std::iter::repeat_n(b'0', 2048 - head.len() - tail.len()));
     line.extend_from_slice(tail);
     assert_eq!(line.len(), 2048);
     c.send(&line);
@@ -311,7 +314,10 @@ fn publish_to_a_topic_longer_than_max_topic_bytes_answers_client_error_and_stays
     let mut sub = node.connect();
     let mut publisher = node.connect();
     sub.subscribe(&["12345678"]);
-    publisher.send(&publish_request(&[(&["12345678"], b"ok"), (&["123456789"], b"no")]));
+    publisher.send(&publish_request(&[
+        (&["12345678"], b"ok"),
+        (&["123456789"], b"no"),
+    ]));
     publisher.expect_line_starting("CLIENT_ERROR ");
     publisher.expect_open_and_empty();
     publisher.publish1("12345678", b"after");
@@ -389,7 +395,10 @@ fn an_idle_client_is_closed_and_its_subscriptions_removed_but_a_polling_one_is_n
         std::thread::sleep(Duration::from_millis(10));
     }
     let after = idle_closed_after.expect("the idle client was not closed within ~3.5 s");
-    assert!(after >= Duration::from_millis(800), "closed too early: {after:?}");
+    assert!(
+        after >= Duration::from_millis(800),
+        "closed too early: {after:?}"
+    );
     busy.expect_open_and_empty();
     // Only busy's subscription is left (the stats connections subscribe
     // nothing).
@@ -425,7 +434,11 @@ fn publish_paced(
         publisher.expect(&b"STORED\r\n".repeat(n));
         sent += n;
         let have = got.len();
-        got.extend(poll_until(poller, |m| have + m.len() >= sent, ASYNC_TIMEOUT));
+        got.extend(poll_until(
+            poller,
+            |m| have + m.len() >= sent,
+            ASYNC_TIMEOUT,
+        ));
     }
     got
 }
@@ -435,7 +448,10 @@ fn publish_paced(
 fn assert_closed_as_slow_consumer(c: &mut Client) {
     let got = c.wait_closed(ASYNC_TIMEOUT);
     assert!(
-        got.is_empty() || (got.starts_with(b"SERVER_ERROR ") && got.ends_with(b"\r\n") && got.iter().filter(|&&b| b == b'\n').count() == 1),
+        got.is_empty()
+            || (got.starts_with(b"SERVER_ERROR ")
+                && got.ends_with(b"\r\n")
+                && got.iter().filter(|&&b| b == b'\n').count() == 1),
         "a slow consumer may get one SERVER_ERROR line before the close, got \"{}\"",
         esc(&got)
     );
@@ -452,10 +468,16 @@ fn a_subscriber_past_max_queue_messages_is_closed_as_a_slow_consumer_and_others_
     let got = publish_paced(&mut publisher, &mut poller, "q", 200, 20, 8);
     assert_eq!(got.len(), 200);
     for (i, m) in got.iter().enumerate() {
-        assert!(m.payload.starts_with(format!("{i:06}-").as_bytes()), "out of order at {i}: {m:?}");
+        assert!(
+            m.payload.starts_with(format!("{i:06}-").as_bytes()),
+            "out of order at {i}: {m:?}"
+        );
     }
     assert_closed_as_slow_consumer(&mut slow);
-    assert!(node.log_contains("slow consumer"), "no slow-consumer log line");
+    assert!(
+        node.log_contains("slow consumer"),
+        "no slow-consumer log line"
+    );
     // Its state is gone; the poller's remains.
     node.wait_for_stat("subscriptions", |n| n == 1);
     poller.expect_open_and_empty();
@@ -475,7 +497,10 @@ fn a_subscriber_past_max_queue_bytes_is_closed_as_a_slow_consumer_and_others_get
     assert_eq!(got.len(), 30);
     assert!(got.iter().all(|m| m.payload.len() == 1000));
     assert_closed_as_slow_consumer(&mut slow);
-    assert!(node.log_contains("slow consumer"), "no slow-consumer log line");
+    assert!(
+        node.log_contains("slow consumer"),
+        "no slow-consumer log line"
+    );
     node.wait_for_stat("subscriptions", |n| n == 1);
     poller.expect_open_and_empty();
 }

@@ -33,7 +33,10 @@ fn get_until_some(c: &memcache::Client) -> Vec<u8> {
         if let Some(v) = c.get::<Vec<u8>>("messages").expect("get messages") {
             return v;
         }
-        assert!(Instant::now() < deadline, "nothing delivered within {ASYNC_TIMEOUT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nothing delivered within {ASYNC_TIMEOUT:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -68,7 +71,11 @@ fn memcache_crate_reads_a_multi_topic_multi_line_message_as_a_string() {
     let publisher = client(&node);
     sub.set("subscribe", "pm1 pm2", 0).expect("subscribe");
     publisher
-        .set("publish", &b"MESSAGE pm1 pm2 12\r\nhello\r\nworld\r\n"[..], 0)
+        .set(
+            "publish",
+            &b"MESSAGE pm1 pm2 12\r\nhello\r\nworld\r\n"[..],
+            0,
+        )
         .expect("publish");
     let value = String::from_utf8(get_until_some(&sub)).unwrap();
     assert_eq!(value, "MESSAGE pm1 pm2 12\r\nhello\r\nworld");
@@ -92,7 +99,11 @@ fn memcache_crate_several_queued_messages_come_back_as_one_value() {
         }
         assert!(Instant::now() < deadline, "got only \"{}\"", esc(&got));
     }
-    assert_bytes_eq(&got, b"MESSAGE a 2\r\nm1\r\nMESSAGE a 2\r\nm2\r\n", "entries");
+    assert_bytes_eq(
+        &got,
+        b"MESSAGE a 2\r\nm1\r\nMESSAGE a 2\r\nm2\r\n",
+        "entries",
+    );
 }
 
 #[test]
@@ -117,7 +128,8 @@ fn memcache_crate_register_then_subscribe_replays() {
     publisher
         .set("publish", "MESSAGE r 4\r\nretr\r\n", 0)
         .expect("publish");
-    sub.set("subscribe", "r", 0).expect("subscribe after register");
+    sub.set("subscribe", "r", 0)
+        .expect("subscribe after register");
     let value = get_until_some(&sub);
     assert_bytes_eq(&value, b"MESSAGE r 4\r\nretr", "replayed value");
 }
@@ -135,7 +147,11 @@ fn memcache_crate_sees_not_found_for_an_old_horizon_and_stays_subscribed() {
         .set("publish", "MESSAGE old 3\r\nnew\r\n", 0)
         .expect("publish");
     let value = get_until_some(&sub);
-    assert_bytes_eq(&value, b"MESSAGE old 3\r\nnew", "live value after NOT_FOUND");
+    assert_bytes_eq(
+        &value,
+        b"MESSAGE old 3\r\nnew",
+        "live value after NOT_FOUND",
+    );
 }
 
 #[test]

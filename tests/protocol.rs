@@ -171,7 +171,11 @@ fn row12_binary_payload_with_nul_and_end_marker_is_delivered_byte_exact() {
     let payload: &[u8] = b"\x00\xff\r\nEND\r\n\nVALUE x";
     publisher.publish(&[(&["a"], payload)]);
     let reply = first_nonempty_reply(&mut sub);
-    assert_bytes_eq(&reply, &messages_reply(&entry(&["a"], payload)), "get messages");
+    assert_bytes_eq(
+        &reply,
+        &messages_reply(&entry(&["a"], payload)),
+        "get messages",
+    );
     sub.expect_open_and_empty();
 }
 
@@ -186,7 +190,11 @@ fn row13_one_mebibyte_random_payload_round_trips_byte_exact() {
     payload[1000..1007].copy_from_slice(b"\r\nEND\r\n");
     publisher.publish(&[(&["big"], &payload)]);
     let reply = first_nonempty_reply(&mut sub);
-    assert_bytes_eq(&reply, &messages_reply(&entry(&["big"], &payload)), "1 MiB get");
+    assert_bytes_eq(
+        &reply,
+        &messages_reply(&entry(&["big"], &payload)),
+        "1 MiB get",
+    );
     sub.expect_open_and_empty();
 }
 
@@ -309,7 +317,10 @@ fn a_long_pipeline_of_mixed_requests_is_answered_in_order() {
                 want.extend_from_slice(b"END\r\n");
             }
             2 => {
-                write.extend(publish_request(&[(&["nobody"], format!("m{i}").as_bytes())]));
+                write.extend(publish_request(&[(
+                    &["nobody"],
+                    format!("m{i}").as_bytes(),
+                )]));
                 want.extend_from_slice(b"STORED\r\n");
             }
             _ => {
@@ -345,7 +356,10 @@ fn requests_split_into_one_byte_writes_are_handled_normally() {
             );
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "message never arrived");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "message never arrived"
+        );
     }
 }
 
@@ -401,7 +415,8 @@ fn stats_counts_current_and_total_connections() {
     let mut b = node.connect();
     b.expect_open_and_empty();
     let during = a.stats();
-    let n = |s: &std::collections::HashMap<String, String>, k: &str| -> i64 { s[k].parse().unwrap() };
+    let n =
+        |s: &std::collections::HashMap<String, String>, k: &str| -> i64 { s[k].parse().unwrap() };
     assert_eq!(
         n(&during, "curr_connections"),
         n(&before, "curr_connections") + 1,

@@ -122,8 +122,13 @@ fn retro_subscribe_at_the_current_second_replays_that_second_once_per_message_ac
     let mut witness = node.connect();
     let mut sub = node.connect();
     let mut publisher = node.connect();
-    let pairs: Vec<(String, String)> = (0..20).map(|i| (format!("rx{i}"), format!("ry{i}"))).collect();
-    let all: Vec<&str> = pairs.iter().flat_map(|(x, y)| [x.as_str(), y.as_str()]).collect();
+    let pairs: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("rx{i}"), format!("ry{i}")))
+        .collect();
+    let all: Vec<&str> = pairs
+        .iter()
+        .flat_map(|(x, y)| [x.as_str(), y.as_str()])
+        .collect();
     witness.subscribe(&all);
 
     // A message in an earlier second than the horizon: not replayed.
@@ -145,7 +150,10 @@ fn retro_subscribe_at_the_current_second_replays_that_second_once_per_message_ac
     let mut got = poll_exactly(&mut sub, 20);
     got.sort();
     want.sort();
-    assert_eq!(got, want, "one entry per message listing both held topics in publish order");
+    assert_eq!(
+        got, want,
+        "one entry per message listing both held topics in publish order"
+    );
 }
 
 #[test]
@@ -209,7 +217,11 @@ fn horizon_before_the_node_started_answers_not_found_but_subscribes() {
         let payload = format!("live-after-{horizon}");
         publisher.publish1("b", payload.as_bytes());
         let got = poll_exactly(&mut sub, 1);
-        assert_eq!(got, vec![Msg::new(&["b"], payload.as_bytes())], "horizon {horizon}");
+        assert_eq!(
+            got,
+            vec![Msg::new(&["b"], payload.as_bytes())],
+            "horizon {horizon}"
+        );
     }
 }
 
@@ -268,11 +280,7 @@ fn retention_overflow_answers_not_found_but_subscribes_and_within_retention_repl
     // Both are subscribed all the same.
     publisher.publish1("b", b"live");
     for c in [&mut late, &mut registered] {
-        let got = poll_until(
-            c,
-            |m| m.iter().any(|m| m.payload == b"live"),
-            ASYNC_TIMEOUT,
-        );
+        let got = poll_until(c, |m| m.iter().any(|m| m.payload == b"live"), ASYNC_TIMEOUT);
         assert_eq!(got.last().unwrap(), &Msg::new(&["b"], b"live"));
     }
 }
@@ -314,7 +322,10 @@ fn no_gap_every_message_after_register_arrives_exactly_once_replayed_or_live() {
             let mut write = Vec::new();
             for i in range.clone() {
                 let payload = format!("seq-{i:04}");
-                write.extend(publish_request(&[(&[topics[i % topics.len()]], payload.as_bytes())]));
+                write.extend(publish_request(&[(
+                    &[topics[i % topics.len()]],
+                    payload.as_bytes(),
+                )]));
             }
             publisher.send(&write);
             publisher.expect(&b"STORED\r\n".repeat(range.len()));
@@ -337,12 +348,20 @@ fn no_gap_every_message_after_register_arrives_exactly_once_replayed_or_live() {
     let got_more = collect_for(&mut sub, QUIET_PERIOD);
     let mut count: HashMap<String, usize> = HashMap::new();
     for m in got.iter().chain(got_more.iter()) {
-        *count.entry(String::from_utf8_lossy(&m.payload).into_owned()).or_default() += 1;
+        *count
+            .entry(String::from_utf8_lossy(&m.payload).into_owned())
+            .or_default() += 1;
     }
     let pre: Vec<&String> = count.keys().filter(|k| k.starts_with("pre-")).collect();
-    assert!(pre.is_empty(), "messages from before the register were replayed: {pre:?}");
+    assert!(
+        pre.is_empty(),
+        "messages from before the register were replayed: {pre:?}"
+    );
     let dups: Vec<(&String, &usize)> = count.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(dups.is_empty(), "messages delivered more than once: {dups:?}");
+    assert!(
+        dups.is_empty(),
+        "messages delivered more than once: {dups:?}"
+    );
     let missing: Vec<String> = (0..N + M)
         .map(|i| format!("seq-{i:04}"))
         .filter(|p| !count.contains_key(p))

@@ -2,6 +2,7 @@
 //! registry, counters for `stats`, the logger. Every actor holds an `Arc<Node>`.
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -53,6 +54,8 @@ pub struct Node {
     next_client_id: AtomicU64,
     /// The supervisor, once started (fault injection and failure reports).
     supervisor: OnceLock<Addr<Supervisor>>,
+    /// The address the listening socket is bound to (`status` reports it).
+    local_addr: OnceLock<SocketAddr>,
 }
 
 impl Node {
@@ -72,6 +75,7 @@ impl Node {
             started: Instant::now(),
             next_client_id: AtomicU64::new(1),
             supervisor: OnceLock::new(),
+            local_addr: OnceLock::new(),
         })
     }
 
@@ -81,6 +85,15 @@ impl Node {
 
     pub fn supervisor(&self) -> Option<&Addr<Supervisor>> {
         self.supervisor.get()
+    }
+
+    pub fn set_local_addr(&self, addr: SocketAddr) {
+        let _ = self.local_addr.set(addr);
+    }
+
+    /// The address clients connect to, once bound.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr.get().copied()
     }
 
     pub fn next_client_id(&self) -> u64 {

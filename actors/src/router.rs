@@ -316,6 +316,15 @@ impl Router {
         if topics.is_empty() {
             return out;
         }
+        // Requests are zero-copy slices of a connection's read buffer; keep
+        // small parts in allocations of their own so that a queued or
+        // buffered message does not pin the whole read buffer.
+        let topics: Vec<Bytes> = topics.iter().map(detach).collect();
+        let payload = if payload.len() < DETACH_BELOW {
+            detach(&payload)
+        } else {
+            payload
+        };
         let (mut guards, slot) = self.lock_for(&topics);
         let seq = self.seq.fetch_add(1, Ordering::SeqCst);
         let msg = Arc::new(Message::new(
@@ -377,11 +386,12 @@ impl Router {
         let mut added: HashSet<Bytes> = HashSet::new();
         for (i, topic) in topics.iter().enumerate() {
             if !subs.contains(topic) {
+                let topic = detach(topic);
                 subs.insert(topic.clone());
                 added.insert(topic.clone());
                 guards[slot[i]]
                     .topics
-                    .entry(topic.clone())
+                    .entry(topic)
                     .or_default()
                     .push(client.clone());
             }
@@ -489,6 +499,14 @@ impl Router {
         let _guard = self.lock_shard(i % self.shards.len());
         panic!("fault injection: router shard {i} panicked");
     }
+}
+
+/// Payloads shorter than this are copied out of the request buffer.
+const DETACH_BELOW: usize = 16 * 1024;
+
+/// A copy of `b` in an allocation of its own.
+fn detach(b: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(b)
 }
 
 fn remove_subscriber(state: &mut ShardState, topic: &Bytes, id: u64) {

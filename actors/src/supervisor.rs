@@ -80,6 +80,7 @@ impl Supervisor {
             hook_addr.do_send(ShardRestarted(shard))
         }));
         node.set_supervisor(sup.clone());
+        node.set_local_addr(addr);
         crate::control::start(node.clone(), sup.clone())?;
         info!(node.log, "accepting connections";
             "addr" => %addr, "router_shards" => node.router.num_shards(),

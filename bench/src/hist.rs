@@ -51,7 +51,7 @@ fn bounds_of(i: usize) -> (u64, u64) {
 impl Histogram {
     pub fn new() -> Self {
         Histogram {
-            counts: vec![0; BUCKETS],
+            counts: Vec::new(),
             count: 0,
             sum: 0,
             min: u64::MAX,
@@ -60,6 +60,9 @@ impl Histogram {
     }
 
     pub fn record(&mut self, v: u64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS];
+        }
         self.counts[index_of(v)] += 1;
         self.count += 1;
         self.sum += v as u128;
@@ -70,6 +73,9 @@ impl Histogram {
     pub fn merge(&mut self, other: &Histogram) {
         if other.count == 0 {
             return;
+        }
+        if self.counts.is_empty() {
+            self.counts = vec![0; BUCKETS];
         }
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += *b;

@@ -35,7 +35,11 @@ pub fn push_topics<S: AsRef<[u8]>>(buf: &mut Vec<u8>, key: &str, topics: &[S]) {
 
 /// Append one publish entry `MESSAGE <topics> <len>\r\n<payload>\r\n` to a
 /// publish data block under construction.
-pub fn push_entry<S: AsRef<[u8]>>(block: &mut Vec<u8>, topics: &[S], payload: &[u8]) {
+pub fn push_entry<I, S>(block: &mut Vec<u8>, topics: I, payload: &[u8])
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<[u8]>,
+{
     block.extend_from_slice(b"MESSAGE");
     for t in topics {
         block.push(b' ');

@@ -19,7 +19,7 @@
 //!
 //! The decoder never buffers more than it must: at most one command line, or
 //! one data block of at most `max_request_bytes` (+2), whatever `<n>` says. It
-//! never reserves more than has already arrived. Once it has yielded a
+//! never reserves buffer space on the strength of `<n>`. Once it has yielded a
 //! closing [`Rejection`] (or [`Request::Quit`]) it yields nothing more.
 //!
 //! What a `set` body means (topics, publish entries, horizons) is decided
@@ -144,9 +144,9 @@ impl Decoder for KrakenCodec {
                     // a limit of `usize::MAX`, whose block can never arrive.
                     let needed = len.saturating_add(2);
                     if src.len() < needed {
-                        // Grow towards the block, but never by more than has
-                        // arrived: `<n>` is the client's word, not a fact.
-                        src.reserve((needed - src.len()).min(src.len()));
+                        // No `reserve(needed)`: `<n>` is the client's word,
+                        // not a fact. The reader grows the buffer as bytes
+                        // actually arrive (`FramedRead` doubles it when full).
                         return Ok(None);
                     }
                     if &src[len..needed] != b"\r\n" {
@@ -168,8 +168,8 @@ impl Decoder for KrakenCodec {
                         .position(|&b| b == b'\n')
                         .map(|i| scanned + i)
                     else {
-                        let waiting_for_lf_after_cr = src.len() == max.saturating_add(1)
-                            && src.last() == Some(&b'\r');
+                        let waiting_for_lf_after_cr =
+                            src.len() == max.saturating_add(1) && src.last() == Some(&b'\r');
                         if src.len() > max && !waiting_for_lf_after_cr {
                             return Ok(Some(self.close(src, client_error("line too long"))));
                         }
@@ -203,9 +203,7 @@ impl Decoder for KrakenCodec {
                                 remaining: (len as u64).saturating_add(2),
                             };
                             return Ok(Some(Request::Invalid(Rejection {
-                                reply: Response::ClientError(Cow::Borrowed(
-                                    "data block too large",
-                                )),
+                                reply: Response::ClientError(Cow::Borrowed("data block too large")),
                                 close: false,
                             })));
                         }

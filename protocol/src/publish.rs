@@ -179,7 +179,10 @@ fn find_crlf(bytes: &[u8], from: usize) -> Option<usize> {
 /// `bytes` without leading and trailing spaces.
 fn trim_spaces(bytes: &[u8]) -> &[u8] {
     let start = bytes.iter().position(|&b| b != b' ').unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|&b| b != b' ').map_or(start, |i| i + 1);
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b' ')
+        .map_or(start, |i| i + 1);
     &bytes[start..end]
 }
 
@@ -201,4 +204,39 @@ fn spans(bytes: &[u8], from: usize, to: usize) -> impl Iterator<Item = (usize, u
         }
         Some((start, pos))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens(bytes: &[u8], from: usize, to: usize) -> Vec<&[u8]> {
+        spans(bytes, from, to).map(|(s, e)| &bytes[s..e]).collect()
+    }
+
+    #[test]
+    fn spans_skip_runs_of_spaces_within_bounds() {
+        assert_eq!(tokens(b"", 0, 0), Vec::<&[u8]>::new());
+        assert_eq!(tokens(b"   ", 0, 3), Vec::<&[u8]>::new());
+        assert_eq!(tokens(b" a  bc ", 0, 7), [&b"a"[..], b"bc"]);
+        assert_eq!(tokens(b"xx a b yy", 2, 6), [&b"a"[..], b"b"]);
+        assert_eq!(tokens(b"abcdef", 1, 3), [&b"bc"[..]]);
+    }
+
+    #[test]
+    fn find_crlf_starts_where_told() {
+        assert_eq!(find_crlf(b"a\r\nb\r\n", 0), Some(1));
+        assert_eq!(find_crlf(b"a\r\nb\r\n", 2), Some(4));
+        assert_eq!(find_crlf(b"a\r\nb\r\n", 6), None);
+        assert_eq!(find_crlf(b"\r\r\n", 0), Some(1));
+        assert_eq!(find_crlf(b"\n\r", 0), None);
+    }
+
+    #[test]
+    fn trim_spaces_only_trims_spaces() {
+        assert_eq!(trim_spaces(b"  5 "), b"5");
+        assert_eq!(trim_spaces(b"   "), b"");
+        assert_eq!(trim_spaces(b""), b"");
+        assert_eq!(trim_spaces(b"\t5\t"), b"\t5\t");
+    }
 }

@@ -45,7 +45,8 @@ pub enum Request {
     },
     /// `get messages\r\n`: take everything queued (also the heartbeat).
     GetMessages,
-    /// `quit\r\n`: close without answering.
+    /// `quit\r\n`: close without answering. The decoder yields nothing after
+    /// it: requests pipelined behind `quit` are never run.
     Quit,
     /// `stats\r\n` (SPEC §7).
     Stats,

@@ -55,11 +55,8 @@ pub enum Response {
 pub fn message_header(topics: &[&[u8]], payload_len: usize) -> Bytes {
     let mut digits = [0u8; 20];
     let len = format_usize(payload_len, &mut digits);
-    let size = b"MESSAGE".len()
-        + topics.iter().map(|t| 1 + t.len()).sum::<usize>()
-        + 1
-        + len.len()
-        + 2;
+    let size =
+        b"MESSAGE".len() + topics.iter().map(|t| 1 + t.len()).sum::<usize>() + 1 + len.len() + 2;
     let mut out = BytesMut::with_capacity(size);
     out.put_slice(b"MESSAGE");
     for topic in topics {
@@ -80,14 +77,8 @@ mod tests {
     #[test]
     fn header_lists_topics_in_order_then_length() {
         assert_eq!(&message_header(&[b"a"], 3)[..], b"MESSAGE a 3\r\n");
-        assert_eq!(
-            &message_header(&[b"b", b"c"], 2)[..],
-            b"MESSAGE b c 2\r\n"
-        );
-        assert_eq!(
-            &message_header(&[b"b", b"b"], 0)[..],
-            b"MESSAGE b b 0\r\n"
-        );
+        assert_eq!(&message_header(&[b"b", b"c"], 2)[..], b"MESSAGE b c 2\r\n");
+        assert_eq!(&message_header(&[b"b", b"b"], 0)[..], b"MESSAGE b b 0\r\n");
         assert_eq!(
             &message_header(&[b"t\xc3\xa9\tx"], 1_048_576)[..],
             b"MESSAGE t\xc3\xa9\tx 1048576\r\n"

@@ -66,13 +66,12 @@ fn only_the_space_byte_separates() {
     // D10: tabs and UTF-8 are topic bytes.
     assert_eq!(
         topics("a\tb caf\u{e9} \u{1f419}".as_bytes()).unwrap(),
-        [
-            &b"a\tb"[..],
-            "caf\u{e9}".as_bytes(),
-            "\u{1f419}".as_bytes()
-        ]
+        [&b"a\tb"[..], "caf\u{e9}".as_bytes(), "\u{1f419}".as_bytes()]
     );
-    assert_eq!(topics(b"\x00\xff \x0b").unwrap(), [&b"\x00\xff"[..], b"\x0b"]);
+    assert_eq!(
+        topics(b"\x00\xff \x0b").unwrap(),
+        [&b"\x00\xff"[..], b"\x0b"]
+    );
 }
 
 #[test]
@@ -321,7 +320,10 @@ fn rb(horizon_secs: i64, topics: &[&[u8]]) -> RetroBody {
 
 #[test]
 fn r6_horizon_then_topics() {
-    assert_eq!(retro(b"1700000000\r\nx").unwrap(), rb(1_700_000_000, &[b"x"]));
+    assert_eq!(
+        retro(b"1700000000\r\nx").unwrap(),
+        rb(1_700_000_000, &[b"x"])
+    );
     assert_eq!(
         retro(b"1700000000\r\nb c  a").unwrap(),
         rb(1_700_000_000, &[b"b", b"c", b"a"])

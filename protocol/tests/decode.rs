@@ -50,10 +50,7 @@ fn row4_publish_three_entries() {
 
 #[test]
 fn row5_empty_publish() {
-    assert_eq!(
-        d(b"set publish 0 0 0\r\n\r\n"),
-        [set(SetKey::Publish, b"")]
-    );
+    assert_eq!(d(b"set publish 0 0 0\r\n\r\n"), [set(SetKey::Publish, b"")]);
 }
 
 #[test]
@@ -275,7 +272,12 @@ fn get_of_anything_but_messages_is_error_then_close() {
         b"get quit\r\n",
         b"get subscribe\r\n",
     ] {
-        assert_eq!(d(line), [error_close()], "{:?}", String::from_utf8_lossy(line));
+        assert_eq!(
+            d(line),
+            [error_close()],
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
     }
 }
 
@@ -288,7 +290,12 @@ fn set_of_unknown_key_is_error_then_close_without_reading_the_block() {
         b"set Subscribe 0 0 1\r\na\r\n",
         b"set foo 0 0 99999999999\r\n",
     ] {
-        assert_eq!(d(line), [error_close()], "{:?}", String::from_utf8_lossy(line));
+        assert_eq!(
+            d(line),
+            [error_close()],
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
     }
 }
 
@@ -315,7 +322,12 @@ fn malformed_set_lines_are_error_then_close() {
         b"set subscribe 0 0 1 noreply extra\r\n",
         b"set subscribe 0 0 1 noreply noreply\r\n",
     ] {
-        assert_eq!(d(line), [error_close()], "{:?}", String::from_utf8_lossy(line));
+        assert_eq!(
+            d(line),
+            [error_close()],
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
     }
 }
 
@@ -607,7 +619,10 @@ fn oversized_block_with_noreply_is_still_refused_aloud() {
     input.extend_from_slice(b"\r\nversion\r\n");
     assert_eq!(
         decode_every_way(&input, SMALL),
-        [client_error("data block too large", false), Request::Version]
+        [
+            client_error("data block too large", false),
+            Request::Version
+        ]
     );
 }
 

@@ -31,7 +31,9 @@ fn simple_replies() {
         b"CLIENT_ERROR bad data chunk\r\n"
     );
     assert_eq!(
-        encode(Response::ClientError(Cow::Owned("line too long".to_owned()))),
+        encode(Response::ClientError(Cow::Owned(
+            "line too long".to_owned()
+        ))),
         b"CLIENT_ERROR line too long\r\n"
     );
     // E18: sent unprompted to a client over `max_tcp_clients`.
@@ -166,10 +168,7 @@ fn responses_append_to_what_is_buffered() {
 /// CRLF pymemcache users add back, parses as the publish block it was.
 #[test]
 fn a_delivered_value_parses_back_as_a_publish_block() {
-    let messages = vec![
-        out(&[b"a"], b"hey"),
-        out(&[b"b", b"c"], b"x\r\nEND\r\n"),
-    ];
+    let messages = vec![out(&[b"a"], b"hey"), out(&[b"b", b"c"], b"x\r\nEND\r\n")];
     let bytes = encode(Response::Messages(messages));
     let value = b"MESSAGE a 3\r\nhey\r\nMESSAGE b c 8\r\nx\r\nEND\r\n";
     let k = value.len();

@@ -200,17 +200,19 @@ fn write_request(request: &Request, s: &Spelling, out: &mut Vec<u8>) {
         Request::Stats => format!("{}stats{}", sp(a), sp(c)),
         Request::Version => format!("version{}", sp(c)),
         Request::Quit => format!("{}quit", sp(a)),
-        Request::Set { key, data, noreply } => format!(
-            "{}set {}{} {} {}{} {}{}",
-            sp(a),
-            sp(b),
-            key.as_str(),
-            s.flags,
-            s.exptime,
-            sp(b),
-            data.len(),
-            if *noreply { " noreply" } else { "" },
-        ) + &sp(c),
+        Request::Set { key, data, noreply } => {
+            format!(
+                "{}set {}{} {} {}{} {}{}",
+                sp(a),
+                sp(b),
+                key.as_str(),
+                s.flags,
+                s.exptime,
+                sp(b),
+                data.len(),
+                if *noreply { " noreply" } else { "" },
+            ) + &sp(c)
+        }
         Request::Invalid(_) => unreachable!("not generated"),
     };
     out.extend_from_slice(line.as_bytes());

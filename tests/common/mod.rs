@@ -460,7 +460,9 @@ impl Client {
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         stream.set_nodelay(true).unwrap();
         stream.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         Client {
             stream,
             buf: Vec::new(),
@@ -518,11 +520,21 @@ impl Client {
             if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
                 return self.buf.drain(..i + 2).collect();
             }
-            assert!(self.buf.len() < 64 * 1024, "reply line too long: \"{}\"", esc(&self.buf));
+            assert!(
+                self.buf.len() < 64 * 1024,
+                "reply line too long: \"{}\"",
+                esc(&self.buf)
+            );
             match self.fill() {
-                Ok(0) => panic!("connection closed in the middle of a line: \"{}\"", esc(&self.buf)),
+                Ok(0) => panic!(
+                    "connection closed in the middle of a line: \"{}\"",
+                    esc(&self.buf)
+                ),
                 Ok(_) => {}
-                Err(e) => panic!("read failed ({e}) waiting for a line; have \"{}\"", esc(&self.buf)),
+                Err(e) => panic!(
+                    "read failed ({e}) waiting for a line; have \"{}\"",
+                    esc(&self.buf)
+                ),
             }
         }
     }
@@ -756,11 +768,17 @@ impl Client {
             let body = text
                 .strip_prefix("STAT ")
                 .and_then(|r| r.strip_suffix("\r\n"))
-                .unwrap_or_else(|| panic!("want `STAT <name> <value>\\r\\n`, got \"{}\"", esc(&line)));
+                .unwrap_or_else(|| {
+                    panic!("want `STAT <name> <value>\\r\\n`, got \"{}\"", esc(&line))
+                });
             let (name, value) = body
                 .split_once(' ')
                 .unwrap_or_else(|| panic!("STAT line without a value: \"{}\"", esc(&line)));
-            assert!(!name.is_empty(), "STAT line without a name: \"{}\"", esc(&line));
+            assert!(
+                !name.is_empty(),
+                "STAT line without a name: \"{}\"",
+                esc(&line)
+            );
             map.insert(name.to_string(), value.to_string());
         }
         panic!("stats reply never ended");
@@ -812,7 +830,11 @@ pub fn parse_entries(mut data: &[u8]) -> Vec<Msg> {
 /// Polls `client` until the messages received so far (accumulated over
 /// polls) satisfy `pred`, or panics after `timeout` showing them.
 #[track_caller]
-pub fn poll_until(client: &mut Client, pred: impl Fn(&[Msg]) -> bool, timeout: Duration) -> Vec<Msg> {
+pub fn poll_until(
+    client: &mut Client,
+    pred: impl Fn(&[Msg]) -> bool,
+    timeout: Duration,
+) -> Vec<Msg> {
     let deadline = Instant::now() + timeout;
     let mut got = Vec::new();
     loop {
@@ -902,7 +924,10 @@ pub fn first_nonempty_reply(client: &mut Client) -> Vec<u8> {
         if raw != b"END\r\n" {
             return raw;
         }
-        assert!(Instant::now() < deadline, "nothing delivered within {ASYNC_TIMEOUT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nothing delivered within {ASYNC_TIMEOUT:?}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -927,4 +952,120 @@ pub fn payloads(msgs: &[Msg]) -> Vec<String> {
     msgs.iter()
         .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
         .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The `kraken` command and the node's process (lifecycle, control, supervision)
+// ---------------------------------------------------------------------------
+
+/// How long a `kraken` command (start, stop, status, ...) may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// What a finished `kraken` command said.
+#[derive(Debug)]
+pub struct Output {
+    /// The exit code (`None` if killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// stdout and stderr together, for assertion messages.
+    pub fn text(&self) -> String {
+        format!("exit {:?}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+    }
+}
+
+/// Runs `kraken <args>` (with `KRAKEN_HOME` set as the harness does) to its
+/// end, bounded by [`COMMAND_TIMEOUT`] (then it is killed and this panics).
+pub fn kraken(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kraken"));
+    cmd.args(args)
+        .env("KRAKEN_HOME", env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn the kraken binary");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    // `kraken start` leaves a node behind that holds no pipe of ours, so
+    // reading to EOF ends when the command does.
+    let t_out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kraken {args:?} still running after {COMMAND_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&t_out.join().unwrap()).into_owned(),
+        stderr: String::from_utf8_lossy(&t_err.join().unwrap()).into_owned(),
+    }
+}
+
+impl Node {
+    /// The node's control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("ctl.sock")
+    }
+
+    /// The node's private temporary directory (removed on drop).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.clone()
+    }
+
+    /// Runs a control command (`status`, `dump_topics`, ...) against this
+    /// node: `kraken <args> -kraken control_socket <its socket>`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let socket = self.control_socket();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-kraken", "control_socket", socket.to_str().unwrap()]);
+        kraken(&all)
+    }
+
+    /// Sends the node a signal (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal}) failed", self.child.id());
+    }
+
+    /// Waits up to `timeout` for the node to exit; its status, or `None` if
+    /// it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Client {
+    /// This connection's own address (the peer the node sees).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream.local_addr().expect("local_addr")
+    }
 }

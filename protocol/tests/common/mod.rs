@@ -98,6 +98,8 @@ pub fn client_error(why: &'static str, close: bool) -> Request {
 pub fn encode(response: Response) -> Vec<u8> {
     let mut codec = KrakenCodec::new(Limits::default());
     let mut dst = BytesMut::new();
-    codec.encode(response, &mut dst).expect("encode never errors");
+    codec
+        .encode(response, &mut dst)
+        .expect("encode never errors");
     dst.to_vec()
 }
