@@ -136,7 +136,10 @@ pub fn status(settings: &Settings) -> ExitCode {
             ExitCode::SUCCESS
         }
         None => {
-            eprintln!("kraken: control socket {}: a malformed status reply", path.display());
+            eprintln!(
+                "kraken: control socket {}: a malformed status reply",
+                path.display()
+            );
             ExitCode::from(1)
         }
     }

@@ -67,7 +67,10 @@ pub fn start(cli: &Cli, settings: &Settings) -> ExitCode {
     {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("kraken: cannot open {} for the node's output: {e}", output_path.display());
+            eprintln!(
+                "kraken: cannot open {} for the node's output: {e}",
+                output_path.display()
+            );
             return ExitCode::from(1);
         }
     };
@@ -137,7 +140,9 @@ fn wait_started(child: &mut Child, settings: &Settings, socket: &Path) -> Result
     let mut answered: Option<Status> = None;
     loop {
         match child.try_wait() {
-            Ok(Some(exit)) => return Err(format!("it exited ({exit}) before accepting connections")),
+            Ok(Some(exit)) => {
+                return Err(format!("it exited ({exit}) before accepting connections"))
+            }
             Ok(None) => {}
             Err(e) => return Err(format!("cannot watch it: {e}")),
         }
@@ -202,7 +207,10 @@ pub fn stop(settings: &Settings) -> ExitCode {
         }
     };
     let Some(pid) = pid else {
-        eprintln!("kraken: control socket {}: a malformed stop reply", socket.display());
+        eprintln!(
+            "kraken: control socket {}: a malformed stop reply",
+            socket.display()
+        );
         return ExitCode::from(1);
     };
     println!("Stopping: pid {pid}");

@@ -44,6 +44,13 @@ pub fn run(loaded: Loaded) -> ExitCode {
             "max_tcp_clients" => settings.max_tcp_clients, "clients_possible" => capacity);
     }
 
+    // The pid file exists before the node says it is accepting connections.
+    if let Some(path) = &settings.pid_file {
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            crit!(log, "cannot write pid_file"; "path" => %path.display(), "error" => %e);
+            return ExitCode::from(1);
+        }
+    }
     let node = Node::new(settings.clone(), log.clone(), level);
     let system = System::new();
     let started = system.block_on(async {
@@ -64,13 +71,10 @@ pub fn run(loaded: Loaded) -> ExitCode {
             "kraken: cannot listen on {}:{}: {e}",
             settings.listen_ip, settings.tcp_server_port
         );
-        return ExitCode::from(1);
-    }
-    if let Some(path) = &settings.pid_file {
-        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
-            crit!(log, "cannot write pid_file"; "path" => %path.display(), "error" => %e);
-            return ExitCode::from(1);
+        if let Some(path) = &settings.pid_file {
+            let _ = std::fs::remove_file(path);
         }
+        return ExitCode::from(1);
     }
     let result = system.run();
     if let Some(path) = &settings.pid_file {

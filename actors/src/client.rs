@@ -19,6 +19,14 @@ pub enum Kick {
     SlowConsumer,
     /// The node is stopping.
     Shutdown,
+    /// It sent nothing for `client_idle_timeout`.
+    Idle,
+    /// Its queue actor failed; the client's state is already gone.
+    QueueFailed,
+    /// A proxy lost the upstream of one of the client's topics and cannot
+    /// prove that nothing was missed meanwhile: the client must reconnect,
+    /// re-register and reload (see `crate::proxy`).
+    UpstreamLost,
 }
 
 /// Tells a client's connection to close (set by the connection actor).
@@ -43,6 +51,9 @@ pub struct ClientShared {
     pub received: AtomicU64,
     /// Milliseconds since `connected_at` of the last poll (0 = never).
     last_poll_ms: AtomicU64,
+    /// Milliseconds since `connected_at` of the last request: the idle
+    /// clock, read by the supervisor's sweep (no timer per connection).
+    last_request_ms: AtomicU64,
     /// Tells the connection to close (inbox overflow, node shutdown).
     kick_hook: Mutex<Option<KickHook>>,
     max_messages: usize,
@@ -77,6 +88,7 @@ impl ClientShared {
             closed: AtomicBool::new(false),
             received: AtomicU64::new(0),
             last_poll_ms: AtomicU64::new(0),
+            last_request_ms: AtomicU64::new(0),
             kick_hook: Mutex::new(None),
             max_messages,
             max_bytes,
@@ -169,10 +181,23 @@ impl ClientShared {
         }
     }
 
+    /// Notes that a request arrived (the idle clock).
+    pub fn touch(&self) {
+        self.last_request_ms.store(
+            self.connected_at.elapsed().as_millis() as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Time since the last request (or the connection, if none).
+    pub fn idle_for(&self) -> std::time::Duration {
+        let last = std::time::Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
+        self.connected_at.elapsed().saturating_sub(last)
+    }
+
     /// Marks the client closing: nothing more is queued for it.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
-        *lock(&self.kick_hook) = None;
         let mut inbox = lock(&self.inbox);
         inbox.items = Vec::new();
         inbox.bytes = 0;

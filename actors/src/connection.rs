@@ -9,7 +9,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::{Buf, BytesMut};
@@ -34,6 +33,11 @@ pub const FAULT_SHARD_PANIC: &[u8] = b"__kraken_fault_shard_panic__";
 /// Topic that makes the listener panic when `fault_injection` is on.
 pub const FAULT_LISTENER_PANIC: &[u8] = b"__kraken_fault_listener_panic__";
 
+/// First size of a connection's read buffer. Most requests are a few dozen
+/// bytes; the buffer grows for large publishes. Idle clients are the many,
+/// so this is most of what an idle connection costs.
+const READ_BUFFER_INITIAL: usize = 256;
+
 /// One client connection.
 pub struct Connection {
     node: Arc<Node>,
@@ -50,8 +54,6 @@ pub struct Connection {
     flush_waker: Option<Waker>,
     /// Close once `out` is written; read nothing more.
     closing: bool,
-    /// Last time a request arrived (the idle timeout's clock).
-    last_request: Instant,
 }
 
 /// Tells a connection to close.
@@ -83,7 +85,7 @@ impl Connection {
             ctx.add_stream(FramedRead::with_capacity(
                 read,
                 KrakenCodec::new(limits),
-                4096,
+                READ_BUFFER_INITIAL,
             ));
             let me = ctx.address().downgrade();
             client.set_kick_hook(Box::new(move |why| {
@@ -100,7 +102,6 @@ impl Connection {
                 out: BytesMut::new(),
                 flush_waker: None,
                 closing: false,
-                last_request: Instant::now(),
             }
         });
     }
@@ -150,6 +151,13 @@ impl Connection {
         };
         let node = &self.node;
         let id = self.client.id;
+        if let Some(proxy) = node.proxy() {
+            if !proxy.admit(&entries) {
+                return Response::ServerError(
+                    "upstream backlog full: publish not accepted, retry".into(),
+                );
+            }
+        }
         for entry in entries {
             if entry.topics.len() >= settings.router_min_publish_to_topics_to_warn {
                 warn!(node.log, "message names many topics";
@@ -159,6 +167,7 @@ impl Connection {
             {
                 let shard = node.router.shard_of(FAULT_SHARD_PANIC);
                 let _ = catch_unwind(AssertUnwindSafe(|| node.router.inject_shard_panic(shard)));
+                node.router.heal();
                 return Response::ServerError(
                     "router shard failed; it was restarted, retry".into(),
                 );
@@ -167,6 +176,7 @@ impl Connection {
                 node.router.publish(id, entry.topics, entry.payload)
             }));
             let Ok(published) = result else {
+                node.router.heal();
                 return Response::ServerError(
                     "router shard failed; it was restarted, retry".into(),
                 );
@@ -205,7 +215,8 @@ impl Connection {
         match req {
             Request::GetMessages => match self.client.take() {
                 Some(items) => self.write(Response::Messages(items)),
-                None => self.kicked(Kick::SlowConsumer),
+                None if self.client.overflowed() => self.kicked(Kick::SlowConsumer),
+                None => self.kicked(Kick::QueueFailed),
             },
             Request::Set { key, data, noreply } => match key {
                 SetKey::Publish => {
@@ -266,26 +277,28 @@ impl Connection {
                     "slow consumer: queue limit exceeded".into(),
                 ));
             }
+            Kick::UpstreamLost => {
+                slog::debug!(self.node.log, "upstream lost: closing client";
+                    "client" => self.client.id, "peer" => %self.client.peer);
+                self.write(Response::ServerError(
+                    "upstream lost: reconnect and reload".into(),
+                ));
+            }
             Kick::Shutdown => {}
+            Kick::QueueFailed => {
+                self.write(Response::ServerError("client queue failed".into()));
+            }
+            Kick::Idle => {
+                self.node
+                    .counters
+                    .idle_closed
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(self.node.log, "idle client closed";
+                    "client" => self.client.id, "peer" => %self.client.peer,
+                    "idle_seconds" => self.node.settings.client_idle_timeout.as_secs_f64());
+            }
         }
         self.close();
-    }
-
-    fn check_idle(&mut self) {
-        let timeout = self.node.settings.client_idle_timeout;
-        if !self.closing && self.last_request.elapsed() >= timeout {
-            self.node
-                .counters
-                .idle_closed
-                .fetch_add(1, Ordering::Relaxed);
-            info!(self.node.log, "idle client closed";
-                "client" => self.client.id, "peer" => %self.client.peer,
-                "idle_seconds" => timeout.as_secs_f64());
-            self.close();
-        }
-        if !self.queue.connected() {
-            self.close();
-        }
     }
 }
 
@@ -294,9 +307,6 @@ impl Actor for Connection {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.spawn(Flusher);
-        let timeout = self.node.settings.client_idle_timeout;
-        let every = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
-        ctx.run_interval(every, |act, _ctx| act.check_idle());
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -323,7 +333,7 @@ impl StreamHandler<Result<Request, std::io::Error>> for Connection {
         if self.closing {
             return;
         }
-        self.last_request = Instant::now();
+        self.client.touch();
         match item {
             Ok(req) => self.handle_request(req, ctx),
             Err(_) => self.close(),

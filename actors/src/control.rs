@@ -113,8 +113,12 @@ fn bind(path: &Path) -> io::Result<(UnixListener, SocketFile)> {
             })?,
         }
     }
-    let std_listener = std::os::unix::net::UnixListener::bind(path)
-        .map_err(|e| error(e.kind(), format!("cannot create control socket {shown}: {e}")))?;
+    let std_listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| {
+        error(
+            e.kind(),
+            format!("cannot create control socket {shown}: {e}"),
+        )
+    })?;
     let meta = std::fs::symlink_metadata(path)?;
     let file = SocketFile {
         path: path.to_path_buf(),

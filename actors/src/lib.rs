@@ -10,6 +10,9 @@
 //!         tables + retro    |        +-- Connection actor --- ClientQueue actor
 //!         buffers)       Listener    +-- Connection actor --- ClientQueue actor
 //!                                    +-- ...
+//!
+//!   on a proxy node (`upstreams` set), also:
+//!        UpstreamLink actor per upstream (own arbiter) --TCP--> upstream node
 //! ```
 //!
 //! - [`supervisor::Supervisor`] binds the socket, starts the worker arbiters
@@ -31,6 +34,14 @@
 //! - [`client::ClientShared`] is what the router and the two actors share
 //!   about one client: its inbox (bounded: slow consumers are closed) and
 //!   subscription set.
+//! - [`control`] serves the control socket (a Unix socket, owner-only) on
+//!   which `bin/kraken status|stop|change_log_level|dump_*` reach the node.
+//! - [`proxy`] (only when `upstreams` is set) makes the node a proxy: one
+//!   [`proxy::upstream::UpstreamLink`] per upstream node mirrors the local
+//!   clients' topics there (a topic belongs to one upstream by rendezvous
+//!   hashing), forwards local publishes, and relays what arrives into the
+//!   local router; the router reports to it through
+//!   [`router::TopicObserver`].
 //!
 //! `docs/DESIGN.md` explains why routing runs under shard locks in the
 //! publisher's thread rather than through shard mailboxes.
@@ -42,6 +53,7 @@ pub mod listener;
 pub mod loglevel;
 pub mod message;
 pub mod node;
+pub mod proxy;
 pub mod queue;
 pub mod router;
 pub mod settings;

@@ -12,6 +12,7 @@ use std::time::Instant;
 use slog::Logger;
 
 use crate::loglevel::RuntimeLevel;
+use crate::proxy::Proxy;
 use crate::router::{Registry, Router};
 use crate::settings::Settings;
 use crate::supervisor::Supervisor;
@@ -24,6 +25,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub struct Counters {
     /// Connections accepted since start.
     pub total_connections: AtomicU64,
+    /// Connections closed and cleaned up since start.
+    pub closed_connections: AtomicU64,
     /// Connections refused (`max_tcp_clients`).
     pub refused_connections: AtomicU64,
     /// Messages published (one per entry).
@@ -56,6 +59,8 @@ pub struct Node {
     supervisor: OnceLock<Addr<Supervisor>>,
     /// The address the listening socket is bound to (`status` reports it).
     local_addr: OnceLock<SocketAddr>,
+    /// The upstream links, if this node is a proxy (`upstreams` set).
+    proxy: OnceLock<Arc<Proxy>>,
 }
 
 impl Node {
@@ -76,7 +81,18 @@ impl Node {
             next_client_id: AtomicU64::new(1),
             supervisor: OnceLock::new(),
             local_addr: OnceLock::new(),
+            proxy: OnceLock::new(),
         })
+    }
+
+    /// Makes this node a proxy (see `crate::proxy::start`).
+    pub fn set_proxy(&self, proxy: Arc<Proxy>) {
+        let _ = self.proxy.set(proxy);
+    }
+
+    /// The upstream links, if this node is a proxy.
+    pub fn proxy(&self) -> Option<&Arc<Proxy>> {
+        self.proxy.get()
     }
 
     pub fn set_supervisor(&self, addr: Addr<Supervisor>) {
@@ -105,7 +121,7 @@ impl Node {
         let c = &self.counters;
         let (topics, subscriptions) = self.router.counts();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        vec![
+        let mut stats = vec![
             ("pid".into(), std::process::id().to_string()),
             (
                 "uptime".into(),
@@ -136,6 +152,10 @@ impl Node {
             ("router_shards".into(), self.router.num_shards().to_string()),
             ("shard_restarts".into(), self.router.restarts().to_string()),
             ("listener_restarts".into(), get(&c.listener_restarts)),
-        ]
+        ];
+        if let Some(proxy) = self.proxy() {
+            stats.extend(proxy.stats());
+        }
+        stats
     }
 }

@@ -41,7 +41,16 @@ pub struct ClientQueue {
     /// Removes the client everywhere when this actor goes, even by panic.
     cleanup: Cleanup,
     /// Set by `register`; used up by the next subscribe.
-    horizon: Option<Horizon>,
+    horizon: Option<Registered>,
+}
+
+/// What `register` remembers.
+#[derive(Debug, Clone, Copy)]
+struct Registered {
+    /// The exact horizon for this node's own retro buffers.
+    at: Horizon,
+    /// The wall clock then (ns): on a proxy, the horizon sent upstream.
+    wall_ns: u64,
 }
 
 /// Removes a client's state from the node when dropped.
@@ -53,6 +62,7 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            self.client.kick(crate::client::Kick::QueueFailed);
             self.node
                 .counters
                 .client_failures
@@ -61,6 +71,10 @@ impl Drop for Cleanup {
                 "client" => self.client.id, "peer" => %self.client.peer);
         }
         self.node.router.remove_client(&self.client);
+        self.node
+            .counters
+            .closed_connections
+            .fetch_add(1, Ordering::Relaxed);
         self.node
             .current_connections
             .fetch_sub(1, Ordering::Relaxed);
@@ -104,7 +118,10 @@ impl ClientQueue {
                     "client" => client.id);
                 Response::NotFound
             }
-            Err(_) => Response::ServerError("router shard failed; it was restarted, retry".into()),
+            Err(_) => {
+                node.router.heal();
+                Response::ServerError("router shard failed; it was restarted, retry".into())
+            }
         }
     }
 }
@@ -113,8 +130,33 @@ impl Actor for ClientQueue {
     type Context = Context<Self>;
 }
 
+/// On a proxy, completes a retroactive subscription upstream once it has
+/// succeeded locally: the answer is `NOT_FOUND` if an upstream cannot prove
+/// that nothing was lost since `horizon_ns` (see `crate::proxy`).
+fn retro_upstream(
+    node: &Arc<Node>,
+    client: u64,
+    local: Response,
+    topics: Vec<Bytes>,
+    horizon_ns: i128,
+) -> actix::Response<Response> {
+    let Some(proxy) = node.proxy().filter(|_| local == Response::Stored) else {
+        return actix::Response::reply(local);
+    };
+    let upstream = proxy.retro(topics, horizon_ns);
+    let log = node.log.clone();
+    actix::Response::fut(async move {
+        if upstream.await {
+            Response::Stored
+        } else {
+            info!(log, "retro subscription incomplete upstream: NOT_FOUND"; "client" => client);
+            Response::NotFound
+        }
+    })
+}
+
 impl Handler<QueueRequest> for ClientQueue {
-    type Result = MessageResult<QueueRequest>;
+    type Result = actix::Response<Response>;
 
     fn handle(&mut self, req: QueueRequest, _ctx: &mut Context<Self>) -> Self::Result {
         let reply = match req {
@@ -127,8 +169,39 @@ impl Handler<QueueRequest> for ClientQueue {
                         self.client().id
                     );
                 }
-                let replay = self.horizon.take().map(|h| (h, ReplayScope::NewTopics));
-                self.subscribe(&topics, replay)
+                let Some(registered) = self.horizon.take() else {
+                    let local = self.subscribe(&topics, None);
+                    // On a proxy, answer once the upstreams hold the topics.
+                    return match self.node.proxy().filter(|_| local == Response::Stored) {
+                        Some(proxy) => {
+                            let settled = proxy.settle(topics);
+                            actix::Response::fut(async move {
+                                settled.await;
+                                local
+                            })
+                        }
+                        None => actix::Response::reply(local),
+                    };
+                };
+                // On a proxy, the topics this subscribe adds are replayed
+                // upstream too.
+                let added: Vec<Bytes> = match self.node.proxy() {
+                    Some(_) => {
+                        let held = crate::client::lock(&self.client().subscriptions);
+                        let mut added: Vec<Bytes> = topics
+                            .iter()
+                            .filter(|t| !held.contains(*t))
+                            .cloned()
+                            .collect();
+                        added.sort_unstable();
+                        added.dedup();
+                        added
+                    }
+                    None => Vec::new(),
+                };
+                let local = self.subscribe(&topics, Some((registered.at, ReplayScope::NewTopics)));
+                let id = self.client().id;
+                return retro_upstream(&self.node, id, local, added, registered.wall_ns as i128);
             }
             QueueRequest::Unsubscribe(topics) => {
                 let node = &self.node;
@@ -138,22 +211,29 @@ impl Handler<QueueRequest> for ClientQueue {
                 })) {
                     Ok(()) => Response::Stored,
                     Err(_) => {
+                        node.router.heal();
                         Response::ServerError("router shard failed; it was restarted, retry".into())
                     }
                 }
             }
             QueueRequest::Register => {
-                self.horizon = Some(self.node.router.register_horizon());
+                let wall_ns = self.node.router.clock.now_ns();
+                self.horizon = Some(Registered {
+                    at: self.node.router.register_horizon(),
+                    wall_ns,
+                });
                 Response::Stored
             }
             QueueRequest::RetroSubscribe(body) => {
                 let ns = body.horizon_secs as i128 * 1_000_000_000;
-                self.subscribe(
+                let local = self.subscribe(
                     &body.topics,
                     Some((Horizon::TimeNs(ns), ReplayScope::Requested)),
-                )
+                );
+                let id = self.client().id;
+                return retro_upstream(&self.node, id, local, body.topics, ns);
             }
         };
-        MessageResult(reply)
+        actix::Response::reply(reply)
     }
 }

@@ -127,6 +127,13 @@ impl Registry {
         self.len() == 0
     }
 
+    /// Calls `f` on every client (under the registry lock: keep `f` short).
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<ClientShared>)) {
+        for c in lock(&self.clients).values() {
+            f(c);
+        }
+    }
+
     /// A snapshot of every client, by ascending id.
     pub fn all(&self) -> Vec<Arc<ClientShared>> {
         let mut v: Vec<_> = lock(&self.clients).values().cloned().collect();
@@ -186,6 +193,26 @@ fn after(msg: &Message, h: Horizon) -> bool {
 /// Called with a shard's index each time it is rebuilt after a failure.
 pub type RestartHook = Box<dyn Fn(usize) + Send + Sync>;
 
+/// What a proxy node (`crate::proxy`) must hear from the router to mirror
+/// its clients' topics upstream and to forward their publishes. Set once,
+/// before clients connect, with [`Router::set_observer`]; a plain node has
+/// none and pays one branch per publish for the possibility.
+///
+/// Every method is called **while the shard locks of the topics concerned
+/// are held**, so for any one topic the calls come in the order in which
+/// the changes happened. Implementations must therefore be quick and must
+/// not block or call back into the router: a non-blocking `do_send` is the
+/// intended body.
+pub trait TopicObserver: Send + Sync {
+    /// These topics just gained their first local subscriber.
+    fn gained(&self, topics: Vec<Bytes>);
+    /// These topics just lost their last local subscriber.
+    fn lost(&self, topics: Vec<Bytes>);
+    /// A local client published `msg`. Not called for messages relayed
+    /// from upstream ([`Router::publish_relayed`]).
+    fn published(&self, msg: &Arc<Message>);
+}
+
 /// The router-shard pool.
 pub struct Router {
     shards: Vec<Mutex<ShardState>>,
@@ -201,6 +228,8 @@ pub struct Router {
     pub started_ns: u64,
     restarts: AtomicU64,
     on_restart: OnceLock<RestartHook>,
+    /// The proxy's ear, if this node is a proxy (see [`TopicObserver`]).
+    observer: OnceLock<Arc<dyn TopicObserver>>,
 }
 
 /// Stable, cheap topic → shard hash (FNV-1a).
@@ -228,7 +257,34 @@ impl Router {
             started_ns: now,
             restarts: AtomicU64::new(0),
             on_restart: OnceLock::new(),
+            observer: OnceLock::new(),
         }
+    }
+
+    /// Makes this router a proxy's: `observer` hears of topics gained and
+    /// lost and of local publishes (see [`TopicObserver`]). Call once,
+    /// before any client connects.
+    ///
+    /// A proxy's retro buffers only have to prove that no message *this
+    /// process* published was lost (its upstream replays the rest, see
+    /// `crate::proxy`), and before it started it published nothing: so its
+    /// buffers count as complete from the beginning of time, until they
+    /// evict a message or a shard is rebuilt.
+    pub fn set_observer(&self, observer: Arc<dyn TopicObserver>) {
+        if self.observer.set(observer).is_ok() {
+            for i in 0..self.shards.len() {
+                let mut g = self.lock_shard(i);
+                if g.buffer.is_empty() && self.restarts() == 0 {
+                    g.complete_from_seq = 0;
+                    g.complete_from_ns = 0;
+                }
+            }
+        }
+    }
+
+    /// Whether this router is a proxy's.
+    pub fn is_proxy(&self) -> bool {
+        self.observer.get().is_some()
     }
 
     /// Sets what to call after a shard was rebuilt (the supervisor's ear).
@@ -271,6 +327,17 @@ impl Router {
         }
     }
 
+    /// Rebuilds now every shard a panic poisoned, rather than at its next
+    /// use: called where a panic in routing code is caught, so the restart
+    /// (and its count towards escalation) happens when the failure does.
+    pub fn heal(&self) {
+        for i in 0..self.shards.len() {
+            if self.shards[i].is_poisoned() {
+                drop(self.lock_shard(i));
+            }
+        }
+    }
+
     /// Restores shard `i`'s table from the clients' subscriptions; its retro
     /// buffer starts empty and complete only from now.
     fn rebuild(&self, i: usize, state: &mut ShardState) {
@@ -287,6 +354,28 @@ impl Router {
                     .entry(topic.clone())
                     .or_default()
                     .push(client.clone());
+            }
+        }
+        if let Some(obs) = self.observer.get() {
+            // The failed operation may have changed a client's topics
+            // without telling the observer: tell it the difference now.
+            let gained: Vec<Bytes> = fresh
+                .topics
+                .keys()
+                .filter(|t| !state.topics.contains_key(*t))
+                .cloned()
+                .collect();
+            let lost: Vec<Bytes> = state
+                .topics
+                .keys()
+                .filter(|t| !fresh.topics.contains_key(*t))
+                .cloned()
+                .collect();
+            if !gained.is_empty() {
+                obs.gained(gained);
+            }
+            if !lost.is_empty() {
+                obs.lost(lost);
             }
         }
         *state = fresh;
@@ -310,8 +399,21 @@ impl Router {
 
     /// Publishes one message from client `publisher`: stores it in the retro
     /// buffer of each shard it touches and queues it for every subscriber but
-    /// the publisher, one entry per subscriber.
+    /// the publisher, one entry per subscriber. On a proxy, the observer
+    /// forwards it upstream.
     pub fn publish(&self, publisher: u64, topics: Vec<Bytes>, payload: Bytes) -> Published {
+        self.route(publisher, topics, payload, true)
+    }
+
+    /// Publishes a message that a proxy's upstream link received (`via` is
+    /// the link's id, which no local client has, so every local subscriber
+    /// gets it). Unlike [`Router::publish`] it is not forwarded upstream
+    /// again.
+    pub fn publish_relayed(&self, via: u64, topics: Vec<Bytes>, payload: Bytes) -> Published {
+        self.route(via, topics, payload, false)
+    }
+
+    fn route(&self, publisher: u64, topics: Vec<Bytes>, payload: Bytes, local: bool) -> Published {
         let mut out = Published::default();
         if topics.is_empty() {
             return out;
@@ -336,6 +438,11 @@ impl Router {
         ));
         for g in guards.iter_mut() {
             g.store(&msg, self.buffer_capacity);
+        }
+        if local {
+            if let Some(obs) = self.observer.get() {
+                obs.published(&msg);
+            }
         }
         let mut count = |pushed: Pushed| {
             out.recipients += 1;
@@ -384,17 +491,22 @@ impl Router {
         let (mut guards, slot) = self.lock_for(topics);
         let mut subs = lock(&client.subscriptions);
         let mut added: HashSet<Bytes> = HashSet::new();
+        let observer = self.observer.get();
+        let mut gained = Vec::new();
         for (i, topic) in topics.iter().enumerate() {
             if !subs.contains(topic) {
                 let topic = detach(topic);
                 subs.insert(topic.clone());
                 added.insert(topic.clone());
-                guards[slot[i]]
-                    .topics
-                    .entry(topic)
-                    .or_default()
-                    .push(client.clone());
+                let holders = guards[slot[i]].topics.entry(topic.clone()).or_default();
+                if observer.is_some() && holders.is_empty() {
+                    gained.push(topic);
+                }
+                holders.push(client.clone());
             }
+        }
+        if let Some(obs) = observer.filter(|_| !gained.is_empty()) {
+            obs.gained(gained);
         }
         let Some((horizon, scope)) = replay else {
             return Subscribed::Complete { replayed: 0 };
@@ -445,10 +557,14 @@ impl Router {
     pub fn unsubscribe(&self, client: &Arc<ClientShared>, topics: &[Bytes]) {
         let (mut guards, slot) = self.lock_for(topics);
         let mut subs = lock(&client.subscriptions);
+        let mut lost = Vec::new();
         for (i, topic) in topics.iter().enumerate() {
-            if subs.remove(topic) {
-                remove_subscriber(&mut guards[slot[i]], topic, client.id);
+            if subs.remove(topic) && remove_subscriber(&mut guards[slot[i]], topic, client.id) {
+                lost.push(topic.clone());
             }
+        }
+        if let Some(obs) = self.observer.get().filter(|_| !lost.is_empty()) {
+            obs.lost(lost);
         }
     }
 
@@ -463,8 +579,13 @@ impl Router {
         }
         for (i, ts) in by_shard.iter().enumerate().filter(|(_, ts)| !ts.is_empty()) {
             let mut g = self.lock_shard(i);
-            for t in ts {
-                remove_subscriber(&mut g, t, client.id);
+            let lost: Vec<Bytes> = ts
+                .iter()
+                .filter(|t| remove_subscriber(&mut g, t, client.id))
+                .map(|t| (*t).clone())
+                .collect();
+            if let Some(obs) = self.observer.get().filter(|_| !lost.is_empty()) {
+                obs.lost(lost);
             }
         }
         self.registry.remove(client.id);
@@ -509,13 +630,16 @@ fn detach(b: &Bytes) -> Bytes {
     Bytes::copy_from_slice(b)
 }
 
-fn remove_subscriber(state: &mut ShardState, topic: &Bytes, id: u64) {
+/// Removes subscriber `id` of `topic`; true if that left the topic with none.
+fn remove_subscriber(state: &mut ShardState, topic: &Bytes, id: u64) -> bool {
     if let Some(subs) = state.topics.get_mut(topic) {
         if let Some(at) = subs.iter().position(|c| c.id == id) {
             subs.swap_remove(at);
         }
         if subs.is_empty() {
             state.topics.remove(topic);
+            return true;
         }
     }
+    false
 }

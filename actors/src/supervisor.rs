@@ -30,6 +30,20 @@ pub struct Supervisor {
     listener: Option<Addr<Listener>>,
     /// Recent restarts, for escalation.
     restarts: VecDeque<Instant>,
+    /// `closed_connections` when the heap was last trimmed.
+    closed_at_last_trim: u64,
+}
+
+/// Trim the heap once this many clients left since the last trim.
+const TRIM_AFTER_CLOSES: u64 = 256;
+
+/// Returns free heap memory to the OS (glibc keeps it in its arenas).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A router shard was rebuilt after a failure.
@@ -67,12 +81,18 @@ impl Supervisor {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         };
         let workers: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+        // A proxy node: its upstream links start (and its router reports to
+        // them) before the listener accepts anyone.
+        if !s.upstreams.is_empty() {
+            crate::proxy::start(&node);
+        }
         let sup = Supervisor {
             node: node.clone(),
             socket,
             workers,
             listener: None,
             restarts: VecDeque::new(),
+            closed_at_last_trim: 0,
         }
         .start();
         let hook_addr = sup.clone();
@@ -96,6 +116,26 @@ impl Supervisor {
                 crit!(self.node.log, "cannot start listener"; "error" => %e);
                 std::process::exit(1);
             }
+        }
+    }
+
+    /// Closes idle clients, and gives memory back to the OS after many
+    /// clients left (the allocator keeps freed memory otherwise).
+    fn sweep(&mut self) {
+        let timeout = self.node.settings.client_idle_timeout;
+        self.node.router.registry.for_each(|client| {
+            if client.idle_for() >= timeout {
+                client.kick(Kick::Idle);
+            }
+        });
+        let closed = self
+            .node
+            .counters
+            .closed_connections
+            .load(Ordering::Relaxed);
+        if closed >= self.closed_at_last_trim + TRIM_AFTER_CLOSES {
+            self.closed_at_last_trim = closed;
+            trim_heap();
         }
     }
 
@@ -126,6 +166,9 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.start_listener(ctx);
+        let timeout = self.node.settings.client_idle_timeout;
+        let every = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        ctx.run_interval(every, |act, _ctx| act.sweep());
     }
 }
 

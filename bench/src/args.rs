@@ -44,9 +44,7 @@ impl Args {
         self.used.borrow_mut().insert(name.to_string());
         match self.values.get(name) {
             None => Ok(default),
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("--{name}: cannot use {v:?}")),
+            Some(v) => v.parse().map_err(|_| format!("--{name}: cannot use {v:?}")),
         }
     }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::net::{TcpSocket, TcpStream};
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -71,7 +71,9 @@ impl Zipf {
 
     pub fn sample(&self, rng: &mut Rng) -> usize {
         let u = rng.unit();
-        self.cdf.partition_point(|&c| c <= u).min(self.cdf.len() - 1)
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1)
     }
 
     /// `k` distinct ranks (k must be well below n).
@@ -141,10 +143,6 @@ pub async fn connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<T
     };
     stream.set_nodelay(true)?;
     Ok(stream)
-}
-
-pub fn secs(d: f64) -> Duration {
-    Duration::from_secs_f64(d.max(0.0))
 }
 
 /// Payload header: publisher id (u32 LE), sequence (u64 LE), send time in ns

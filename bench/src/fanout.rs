@@ -31,19 +31,24 @@ pub fn parse(a: &Args) -> Result<Params, String> {
         subscribe_all: a.switch("subscribe-all")?,
     };
     if p.size < crate::common::HEADER {
-        return Err(format!("--size must be at least {} (the payload header)", crate::common::HEADER));
+        return Err(format!(
+            "--size must be at least {} (the payload header)",
+            crate::common::HEADER
+        ));
     }
     if p.topics == 0 || p.publishers == 0 || p.inflight == 0 || p.batch == 0 {
         return Err("--topics, --publishers, --inflight and --batch must be at least 1".into());
     }
-    if !(p.rate >= 0.0) {
+    if p.rate.is_nan() || p.rate < 0.0 {
         return Err("--rate must be >= 0".into());
     }
     Ok(p)
 }
 
 pub async fn run(ctx: &Ctx, p: Params) -> (Report, bool) {
-    let names: Vec<String> = (0..p.topics).map(|t| format!("{}fan{t}", ctx.prefix)).collect();
+    let names: Vec<String> = (0..p.topics)
+        .map(|t| format!("{}fan{t}", ctx.prefix))
+        .collect();
     let sub_topics = (0..p.subscribers)
         .map(|i| {
             if p.subscribe_all {
@@ -79,13 +84,21 @@ pub async fn run(ctx: &Ctx, p: Params) -> (Report, bool) {
          {} B messages, {} topic(s), batch {}, rate {}, {} s",
         ctx.addr,
         p.subscribers,
-        if p.subscribe_all { "each on every topic" } else { "spread over the topics" },
+        if p.subscribe_all {
+            "each on every topic"
+        } else {
+            "spread over the topics"
+        },
         p.publishers,
         p.inflight,
         p.size,
         p.topics,
         p.batch,
-        if p.rate > 0.0 { format!("{} req/s", p.rate) } else { "unpaced".into() },
+        if p.rate > 0.0 {
+            format!("{} req/s", p.rate)
+        } else {
+            "unpaced".into()
+        },
         ctx.duration.as_secs_f64()
     ));
     r.str("scenario", "fanout", "");

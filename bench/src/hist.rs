@@ -106,6 +106,12 @@ impl Histogram {
             return None;
         }
         let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
+        if rank == 1 {
+            return Some(self.min);
+        }
+        if rank >= self.count {
+            return Some(self.max);
+        }
         let mut seen = 0u64;
         for (i, c) in self.counts.iter().enumerate() {
             seen += c;
@@ -141,10 +147,24 @@ mod tests {
 
     #[test]
     fn relative_error_is_small() {
-        for v in [0u64, 1, 127, 128, 129, 1000, 123_456, 9_999_999, 1 << 40, u64::MAX / 3] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            129,
+            1000,
+            123_456,
+            9_999_999,
+            1 << 40,
+            u64::MAX / 3,
+        ] {
             let (lo, hi) = bounds_of(index_of(v));
             assert!(lo <= v && v <= hi);
-            assert!((hi - lo) as f64 <= (lo as f64) / 64.0 + 1.0, "v={v} lo={lo} hi={hi}");
+            assert!(
+                (hi - lo) as f64 <= (lo as f64) / 64.0 + 1.0,
+                "v={v} lo={lo} hi={hi}"
+            );
         }
     }
 

@@ -39,7 +39,7 @@ pub struct Ctx {
 const USAGE: &str = "\
 usage: kraken-bench <scenario> [flags]
 
-scenarios (defaults in brackets):
+scenarios (flags with their defaults):
   fanout  --subscribers 200 --publishers 2 --inflight 16 --size 64 --topics 1
           --batch 1 --rate 0 (publish requests/s in total, 0 = unpaced)
           [--subscribe-all]
@@ -116,7 +116,9 @@ fn run(scenario: &str, argv: Vec<String>) -> Result<bool, String> {
     };
     if let Some(pid) = ctx.server_pid {
         if sys::proc_cpu_secs(pid).is_none() {
-            return Err(format!("--server-pid {pid}: no such process readable in /proc"));
+            return Err(format!(
+                "--server-pid {pid}: no such process readable in /proc"
+            ));
         }
     }
     let params = match scenario {

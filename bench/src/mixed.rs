@@ -38,13 +38,27 @@ pub fn parse(a: &Args) -> Result<Params, String> {
     if p.size < crate::common::HEADER {
         return Err(format!("--size must be at least {}", crate::common::HEADER));
     }
-    if p.universe == 0 || p.topics_per_client * 2 > p.universe || p.max_topics_per_publish * 2 > p.universe {
-        return Err("--universe must be at least twice --topics-per-client and --max-topics-per-publish".into());
+    if p.universe == 0
+        || p.topics_per_client * 2 > p.universe
+        || p.max_topics_per_publish * 2 > p.universe
+    {
+        return Err(
+            "--universe must be at least twice --topics-per-client and --max-topics-per-publish"
+                .into(),
+        );
     }
     if p.publishers == 0 || p.inflight == 0 || p.max_topics_per_publish == 0 {
-        return Err("--publishers, --inflight and --max-topics-per-publish must be at least 1".into());
+        return Err(
+            "--publishers, --inflight and --max-topics-per-publish must be at least 1".into(),
+        );
     }
-    if !(p.poll_interval > 0.0) || !(p.rate >= 0.0) || !(p.zipf >= 0.0) {
+    if p.poll_interval.is_nan()
+        || p.poll_interval <= 0.0
+        || p.rate.is_nan()
+        || p.rate < 0.0
+        || p.zipf.is_nan()
+        || p.zipf < 0.0
+    {
         return Err("--poll-interval must be > 0, --rate and --zipf >= 0".into());
     }
     Ok(p)
@@ -52,7 +66,9 @@ pub fn parse(a: &Args) -> Result<Params, String> {
 
 pub async fn run(ctx: &Ctx, p: Params) -> (Report, bool) {
     let zipf = Arc::new(Zipf::new(p.universe, p.zipf));
-    let names: Vec<String> = (0..p.universe).map(|t| format!("{}z{t}", ctx.prefix)).collect();
+    let names: Vec<String> = (0..p.universe)
+        .map(|t| format!("{}z{t}", ctx.prefix))
+        .collect();
     let mut rng = Rng::new(ctx.seed);
     let mut pick = Vec::new();
     let sub_topics: Vec<Vec<usize>> = (0..p.clients)
@@ -102,11 +118,18 @@ pub async fn run(ctx: &Ctx, p: Params) -> (Report, bool) {
         ctx.duration.as_secs_f64()
     ));
     r.str("scenario", "mixed", "");
-    r.int("subscriptions", subscriptions as i64, "(client, topic) pairs subscribed");
+    r.int(
+        "subscriptions",
+        subscriptions as i64,
+        "(client, topic) pairs subscribed",
+    );
     pubsub::report_outcome(ctx, &o, &mut r);
     r.list(
         "server_rss_kib_each_s",
-        o.samples.iter().map(|s| s.0.map(|v| v as f64).unwrap_or(f64::NAN)).collect(),
+        o.samples
+            .iter()
+            .map(|s| s.0.map(|v| v as f64).unwrap_or(f64::NAN))
+            .collect(),
         "KiB, server RSS sampled every second of load",
     );
     r.list(

@@ -185,9 +185,9 @@ impl<R: AsyncRead + Unpin> ReplyReader<R> {
             l if l.starts_with(b"VALUE ") => {
                 let mut it = l.split(|&c| c == b' ').filter(|s| !s.is_empty());
                 let (_value, _key, _flags, k) = (it.next(), it.next(), it.next(), it.next());
-                let k = k
-                    .and_then(parse_num)
-                    .ok_or_else(|| bad(format!("bad VALUE line {:?}", String::from_utf8_lossy(l))))?;
+                let k = k.and_then(parse_num).ok_or_else(|| {
+                    bad(format!("bad VALUE line {:?}", String::from_utf8_lossy(l)))
+                })?;
                 let data = self.exact(k as usize + 2).await?;
                 let end = self.line().await?;
                 if &end[..] != b"END" {
@@ -327,7 +327,10 @@ mod tests {
             _cx: &mut Context<'_>,
             buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
-            let n = self.step.min(self.data.len() - self.pos).min(buf.remaining());
+            let n = self
+                .step
+                .min(self.data.len() - self.pos)
+                .min(buf.remaining());
             let pos = self.pos;
             buf.put_slice(&self.data[pos..pos + n]);
             self.pos += n;
@@ -348,12 +351,12 @@ mod tests {
         push_topics(&mut b, "subscribe", &["a", "bb"]);
         assert_eq!(b, b"set subscribe 0 0 4\r\na bb\r\n");
         let mut block = Vec::new();
-        push_entry(&mut block, &["t1", "t2"], b"hi\r\n");
-        push_entry(&mut block, &["t3"], b"");
+        push_entry(&mut block, ["t1", "t2"], b"hi\r\n");
+        push_entry(&mut block, ["t3"], b"");
         assert_eq!(block, b"MESSAGE t1 t2 4\r\nhi\r\n\r\nMESSAGE t3 0\r\n\r\n");
         let mut r = Vec::new();
         push_set(&mut r, "publish", &block);
-        assert!(r.starts_with(b"set publish 0 0 35\r\nMESSAGE"));
+        assert!(r.starts_with(b"set publish 0 0 39\r\nMESSAGE"));
         let mut n = Vec::new();
         push_num(&mut n, 0);
         push_num(&mut n, 18_446_744_073_709_551_615);
@@ -363,8 +366,8 @@ mod tests {
     #[tokio::test]
     async fn replies_in_any_chunking() {
         let mut ents = Vec::new();
-        push_entry(&mut ents, &["t"], b"x\r\nEND\r\ny");
-        push_entry(&mut ents, &["t", "u"], b"");
+        push_entry(&mut ents, ["t"], b"x\r\nEND\r\ny");
+        push_entry(&mut ents, ["t", "u"], b"");
         let mut stream = Vec::new();
         stream.extend_from_slice(b"STORED\r\nEND\r\n");
         stream.extend_from_slice(&value_of(&ents));

@@ -37,11 +37,7 @@ pub async fn await_start(rx: &mut watch::Receiver<Phase>) -> Option<Phase> {
 /// Collect up to `n` setup reports until `deadline`, then close the channel
 /// so that a task reporting later learns it is not counted (its send fails)
 /// and leaves.
-pub async fn collect_ready<T>(
-    rx: &mut mpsc::Receiver<T>,
-    n: usize,
-    deadline: Instant,
-) -> Vec<T> {
+pub async fn collect_ready<T>(rx: &mut mpsc::Receiver<T>, n: usize, deadline: Instant) -> Vec<T> {
     let mut got = Vec::with_capacity(n);
     while got.len() < n {
         match timeout_at(deadline, rx.recv()).await {
@@ -58,6 +54,22 @@ pub async fn collect_ready<T>(
 
 /// Setup report of one connection: its index and the outcome.
 pub type Ready = (usize, Result<(), String>);
+
+/// Abort the tasks that did not report in time (still connecting or
+/// subscribing): they are not counted, and must not hold the run up.
+pub fn abort_unreported<T>(handles: &[tokio::task::JoinHandle<T>], ready: &[Ready]) {
+    let mut reported = vec![false; handles.len()];
+    for (i, _) in ready {
+        if let Some(r) = reported.get_mut(*i) {
+            *r = true;
+        }
+    }
+    for (h, r) in handles.iter().zip(reported) {
+        if !r {
+            h.abort();
+        }
+    }
+}
 
 /// Connect and send one subscribe of `topics`; the reader and stream halves.
 pub async fn connect_subscribed(
@@ -150,7 +162,11 @@ pub async fn subscriber(
         };
     };
     let hard = start + spec.hard_after_start;
-    let res = timeout_at(hard, poll_loop(&mut reader, &spec, start, &mut phase, &mut tracker)).await;
+    let res = timeout_at(
+        hard,
+        poll_loop(&mut reader, &spec, start, &mut phase, &mut tracker),
+    )
+    .await;
     let error = match res {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
@@ -210,7 +226,10 @@ async fn poll_loop(
             .write_all(proto::GET_MESSAGES)
             .await
             .map_err(|e| format!("poll write: {e}"))?;
-        let reply = reader.reply().await.map_err(|e| format!("poll read: {e}"))?;
+        let reply = reader
+            .reply()
+            .await
+            .map_err(|e| format!("poll read: {e}"))?;
         let now = common::now_ns();
         t.polls += 1;
         match reply {
@@ -279,7 +298,12 @@ pub async fn publisher(
 ) -> PubResult {
     let mut res = PubResult::default();
     let idx = spec.id as usize;
-    let stream = match timeout(spec.connect_timeout, common::connect(spec.addr, spec.source)).await {
+    let stream = match timeout(
+        spec.connect_timeout,
+        common::connect(spec.addr, spec.source),
+    )
+    .await
+    {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let e = format!("connect: {e}");
@@ -459,6 +483,8 @@ pub struct Outcome {
     pub drain_secs: f64,
     /// (server RSS KiB, server cores busy) per second of load.
     pub samples: Vec<(Option<u64>, Option<f64>)>,
+    /// Publish requests per second offered (0 = unpaced).
+    pub offered_rate: f64,
 }
 
 fn note_error(errors: &mut Vec<String>, what: &str, e: &str) {
@@ -485,7 +511,10 @@ pub async fn run_load(ctx: &crate::Ctx, plan: Plan) -> Outcome {
         let spec = SubSpec {
             addr: ctx.addr,
             source: common::source_ip(i, ctx.source_ips),
-            topics: topics.iter().map(|&t| plan.topic_names[t].clone()).collect(),
+            topics: topics
+                .iter()
+                .map(|&t| plan.topic_names[t].clone())
+                .collect(),
             interval: plan.interval,
             jitter_seed: ctx.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
             size: plan.size,
@@ -494,11 +523,19 @@ pub async fn run_load(ctx: &crate::Ctx, plan: Plan) -> Outcome {
             hard_after_start,
             drain_max: plan.drain_max,
         };
-        subs.push(tokio::spawn(subscriber(i, spec, gate.clone(), rtx.clone(), phase_rx.clone())));
+        subs.push(tokio::spawn(subscriber(
+            i,
+            spec,
+            gate.clone(),
+            rtx.clone(),
+            phase_rx.clone(),
+        )));
     }
     drop(rtx);
-    let setup_deadline = Instant::now() + ctx.connect_timeout * 2 + Duration::from_secs(n as u64 / 500);
+    let setup_deadline =
+        Instant::now() + ctx.connect_timeout * 2 + Duration::from_secs(n as u64 / 500);
     let ready = collect_ready(&mut rrx, n, setup_deadline).await;
+    abort_unreported(&subs, &ready);
     let mut holders: Vec<Vec<u32>> = vec![Vec::new(); plan.topic_names.len()];
     let mut subscribers_ok = 0;
     for (i, r) in &ready {
@@ -513,7 +550,11 @@ pub async fn run_load(ctx: &crate::Ctx, plan: Plan) -> Outcome {
         }
     }
     if ready.len() < n {
-        note_error(&mut errors, "subscriber", &format!("{} never finished setting up", n - ready.len()));
+        note_error(
+            &mut errors,
+            "subscriber",
+            &format!("{} never finished setting up", n - ready.len()),
+        );
     }
     for h in &mut holders {
         h.sort_unstable();
@@ -542,7 +583,13 @@ pub async fn run_load(ctx: &crate::Ctx, plan: Plan) -> Outcome {
         pubs.push(tokio::spawn(publisher(spec, ptx.clone(), phase_rx.clone())));
     }
     drop(ptx);
-    let ready = collect_ready(&mut prx, plan.publishers, Instant::now() + ctx.connect_timeout * 2).await;
+    let ready = collect_ready(
+        &mut prx,
+        plan.publishers,
+        Instant::now() + ctx.connect_timeout * 2,
+    )
+    .await;
+    abort_unreported(&pubs, &ready);
     let mut publishers_ok = 0;
     for (_, r) in &ready {
         match r {
@@ -555,7 +602,11 @@ pub async fn run_load(ctx: &crate::Ctx, plan: Plan) -> Outcome {
     let mut samples = Vec::new();
     let go = subscribers_ok + publishers_ok > 0;
     let start = Instant::now();
-    let _ = phase_tx.send(if go { Phase::Running(start) } else { Phase::Stop });
+    let _ = phase_tx.send(if go {
+        Phase::Running(start)
+    } else {
+        Phase::Stop
+    });
     if go {
         // Per-second readings while the load runs.
         let end = start + ctx.duration;
@@ -616,6 +667,7 @@ pub async fn run_load(ctx: &crate::Ctx, plan: Plan) -> Outcome {
         snap_run_end,
         drain_secs: drain_start.elapsed().as_secs_f64(),
         samples,
+        offered_rate: plan.rate_total,
     }
 }
 
@@ -623,9 +675,21 @@ pub async fn run_load(ctx: &crate::Ctx, plan: Plan) -> Outcome {
 pub fn report_outcome(ctx: &crate::Ctx, o: &Outcome, r: &mut crate::report::Report) {
     let span = crate::sys::span(&o.snap_connected, &o.snap_run_end);
     let wall = span.wall.max(1e-9);
-    r.int("subscribers_connected", o.subscribers_ok as i64, "subscribers that connected and subscribed");
-    r.int("publishers_connected", o.publishers_ok as i64, "publishers that connected");
-    r.float("run_s", span.wall, "s, from the start signal until every publisher was answered");
+    r.int(
+        "subscribers_connected",
+        o.subscribers_ok as i64,
+        "subscribers that connected and subscribed",
+    );
+    r.int(
+        "publishers_connected",
+        o.publishers_ok as i64,
+        "publishers that connected",
+    );
+    r.float(
+        "run_s",
+        span.wall,
+        "s, from the start signal until every publisher was answered",
+    );
     r.float(
         "publishes_per_s",
         o.publ.messages_accepted as f64 / wall,
@@ -641,12 +705,36 @@ pub fn report_outcome(ctx: &crate::Ctx, o: &Outcome, r: &mut crate::report::Repo
         o.sub.entries_in_run as f64 / wall,
         "entries received by subscribers per second while publishing",
     );
-    r.int("messages_sent", o.publ.messages_sent as i64, "messages written by publishers");
-    r.int("messages_accepted", o.publ.messages_accepted as i64, "messages answered STORED");
-    r.int("publish_error_replies", o.publ.error_replies as i64, "publish requests answered other than STORED");
-    r.int("expected_deliveries", o.publ.expected_deliveries as i64, "sum over accepted messages of their subscribers");
-    r.int("deliveries", o.sub.entries as i64, "entries received, duplicates included, drain included");
-    r.int("unique_deliveries", o.sub.unique as i64, "distinct (subscriber, message) pairs received");
+    r.int(
+        "messages_sent",
+        o.publ.messages_sent as i64,
+        "messages written by publishers",
+    );
+    r.int(
+        "messages_accepted",
+        o.publ.messages_accepted as i64,
+        "messages answered STORED",
+    );
+    r.int(
+        "publish_error_replies",
+        o.publ.error_replies as i64,
+        "publish requests answered other than STORED",
+    );
+    r.int(
+        "expected_deliveries",
+        o.publ.expected_deliveries as i64,
+        "sum over accepted messages of their subscribers",
+    );
+    r.int(
+        "deliveries",
+        o.sub.entries as i64,
+        "entries received, duplicates included, drain included",
+    );
+    r.int(
+        "unique_deliveries",
+        o.sub.unique as i64,
+        "distinct (subscriber, message) pairs received",
+    );
     r.int(
         "lost",
         o.publ.expected_deliveries as i64 - o.sub.unique as i64,
@@ -655,24 +743,53 @@ pub fn report_outcome(ctx: &crate::Ctx, o: &Outcome, r: &mut crate::report::Repo
     r.float(
         "loss_ratio",
         if o.publ.expected_deliveries > 0 {
-            (o.publ.expected_deliveries as f64 - o.sub.unique as f64) / o.publ.expected_deliveries as f64
+            (o.publ.expected_deliveries as f64 - o.sub.unique as f64)
+                / o.publ.expected_deliveries as f64
         } else {
             0.0
         },
         "lost / expected",
     );
-    r.int("duplicates", o.sub.duplicates as i64, "entries of a message the subscriber already had");
+    r.int(
+        "duplicates",
+        o.sub.duplicates as i64,
+        "entries of a message the subscriber already had",
+    );
     r.int(
         "ordering_violations",
         o.sub.ordering_violations as i64,
         "entries older than one already seen from the same publisher on the same topic",
     );
-    r.int("unclassifiable_old", o.sub.too_old as i64, "entries >65536 sequence numbers late (not checked for duplication)");
-    r.int("bad_payloads", o.sub.bad_payload as i64, "entries whose payload was not one of ours");
-    r.int("bad_replies", o.sub.bad_replies as i64, "poll replies that could not be parsed");
-    r.int("polls", o.sub.polls as i64, "get messages requests answered");
-    r.int("empty_polls", o.sub.empty_polls as i64, "polls answered END");
-    r.float("drain_s", o.drain_secs, "s, until every subscriber had 2 empty polls in a row (cap)");
+    r.int(
+        "unclassifiable_old",
+        o.sub.too_old as i64,
+        "entries >65536 sequence numbers late (not checked for duplication)",
+    );
+    r.int(
+        "bad_payloads",
+        o.sub.bad_payload as i64,
+        "entries whose payload was not one of ours",
+    );
+    r.int(
+        "bad_replies",
+        o.sub.bad_replies as i64,
+        "poll replies that could not be parsed",
+    );
+    r.int(
+        "polls",
+        o.sub.polls as i64,
+        "get messages requests answered",
+    );
+    r.int(
+        "empty_polls",
+        o.sub.empty_polls as i64,
+        "polls answered END",
+    );
+    r.float(
+        "drain_s",
+        o.drain_secs,
+        "s, until every subscriber had 2 empty polls in a row (cap)",
+    );
     r.latency("latency", &o.sub.hist, "publish write -> poll read");
     r.cpu(&span, Some(o.sub.entries_in_run), ctx.threads);
     r.rss(
@@ -690,6 +807,14 @@ pub fn report_outcome(ctx: &crate::Ctx, o: &Outcome, r: &mut crate::report::Repo
             o.publ.expected_deliveries as i64 - o.sub.unique as i64,
             o.publ.expected_deliveries,
             o.sub.unique
+        ));
+    }
+    let achieved = o.publ.requests_accepted as f64 / ctx.duration.as_secs_f64();
+    if o.offered_rate > 0.0 && o.publishers_ok > 0 && achieved < 0.95 * o.offered_rate {
+        r.warnings.push(format!(
+            "offered {:.0} publish requests/s but only {achieved:.0}/s were answered: \
+             the in-flight window (--inflight) or the server was the bound",
+            o.offered_rate
         ));
     }
     if o.sub.duplicates > 0 || o.sub.ordering_violations > 0 {

@@ -79,25 +79,62 @@ impl Report {
     /// `<prefix>_p50_us`, `_p99_us`, `_p999_us`, `_max_us`, `_count`.
     pub fn latency(&mut self, prefix: &str, h: &Histogram, what: &str) {
         let us = |v: Option<u64>| v.map(|ns| ns as f64 / 1000.0);
-        self.int(&format!("{prefix}_count"), h.count() as i64, &format!("samples of {what}"));
-        self.opt_float(&format!("{prefix}_p50_us"), us(h.quantile(0.50)), &format!("µs, median {what}"));
-        self.opt_float(&format!("{prefix}_p99_us"), us(h.quantile(0.99)), &format!("µs, 99th percentile {what}"));
-        self.opt_float(&format!("{prefix}_p999_us"), us(h.quantile(0.999)), &format!("µs, 99.9th percentile {what}"));
-        self.opt_float(&format!("{prefix}_max_us"), us(h.max()), &format!("µs, largest {what}"));
+        self.int(
+            &format!("{prefix}_count"),
+            h.count() as i64,
+            &format!("samples of {what}"),
+        );
+        self.opt_float(
+            &format!("{prefix}_mean_us"),
+            h.mean().map(|m| m / 1000.0),
+            &format!("µs, mean {what}"),
+        );
+        self.opt_float(
+            &format!("{prefix}_p50_us"),
+            us(h.quantile(0.50)),
+            &format!("µs, median {what}"),
+        );
+        self.opt_float(
+            &format!("{prefix}_p99_us"),
+            us(h.quantile(0.99)),
+            &format!("µs, 99th percentile {what}"),
+        );
+        self.opt_float(
+            &format!("{prefix}_p999_us"),
+            us(h.quantile(0.999)),
+            &format!("µs, 99.9th percentile {what}"),
+        );
+        self.opt_float(
+            &format!("{prefix}_max_us"),
+            us(h.max()),
+            &format!("µs, largest {what}"),
+        );
     }
 
     /// CPU figures over a span: own and server CPU seconds and cores busy,
     /// and, when `deliveries` is given, server CPU µs per delivery.
     pub fn cpu(&mut self, s: &CpuSpan, deliveries: Option<u64>, threads: usize) {
         let machine = crate::sys::cores() as f64;
-        self.float("measured_wall_s", s.wall, "s, wall time the CPU figures cover");
-        self.float("client_cpu_s", s.self_cpu, "s, CPU used by this load generator");
+        self.float(
+            "measured_wall_s",
+            s.wall,
+            "s, wall time the CPU figures cover",
+        );
+        self.float(
+            "client_cpu_s",
+            s.self_cpu,
+            "s, CPU used by this load generator",
+        );
         self.float(
             "client_cores_busy",
             s.self_cpu / s.wall,
             "cores, load generator CPU / wall",
         );
-        self.opt_float("server_cpu_s", s.server_cpu, "s, CPU used by the server (--server-pid)");
+        self.opt_float(
+            "server_cpu_s",
+            s.server_cpu,
+            "s, CPU used by the server (--server-pid)",
+        );
         self.opt_float(
             "server_cores_busy",
             s.server_cpu.map(|c| c / s.wall),
@@ -111,15 +148,31 @@ impl Report {
             );
         }
         self.int("machine_cores", machine as i64, "cores on this machine");
+        let machine_busy = s.machine_busy.map(|m| m / s.wall);
+        self.opt_float(
+            "machine_cores_busy",
+            machine_busy,
+            "cores, CPU of every process on the machine / wall",
+        );
+        let other = machine_busy
+            .map(|m| (m - s.self_cpu / s.wall - s.server_cpu.unwrap_or(0.0) / s.wall).max(0.0));
+        self.opt_float(
+            "other_cores_busy",
+            other,
+            "cores, machine busy - client - server (others disturbing the run; includes the server without --server-pid)",
+        );
+        if let Some(o) = other.filter(|&o| s.server_cpu.is_some() && s.wall > 0.5 && o > 0.25) {
+            self.warnings.push(format!(
+                "other processes kept {o:.2} cores busy during the run: the figures are disturbed"
+            ));
+        }
         let client = s.self_cpu / s.wall;
-        let total = client + s.server_cpu.map(|c| c / s.wall).unwrap_or(0.0);
+        let total =
+            machine_busy.unwrap_or(client + s.server_cpu.map(|c| c / s.wall).unwrap_or(0.0));
         if s.wall > 0.5 && total > 0.9 * machine {
             self.warnings.push(format!(
-                "the machine was saturated (client {:.2} + server {:.2} of {} cores): \
-                 figures are bounded by CPU, the client's share included",
-                client,
-                total - client,
-                machine
+                "the machine was saturated ({total:.2} of {machine} cores busy, client {client:.2}): \
+                 figures are bounded by CPU, the client's share included"
             ));
         }
         let client_max = (threads as f64).min(machine);
@@ -134,9 +187,21 @@ impl Report {
     /// Server RSS figures from snapshots at start, once connected and at end.
     pub fn rss(&mut self, start: &Snapshot, connected: &Snapshot, end: &Snapshot, conns: u64) {
         let kib = |s: &Snapshot| s.server_rss_kib.map(|k| k as i64);
-        self.opt_int("server_rss_start_kib", kib(start), "KiB, server RSS before connecting");
-        self.opt_int("server_rss_connected_kib", kib(connected), "KiB, server RSS once all connected and subscribed");
-        self.opt_int("server_rss_end_kib", kib(end), "KiB, server RSS at the end of the load, still connected");
+        self.opt_int(
+            "server_rss_start_kib",
+            kib(start),
+            "KiB, server RSS before connecting",
+        );
+        self.opt_int(
+            "server_rss_connected_kib",
+            kib(connected),
+            "KiB, server RSS once all connected and subscribed",
+        );
+        self.opt_int(
+            "server_rss_end_kib",
+            kib(end),
+            "KiB, server RSS at the end of the load, still connected",
+        );
         let per = match (start.server_rss_kib, connected.server_rss_kib) {
             (Some(a), Some(b)) if conns > 0 => Some((b as f64 - a as f64) * 1024.0 / conns as f64),
             _ => None,
@@ -178,7 +243,9 @@ impl Report {
                     format!("[{}]", items.join(" "))
                 }
             };
-            s.push_str(&format!("  {:width$}  {:>12}  {}\n", f.key, v, f.note));
+            let line = format!("  {:width$}  {:>12}  {}", f.key, v, f.note);
+            s.push_str(line.trim_end());
+            s.push('\n');
         }
         for w in &self.warnings {
             s.push_str(&format!("  warning: {w}\n"));
@@ -208,10 +275,7 @@ fn json_value(v: &Value) -> String {
         Value::Float(_) | Value::Null => "null".into(),
         Value::Str(s) => json_str(s),
         Value::List(l) => {
-            let items: Vec<_> = l
-                .iter()
-                .map(|x| json_value(&Value::Float(*x)))
-                .collect();
+            let items: Vec<_> = l.iter().map(|x| json_value(&Value::Float(*x))).collect();
             format!("[{}]", items.join(","))
         }
     }

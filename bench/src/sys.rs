@@ -14,14 +14,14 @@ pub fn raise_nofile_limit() -> Option<(u64, u64)> {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
             return None;
         }
-        let old = rl.rlim_cur as u64;
+        let old = rl.rlim_cur;
         if rl.rlim_cur < rl.rlim_max {
             rl.rlim_cur = rl.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
                 return Some((old, old));
             }
         }
-        Some((old, rl.rlim_cur as u64))
+        Some((old, rl.rlim_cur))
     }
 }
 
@@ -80,6 +80,27 @@ fn parse_status_rss(status: &str) -> Option<u64> {
         .ok()
 }
 
+/// Busy CPU seconds of the whole machine (every process), from /proc/stat.
+pub fn machine_busy_secs() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_proc_stat_busy(&s).map(|t| t as f64 / clock_ticks())
+}
+
+fn parse_proc_stat_busy(stat: &str) -> Option<u64> {
+    // cpu  user nice system idle iowait irq softirq steal guest guest_nice
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if f.len() < 8 {
+        return None;
+    }
+    // guest time is already inside user time.
+    Some(f[0] + f[1] + f[2] + f[5] + f[6] + f[7])
+}
+
 /// One reading of the server (if its pid was given) and of ourselves.
 #[derive(Clone, Copy, Debug)]
 pub struct Snapshot {
@@ -87,6 +108,7 @@ pub struct Snapshot {
     pub self_cpu: f64,
     pub server_cpu: Option<f64>,
     pub server_rss_kib: Option<u64>,
+    pub machine_busy: Option<f64>,
 }
 
 pub fn snapshot(server_pid: Option<u32>) -> Snapshot {
@@ -95,6 +117,7 @@ pub fn snapshot(server_pid: Option<u32>) -> Snapshot {
         self_cpu: self_cpu_secs(),
         server_cpu: server_pid.and_then(proc_cpu_secs),
         server_rss_kib: server_pid.and_then(proc_rss_kib),
+        machine_busy: machine_busy_secs(),
     }
 }
 
@@ -103,6 +126,8 @@ pub struct CpuSpan {
     pub wall: f64,
     pub self_cpu: f64,
     pub server_cpu: Option<f64>,
+    /// CPU used by every process of the machine.
+    pub machine_busy: Option<f64>,
 }
 
 pub fn span(a: &Snapshot, b: &Snapshot) -> CpuSpan {
@@ -110,6 +135,10 @@ pub fn span(a: &Snapshot, b: &Snapshot) -> CpuSpan {
         wall: b.at.duration_since(a.at).as_secs_f64(),
         self_cpu: b.self_cpu - a.self_cpu,
         server_cpu: match (a.server_cpu, b.server_cpu) {
+            (Some(x), Some(y)) => Some(y - x),
+            _ => None,
+        },
+        machine_busy: match (a.machine_busy, b.machine_busy) {
             (Some(x), Some(y)) => Some(y - x),
             _ => None,
         },
@@ -128,10 +157,13 @@ mod tests {
 
     #[test]
     fn stat_parsing() {
-        let s = "1234 (kra ken) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 9 0 100 1000 200";
+        let s =
+            "1234 (kra ken) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 9 0 100 1000 200";
         assert_eq!(parse_stat_cpu_ticks(s), Some(325));
         let st = "Name:\tkraken\nVmPeak:\t  1000 kB\nVmRSS:\t    5120 kB\n";
         assert_eq!(parse_status_rss(st), Some(5120));
+        let ps = "cpu  100 5 50 1000 7 3 2 1 40 0\ncpu0 1 2 3 4 5 6 7 8 9 0\n";
+        assert_eq!(parse_proc_stat_busy(ps), Some(161));
     }
 
     #[test]
@@ -141,5 +173,6 @@ mod tests {
         assert!(proc_rss_kib(me).unwrap() > 0);
         assert!(self_cpu_secs() >= 0.0);
         assert!(raise_nofile_limit().is_some());
+        assert!(machine_busy_secs().is_some());
     }
 }

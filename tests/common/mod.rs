@@ -973,7 +973,10 @@ pub struct Output {
 impl Output {
     /// stdout and stderr together, for assertion messages.
     pub fn text(&self) -> String {
-        format!("exit {:?}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        format!(
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -1067,5 +1070,76 @@ impl Client {
     /// This connection's own address (the peer the node sees).
     pub fn local_addr(&self) -> SocketAddr {
         self.stream.local_addr().expect("local_addr")
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie (exited, not reaped).
+pub fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                != Some("Z")
+        }
+        Err(_) => true,
+    }
+}
+
+/// A fresh temporary directory for one test, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> TempDir {
+        let n = NEXT_NODE.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("kraken-it-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    /// A path in the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Client {
+    /// Waits up to `timeout` until the node has sent something (unread).
+    pub fn wait_readable(&mut self, timeout: Duration) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        self.stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let deadline = Instant::now() + timeout;
+        let mut one = [0u8; 1];
+        let readable = loop {
+            match self.stream.peek(&mut one) {
+                Ok(n) if n > 0 => break true,
+                Ok(_) => break false,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => break false,
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+        };
+        let _ = self.stream.set_read_timeout(Some(REPLY_TIMEOUT));
+        readable
     }
 }
