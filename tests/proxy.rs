@@ -229,7 +229,8 @@ fn many_clients_on_a_proxy_cost_the_upstream_one_connection_and_one_subscription
     last.send(b"quit\r\n");
     last.expect_closed();
     u.wait_for_stat("subscriptions", |v| v == 0);
-    assert_eq!(stat(&u, "curr_connections"), 2);
+    // Still one connection from the proxy (plus the publisher's and ours).
+    assert_eq!(stat(&u, "curr_connections"), 3);
 }
 
 // ---------------------------------------------------------------------------
@@ -248,7 +249,8 @@ fn proxies_stack_proxy_to_proxy_to_node() {
     for c in [&mut on_n, &mut on_p1, &mut on_p2, &mut pub_p2] {
         c.subscribe(&["t"]);
     }
-    assert_eq!(stat(&n, "curr_connections"), 2);
+    // on_n, p1's link and the stats connection.
+    assert_eq!(stat(&n, "curr_connections"), 3);
     assert_eq!(stat(&n, "subscriptions"), 2); // on_n and p1's link
     assert_eq!(stat(&p1, "subscriptions"), 2); // on_p1 and p2's link
 
@@ -497,6 +499,9 @@ fn an_outage_of_the_same_upstream_is_recovered_by_retro_with_nothing_lost_and_or
     let mut sub = pa.connect();
     sub.subscribe(&["s"]);
     let mut publisher = pb.connect();
+    // A recovery reaches back to the whole second of the last contact; one
+    // that falls in the upstream's first second is refused (NOT_FOUND).
+    u.fresh_horizon();
 
     // Poll the subscriber in the background while the stream runs.
     let collected = Arc::new(Mutex::new(Vec::new()));
@@ -669,4 +674,48 @@ fn a_stalled_upstream_does_not_stall_local_delivery_and_gets_the_backlog_later()
     let (order, _) = first_occurrences(&got);
     assert_eq!(order, (0..20).collect::<Vec<_>>());
     p.wait_for_stat("upstream_backlog_bytes", |v| v == 0);
+}
+
+#[test]
+fn a_full_upstream_backlog_refuses_publishes_instead_of_growing_or_dropping() {
+    let u = start_upstream();
+    // A small max_queue_bytes bounds the forward backlog too.
+    let p = Node::start(&[
+        ("upstreams", &addr_of(&u)),
+        ("max_queue_bytes", "4096"),
+        WORKERS,
+    ]);
+    let mut on_u = u.connect();
+    on_u.subscribe(&["t"]);
+    let mut publisher = p.connect();
+    let payload = [b'x'; 200];
+
+    let stopped = Stopped::new(u.pid());
+    let mut accepted = 0;
+    let refused = loop {
+        publisher.send(&publish_request(&[(&["t"], &payload)]));
+        let line = publisher.read_line();
+        if line == b"STORED\r\n" {
+            accepted += 1;
+            assert!(accepted < 100, "never refused");
+            continue;
+        }
+        break String::from_utf8_lossy(&line).into_owned();
+    };
+    assert_eq!(
+        refused,
+        "SERVER_ERROR upstream backlog full: publish not accepted, retry\r\n"
+    );
+    assert!(accepted >= 10, "refused after only {accepted}");
+    assert!(stat(&p, "upstream_refused_publishes") >= 1);
+    drop(stopped);
+
+    // Everything accepted reaches the upstream; then publishes are accepted again.
+    assert_eq!(
+        poll_until(&mut on_u, |m| m.len() >= accepted, ASYNC_TIMEOUT).len(),
+        accepted
+    );
+    p.wait_for_stat("upstream_backlog_bytes", |v| v == 0);
+    publisher.publish1("t", b"again");
+    assert_eq!(poll_payloads(&mut on_u, &["again"], ASYNC_TIMEOUT).len(), 1);
 }

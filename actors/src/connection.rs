@@ -36,7 +36,7 @@ pub const FAULT_LISTENER_PANIC: &[u8] = b"__kraken_fault_listener_panic__";
 /// First size of a connection's read buffer. Most requests are a few dozen
 /// bytes; the buffer grows for large publishes. Idle clients are the many,
 /// so this is most of what an idle connection costs.
-const READ_BUFFER_INITIAL: usize = 256;
+const READ_BUFFER_INITIAL: usize = 64;
 
 /// One client connection.
 pub struct Connection {

@@ -385,6 +385,10 @@ impl Router {
     /// topic, the index of its guard.
     fn lock_for(&self, topics: &[Bytes]) -> (Vec<MutexGuard<'_, ShardState>>, Vec<usize>) {
         let n = self.shards.len();
+        if topics.len() == 1 {
+            // The common case, without the sorting below.
+            return (vec![self.lock_shard(shard_of(&topics[0], n))], vec![0]);
+        }
         let of: Vec<usize> = topics.iter().map(|t| shard_of(t, n)).collect();
         let mut ids = of.clone();
         ids.sort_unstable();
@@ -557,13 +561,17 @@ impl Router {
     pub fn unsubscribe(&self, client: &Arc<ClientShared>, topics: &[Bytes]) {
         let (mut guards, slot) = self.lock_for(topics);
         let mut subs = lock(&client.subscriptions);
+        let observer = self.observer.get();
         let mut lost = Vec::new();
         for (i, topic) in topics.iter().enumerate() {
-            if subs.remove(topic) && remove_subscriber(&mut guards[slot[i]], topic, client.id) {
+            if subs.remove(topic)
+                && remove_subscriber(&mut guards[slot[i]], topic, client.id)
+                && observer.is_some()
+            {
                 lost.push(topic.clone());
             }
         }
-        if let Some(obs) = self.observer.get().filter(|_| !lost.is_empty()) {
+        if let Some(obs) = observer.filter(|_| !lost.is_empty()) {
             obs.lost(lost);
         }
     }
@@ -579,12 +587,14 @@ impl Router {
         }
         for (i, ts) in by_shard.iter().enumerate().filter(|(_, ts)| !ts.is_empty()) {
             let mut g = self.lock_shard(i);
-            let lost: Vec<Bytes> = ts
-                .iter()
-                .filter(|t| remove_subscriber(&mut g, t, client.id))
-                .map(|t| (*t).clone())
-                .collect();
-            if let Some(obs) = self.observer.get().filter(|_| !lost.is_empty()) {
+            let observer = self.observer.get();
+            let mut lost = Vec::new();
+            for t in ts {
+                if remove_subscriber(&mut g, t, client.id) && observer.is_some() {
+                    lost.push((*t).clone());
+                }
+            }
+            if let Some(obs) = observer.filter(|_| !lost.is_empty()) {
                 obs.lost(lost);
             }
         }

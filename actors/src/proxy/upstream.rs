@@ -268,6 +268,14 @@ pub struct UpstreamLink {
     resend: VecDeque<(Bytes, usize)>,
     /// Client retro requests that arrived while connecting.
     waiting: Vec<(Retro, oneshot::Sender<bool>)>,
+    /// [`Settle`]s that arrived while connecting.
+    settling: Vec<oneshot::Sender<()>>,
+    /// Some local client may have been promised a topic (its subscribe
+    /// answered) that the upstream did not hold: the next connection must
+    /// recover from `contact_ns` rather than merely subscribe. True from the
+    /// first connection on, and whenever a subscribe is answered while the
+    /// link is down.
+    owes_recovery: bool,
     conn: Option<Conn>,
     connecting: bool,
     gen: u64,
@@ -303,6 +311,8 @@ impl UpstreamLink {
             outbox: VecDeque::new(),
             resend: VecDeque::new(),
             waiting: Vec::new(),
+            settling: Vec::new(),
+            owes_recovery: false,
             conn: None,
             connecting: false,
             gen: 0,
@@ -402,10 +412,16 @@ impl UpstreamLink {
         });
     }
 
-    /// Answers `NOT_FOUND` to client retro requests waiting for a connection.
+    /// Answers `NOT_FOUND` to client retro requests waiting for a
+    /// connection, and lets waiting subscribes answer (the next connection
+    /// then recovers from before them).
     fn fail_waiting(&mut self) {
         for (_, answer) in self.waiting.drain(..) {
             let _ = answer.send(false);
+        }
+        if !self.settling.is_empty() {
+            self.settling.clear();
+            self.owes_recovery = true;
         }
     }
 
@@ -463,11 +479,15 @@ impl UpstreamLink {
         topics.sort_unstable();
         info!(self.node.log, "upstream connected";
             "upstream" => &self.name, "topics" => topics.len(), "restarted" => restarted);
+        // Nothing to recover on a first connection before which no client
+        // was promised anything.
+        let recover = self.owes_recovery && !restarted;
+        self.owes_recovery = true;
         if !topics.is_empty() {
-            let key = if restarted {
-                "subscribe"
-            } else {
+            let key = if recover {
                 "retro_subscribe"
+            } else {
+                "subscribe"
             };
             let horizon = (self.contact_ns / 1_000_000_000).to_string();
             for chunk in chunks(&topics, BATCH_BYTES) {
@@ -476,7 +496,7 @@ impl UpstreamLink {
                     self.held.insert(t.clone(), Held::Sent(req));
                 }
                 let topics = chunk.to_vec();
-                let (data, what) = if restarted {
+                let (data, what) = if !recover {
                     (join(chunk), Pending::Subscribe { req, topics })
                 } else {
                     let mut data = format!("{horizon}\r\n").into_bytes();
@@ -498,6 +518,11 @@ impl UpstreamLink {
         self.shared.connected.store(true, Ordering::Relaxed);
         for (retro, answer) in std::mem::take(&mut self.waiting) {
             self.send_retro(retro, answer);
+        }
+        if let Some(conn) = self.conn.as_mut() {
+            let n = conn.written;
+            conn.barriers
+                .extend(self.settling.drain(..).map(|tx| (n, tx)));
         }
         self.poll_now(ctx);
         self.wake();
@@ -987,6 +1012,16 @@ impl Handler<Settle> for UpstreamLink {
 
     fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) -> Self::Result {
         if !self.conn.as_ref().is_some_and(|c| c.ready) {
+            if self.conn.is_some() || self.connecting {
+                // Wait for the connection's (re)subscription.
+                let (tx, rx) = oneshot::channel();
+                self.settling.push(tx);
+                return Box::pin(async move {
+                    let _ = rx.await;
+                });
+            }
+            // Down: answer now; the reconnection recovers from before this.
+            self.owes_recovery = true;
             return Box::pin(async {});
         }
         // Send the pending subscription changes now, then wait for the
