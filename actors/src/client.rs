@@ -3,7 +3,6 @@
 //! subscriptions (the source of truth a restarted shard is rebuilt from) and
 //! the figures `dump_queues` shows.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -11,6 +10,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use kraken_protocol::OutMessage;
+
+/// Hash set with the node's fast, randomly seeded hasher.
+pub type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+/// Hash map with the node's fast, randomly seeded hasher.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Why the node tells a client's connection to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +48,7 @@ pub struct ClientShared {
     inbox: Mutex<Inbox>,
     /// The topics this client holds. Written by its queue actor under the
     /// locks of the shards concerned, so a shard restart reads a consistent set.
-    pub subscriptions: Mutex<HashSet<Bytes>>,
+    pub subscriptions: Mutex<FastSet<Bytes>>,
     /// Set when the connection is going away: publishers stop queueing.
     closed: AtomicBool,
     /// Messages ever queued for this client.
@@ -84,7 +88,7 @@ impl ClientShared {
             peer,
             connected_at: Instant::now(),
             inbox: Mutex::new(Inbox::default()),
-            subscriptions: Mutex::new(HashSet::new()),
+            subscriptions: Mutex::new(FastSet::default()),
             closed: AtomicBool::new(false),
             received: AtomicU64::new(0),
             last_poll_ms: AtomicU64::new(0),

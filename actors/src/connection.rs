@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use actix::prelude::*;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kraken_protocol::{
     parse_publish_block, parse_retro_body, parse_topics, KrakenCodec, Limits, Request, Response,
     SetKey,
@@ -223,20 +223,23 @@ impl Connection {
                     let response = self.publish(&data);
                     self.reply(response, noreply);
                 }
-                SetKey::Subscribe | SetKey::Unsubscribe => match parse_topics(&data, max_topic) {
-                    Ok(topics) => {
-                        self.fault_injection(&topics);
-                        let req = if key == SetKey::Subscribe {
-                            QueueRequest::Subscribe(topics)
-                        } else {
-                            QueueRequest::Unsubscribe(topics)
-                        };
-                        self.ask_queue(req, noreply, ctx);
+                SetKey::Subscribe | SetKey::Unsubscribe => {
+                    match parse_topics(&held_apart(key, data), max_topic) {
+                        Ok(topics) => {
+                            self.fault_injection(&topics);
+                            let req = if key == SetKey::Subscribe {
+                                QueueRequest::Subscribe(topics)
+                            } else {
+                                QueueRequest::Unsubscribe(topics)
+                            };
+                            self.ask_queue(req, noreply, ctx);
+                        }
+                        Err(e) => self.write(Response::ClientError(e.message().into())),
                     }
-                    Err(e) => self.write(Response::ClientError(e.message().into())),
-                },
+                }
                 SetKey::Register => self.ask_queue(QueueRequest::Register, noreply, ctx),
-                SetKey::RetroSubscribe => match parse_retro_body(&data, max_topic) {
+                SetKey::RetroSubscribe => match parse_retro_body(&held_apart(key, data), max_topic)
+                {
                     Ok(body) => self.ask_queue(QueueRequest::RetroSubscribe(body), noreply, ctx),
                     Err(e) => self.write(Response::ClientError(e.message().into())),
                 },
@@ -354,6 +357,16 @@ impl Handler<KickConnection> for Connection {
 
     fn handle(&mut self, msg: KickConnection, _ctx: &mut Context<Self>) {
         self.kicked(msg.0);
+    }
+}
+
+/// The data block of a request whose topics the node keeps (subscribe,
+/// retro_subscribe), copied out of the read buffer in one allocation so the
+/// topics, slices of it, do not pin the whole read buffer; others as they are.
+fn held_apart(key: SetKey, data: Bytes) -> Bytes {
+    match key {
+        SetKey::Subscribe | SetKey::RetroSubscribe => Bytes::copy_from_slice(&data),
+        _ => data,
     }
 }
 

@@ -20,14 +20,14 @@
 //! source of truth), clears the retro buffer and marks it complete only from
 //! now on, and tells the supervisor (which counts restarts and escalates).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::client::{lock, ClientShared, Pushed};
+use crate::client::{lock, ClientShared, FastMap, FastSet, Pushed};
 use crate::message::Message;
 
 /// Where a replay starts.
@@ -103,7 +103,7 @@ impl Default for Clock {
 /// The clients the node holds, by id: what a restarted shard is rebuilt from.
 #[derive(Default)]
 pub struct Registry {
-    clients: Mutex<HashMap<u64, Arc<ClientShared>>>,
+    clients: Mutex<FastMap<u64, Arc<ClientShared>>>,
 }
 
 impl Registry {
@@ -145,7 +145,7 @@ impl Registry {
 /// One shard's table.
 struct ShardState {
     /// Topic → its subscribers, in subscription order.
-    topics: HashMap<Bytes, Vec<Arc<ClientShared>>>,
+    topics: FastMap<Bytes, Vec<Arc<ClientShared>>>,
     /// The retro buffer: the newest messages that named a topic of this
     /// shard, oldest first (ascending `seq`).
     buffer: VecDeque<Arc<Message>>,
@@ -158,7 +158,7 @@ struct ShardState {
 impl ShardState {
     fn new(seq: u64, now_ns: u64) -> Self {
         ShardState {
-            topics: HashMap::new(),
+            topics: FastMap::default(),
             buffer: VecDeque::new(),
             complete_from_seq: seq,
             complete_from_ns: now_ns,
@@ -464,7 +464,7 @@ impl Router {
         }
         // Several topics: one entry per subscriber listing the topics it holds.
         let mut order: Vec<(&Arc<ClientShared>, Vec<u32>)> = Vec::new();
-        let mut index: HashMap<u64, usize> = HashMap::new();
+        let mut index: FastMap<u64, usize> = FastMap::default();
         for (i, topic) in msg.topics.iter().enumerate() {
             let Some(subs) = guards[slot[i]].topics.get(topic) else {
                 continue;
@@ -494,14 +494,16 @@ impl Router {
     ) -> Subscribed {
         let (mut guards, slot) = self.lock_for(topics);
         let mut subs = lock(&client.subscriptions);
-        let mut added: HashSet<Bytes> = HashSet::new();
+        let mut added: FastSet<Bytes> = FastSet::default();
         let observer = self.observer.get();
         let mut gained = Vec::new();
         for (i, topic) in topics.iter().enumerate() {
             if !subs.contains(topic) {
-                let topic = detach(topic);
+                let topic = topic.clone();
                 subs.insert(topic.clone());
-                added.insert(topic.clone());
+                if replay.is_some() {
+                    added.insert(topic.clone());
+                }
                 let holders = guards[slot[i]].topics.entry(topic.clone()).or_default();
                 if observer.is_some() && holders.is_empty() {
                     gained.push(topic);
@@ -518,7 +520,7 @@ impl Router {
         if !guards.iter().all(|g| g.complete_for(horizon)) {
             return Subscribed::Incomplete;
         }
-        let wanted: HashSet<&Bytes> = match scope {
+        let wanted: FastSet<&Bytes> = match scope {
             ReplayScope::NewTopics => added.iter().collect(),
             ReplayScope::Requested => topics.iter().collect(),
         };

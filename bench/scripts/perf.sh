@@ -10,7 +10,7 @@
 # machine: the report's other_cores_busy should be near 0.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-cargo build --release --quiet --bin kraken -p kraken-bench
+cargo build --release --quiet -p kraken -p kraken-bench
 ulimit -n "$(ulimit -Hn)"
 out=target/perf
 mkdir -p "$out"
