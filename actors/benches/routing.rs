@@ -21,8 +21,10 @@
 //! - `churn/subscribe_unsubscribe_100`: one client subscribes to 100 topics
 //!   nobody holds and unsubscribes from them (one request each), while
 //!   another client holds 10,000 other topics.
-//! - `poll/take_encode_16`: a `get messages` finding 16 queued messages:
-//!   `take()` and encoding the answer into the connection's output buffer.
+//! - `poll/take_encode_16`: a `get messages` finding 16 queued messages
+//!   (queued by publishes, untimed): `take()` and writing the answer into
+//!   the connection's reused output buffer, as the connection does
+//!   (`message::encode_poll`).
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -32,9 +34,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Bencher, BenchmarkId, Criterion, Throughput};
 use kraken_actors::client::ClientShared;
+use kraken_actors::message::encode_poll;
 use kraken_actors::router::{Registry, Router};
-use kraken_protocol::{message_header, KrakenCodec, Limits, OutMessage, Response};
-use tokio_util::codec::Encoder;
 
 /// The node's default `num_router_shards`.
 const SHARDS: usize = 4;
@@ -201,30 +202,48 @@ fn churn(c: &mut Criterion) {
 fn poll(c: &mut Criterion) {
     let mut group = c.benchmark_group("poll");
     let router = router();
-    let clients: Vec<_> = (1..=POLLERS as u64).map(|id| client(&router, id)).collect();
-    // As the router queues them: one shared header and payload per message.
-    let queued: Vec<OutMessage> = (0..POLLED)
-        .map(|i| {
-            let payload = payload();
-            OutMessage {
-                header: message_header(&[&topic(i)[..]], payload.len()),
-                payload,
-            }
+    let topics = [topic(0)];
+    let clients: Vec<_> = (1..=POLLERS as u64)
+        .map(|id| {
+            let c = client(&router, id);
+            router.subscribe(&c, &topics, None);
+            c
         })
         .collect();
-    let mut codec = KrakenCodec::new(Limits::default());
+    let payload = payload();
+    // Queues `POLLED` messages for every poller (untimed).
+    let fill = || {
+        for _ in 0..POLLED {
+            router.publish(PUBLISHER, topics.to_vec(), payload.clone());
+        }
+    };
     // The connection's output buffer is reused from poll to poll.
     let mut out = BytesMut::with_capacity(64 * 1024);
-    let mut get_messages = |c: &ClientShared, out: &mut BytesMut| {
+    // What the connection does for `get messages`.
+    let get_messages = |c: &ClientShared, out: &mut BytesMut| {
         let items = c.take().expect("an inbox never overflows here");
-        codec
-            .encode(Response::Messages(items), out)
-            .expect("encoding never fails");
+        encode_poll(&items, out);
         black_box(&*out);
         out.clear();
+        items.len()
     };
-    clients[0].push_many(queued.iter().cloned());
-    get_messages(&clients[0], &mut out);
+    fill();
+    let entry = format!(
+        "MESSAGE {} 64\r\n",
+        std::str::from_utf8(&topics[0]).unwrap()
+    );
+    let items = clients[0].take().expect("an inbox never overflows here");
+    encode_poll(&items, &mut out);
+    assert_eq!(items.len(), POLLED);
+    assert_eq!(
+        out.windows(entry.len())
+            .filter(|w| *w == entry.as_bytes())
+            .count(),
+        POLLED
+    );
+    assert!(out.starts_with(b"VALUE messages 0 ") && out.ends_with(b"END\r\n"));
+    out.clear();
+    clients.iter().for_each(|c| drop(c.take()));
     group.throughput(Throughput::Elements(POLLED as u64));
     group.bench_function(format!("take_encode_{POLLED}"), |b| {
         b.iter_custom(|iters| {
@@ -232,15 +251,15 @@ fn poll(c: &mut Criterion) {
             let mut left = iters;
             while left > 0 {
                 let batch = &clients[..left.min(POLLERS as u64) as usize];
-                for c in batch {
-                    c.push_many(queued.iter().cloned());
-                }
+                fill();
                 let start = Instant::now();
                 for c in batch {
-                    get_messages(c, &mut out);
+                    black_box(get_messages(c, &mut out));
                 }
                 timed += start.elapsed();
                 left -= batch.len() as u64;
+                // Pollers outside the batch got the messages too.
+                clients[batch.len()..].iter().for_each(|c| drop(c.take()));
             }
             timed
         })

@@ -4,12 +4,12 @@
 //! the figures `dump_queues` shows.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::message::Delivery;
 use bytes::Bytes;
-use kraken_protocol::OutMessage;
 
 /// Hash set with the node's fast, randomly seeded hasher.
 pub type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
@@ -49,10 +49,6 @@ pub struct ClientShared {
     /// The topics this client holds. Written by its queue actor under the
     /// locks of the shards concerned, so a shard restart reads a consistent set.
     pub subscriptions: Mutex<FastSet<Bytes>>,
-    /// Set when the connection is going away: publishers stop queueing.
-    closed: AtomicBool,
-    /// Messages ever queued for this client.
-    pub received: AtomicU64,
     /// Milliseconds since `connected_at` of the last poll (0 = never).
     last_poll_ms: AtomicU64,
     /// Milliseconds since `connected_at` of the last request: the idle
@@ -64,11 +60,19 @@ pub struct ClientShared {
     max_bytes: usize,
 }
 
+/// Everything a publish touches, under one lock and in few cache lines:
+/// with many subscribers per message the push is the hot path.
 #[derive(Default)]
 struct Inbox {
-    items: Vec<OutMessage>,
+    items: Vec<Delivery>,
+    /// Header and payload bytes in `items`.
     bytes: usize,
+    /// Messages ever queued for this client.
+    received: u64,
+    /// The client overflowed its limits (a slow consumer).
     overflowed: bool,
+    /// The connection is going away: nothing more is queued.
+    closed: bool,
 }
 
 /// What a push into an inbox did.
@@ -89,8 +93,6 @@ impl ClientShared {
             connected_at: Instant::now(),
             inbox: Mutex::new(Inbox::default()),
             subscriptions: Mutex::new(FastSet::default()),
-            closed: AtomicBool::new(false),
-            received: AtomicU64::new(0),
             last_poll_ms: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
             kick_hook: Mutex::new(None),
@@ -113,49 +115,42 @@ impl ClientShared {
 
     /// Queues deliveries; past a limit, empties the inbox, marks the client a
     /// slow consumer and calls the overflow hook once.
-    pub fn push_many(&self, items: impl IntoIterator<Item = OutMessage>) -> Pushed {
-        if self.closed.load(Ordering::Relaxed) {
-            return Pushed::Dropped;
-        }
+    pub fn push_many(&self, items: impl IntoIterator<Item = Delivery>) -> Pushed {
         let mut inbox = lock(&self.inbox);
-        if inbox.overflowed {
+        if inbox.overflowed || inbox.closed {
             return Pushed::Dropped;
         }
-        let mut n = 0;
         for item in items {
-            let size = item.header.len() + item.payload.len();
+            let size = item.message().queued_bytes();
             if inbox.items.len() >= self.max_messages || inbox.bytes + size > self.max_bytes {
                 inbox.overflowed = true;
                 inbox.items = Vec::new();
                 inbox.bytes = 0;
                 drop(inbox);
-                self.received.fetch_add(n, Ordering::Relaxed);
                 self.kick(Kick::SlowConsumer);
                 return Pushed::Overflowed;
             }
             inbox.bytes += size;
+            inbox.received += 1;
             inbox.items.push(item);
-            n += 1;
         }
-        drop(inbox);
-        self.received.fetch_add(n, Ordering::Relaxed);
         Pushed::Queued
     }
 
     /// Queues one delivery.
-    pub fn push(&self, item: OutMessage) -> Pushed {
+    pub fn push(&self, item: Delivery) -> Pushed {
         self.push_many(std::iter::once(item))
     }
 
     /// Takes everything queued (a poll). `None` once the client overflowed
     /// or was closed.
-    pub fn take(&self) -> Option<Vec<OutMessage>> {
+    pub fn take(&self) -> Option<Vec<Delivery>> {
         self.last_poll_ms.store(
             self.connected_at.elapsed().as_millis() as u64 + 1,
             Ordering::Relaxed,
         );
         let mut inbox = lock(&self.inbox);
-        if inbox.overflowed || self.is_closed() {
+        if inbox.overflowed || inbox.closed {
             return None;
         }
         inbox.bytes = 0;
@@ -201,14 +196,19 @@ impl ClientShared {
 
     /// Marks the client closing: nothing more is queued for it.
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
         let mut inbox = lock(&self.inbox);
+        inbox.closed = true;
         inbox.items = Vec::new();
         inbox.bytes = 0;
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        lock(&self.inbox).closed
+    }
+
+    /// Messages ever queued for this client.
+    pub fn received(&self) -> u64 {
+        lock(&self.inbox).received
     }
 
     /// A snapshot of the topics held.

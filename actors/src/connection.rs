@@ -38,6 +38,9 @@ pub const FAULT_LISTENER_PANIC: &[u8] = b"__kraken_fault_listener_panic__";
 /// so this is most of what an idle connection costs.
 const READ_BUFFER_INITIAL: usize = 64;
 
+/// Largest write buffer a connection keeps once it is written out.
+const OUT_BUFFER_KEEP: usize = 16 * 1024;
+
 /// One client connection.
 pub struct Connection {
     node: Arc<Node>,
@@ -109,6 +112,10 @@ impl Connection {
     fn write(&mut self, response: Response) {
         // Encoding into a BytesMut cannot fail.
         let _ = self.codec.encode(response, &mut self.out);
+        self.wake_flusher();
+    }
+
+    fn wake_flusher(&mut self) {
         if let Some(w) = self.flush_waker.take() {
             w.wake();
         }
@@ -214,7 +221,10 @@ impl Connection {
         let max_topic = self.node.settings.max_topic_bytes;
         match req {
             Request::GetMessages => match self.client.take() {
-                Some(items) => self.write(Response::Messages(items)),
+                Some(items) => {
+                    crate::message::encode_poll(&items, &mut self.out);
+                    self.wake_flusher();
+                }
                 None if self.client.overflowed() => self.kicked(Kick::SlowConsumer),
                 None => self.kicked(Kick::QueueFailed),
             },
@@ -393,7 +403,8 @@ impl ActorFuture<Connection> for Flusher {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        if act.out.capacity() > 1 << 20 {
+        if act.out.capacity() > OUT_BUFFER_KEEP {
+            // Don't keep a large buffer per connection between polls.
             act.out = BytesMut::new();
         }
         if act.closing {

@@ -257,7 +257,7 @@ fn dump_queues(node: &Node) -> String {
             c.topics().len(),
             queued,
             queued_bytes,
-            c.received.load(Ordering::Relaxed),
+            c.received(),
             c.connected_at.elapsed().as_secs(),
             since_poll,
         );

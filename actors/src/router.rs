@@ -28,7 +28,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::client::{lock, ClientShared, FastMap, FastSet, Pushed};
-use crate::message::Message;
+use crate::message::{Delivery, Message};
 
 /// Where a replay starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -457,12 +457,34 @@ impl Router {
         if msg.topics.len() == 1 {
             if let Some(subs) = guards[0].topics.get(&msg.topics[0]) {
                 for c in subs.iter().filter(|c| c.id != publisher) {
-                    count(c.push(msg.delivery(&[0])));
+                    count(c.push(Delivery::All(msg.clone())));
                 }
             }
             return out;
         }
         // Several topics: one entry per subscriber listing the topics it holds.
+        if msg.topics.len() <= 64 {
+            // The matched topics as a bit set; the header is written at poll
+            // time from it.
+            let mut order: Vec<(&Arc<ClientShared>, u64)> = Vec::new();
+            let mut index: FastMap<u64, usize> = FastMap::default();
+            for (i, topic) in msg.topics.iter().enumerate() {
+                let Some(subs) = guards[slot[i]].topics.get(topic) else {
+                    continue;
+                };
+                for c in subs.iter().filter(|c| c.id != publisher) {
+                    let at = *index.entry(c.id).or_insert_with(|| {
+                        order.push((c, 0));
+                        order.len() - 1
+                    });
+                    order[at].1 |= 1 << i;
+                }
+            }
+            for (c, mask) in order {
+                count(c.push(Message::delivery_for_mask(&msg, mask)));
+            }
+            return out;
+        }
         let mut order: Vec<(&Arc<ClientShared>, Vec<u32>)> = Vec::new();
         let mut index: FastMap<u64, usize> = FastMap::default();
         for (i, topic) in msg.topics.iter().enumerate() {
@@ -479,7 +501,7 @@ impl Router {
         }
         for (c, mut matched) in order {
             matched.dedup();
-            count(c.push(msg.delivery(&matched)));
+            count(c.push(Message::delivery(&msg, &matched)));
         }
         out
     }
@@ -551,7 +573,7 @@ impl Router {
             let matched: Vec<u32> = (0..msg.topics.len() as u32)
                 .filter(|&i| subs.contains(&msg.topics[i as usize]))
                 .collect();
-            msg.delivery(&matched)
+            Message::delivery(msg, &matched)
         });
         client.push_many(deliveries);
         drop(subs);
