@@ -39,12 +39,15 @@ const PAYLOAD_BYTES: usize = 64;
 const PIPELINE: usize = 64;
 
 /// Short runs, so that the whole `cargo bench` of both crates takes about a
-/// minute; command-line options override these.
+/// minute; command-line options override these. Runs this short differ by
+/// 5-15% (up to 25%) from one to the next on the 2-core development VM, so
+/// changes under 5% are reported as noise rather than as a regression.
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20)
+        .noise_threshold(0.05)
 }
 
 /// A topic shaped like the ones Asana's clients use.
