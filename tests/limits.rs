@@ -520,3 +520,37 @@ fn a_subscriber_within_the_queue_limits_is_not_closed() {
     let got = poll_exactly(&mut sub, 100);
     assert_eq!(payloads(&got)[99], "099");
 }
+
+// --- poll size ------------------------------------------------------------------
+
+/// A `get messages` answer carries at most about 1 MiB (always at least one
+/// message); what is left comes with the next polls, in order. This bounds
+/// the write buffer a poll builds when subscribers fall behind on large
+/// messages.
+#[test]
+fn a_poll_answer_carries_at_most_about_one_mebibyte_and_the_rest_follows_in_order() {
+    let node = Node::start(&[]);
+    let mut sub = node.connect();
+    sub.subscribe(&["big"]);
+    let mut publisher = node.connect();
+    let payloads: Vec<Vec<u8>> = (0..5u64)
+        .map(|i| pseudo_random_bytes(600 * 1024, i))
+        .collect();
+    for p in &payloads {
+        publisher.publish1("big", p);
+    }
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < payloads.len() && Instant::now() < deadline {
+        let batch = sub.poll();
+        assert!(
+            batch.len() <= 1,
+            "a poll carried {} messages of 600 KiB (over the 1 MiB budget)",
+            batch.len()
+        );
+        got.extend(batch.into_iter().map(|m| m.payload));
+    }
+    assert_eq!(got.len(), payloads.len(), "every message arrives");
+    assert!(got == payloads, "in publish order, byte-exact");
+    assert!(sub.poll().is_empty());
+}

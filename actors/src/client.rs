@@ -11,6 +11,10 @@ use std::time::Instant;
 use crate::message::Delivery;
 use bytes::Bytes;
 
+/// Most header and payload bytes one `get messages` answer carries (a
+/// single larger message still goes out whole).
+pub const POLL_BYTES: usize = 1 << 20;
+
 /// Hash set with the node's fast, randomly seeded hasher.
 pub type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 /// Hash map with the node's fast, randomly seeded hasher.
@@ -142,8 +146,13 @@ impl ClientShared {
         self.push_many(std::iter::once(item))
     }
 
-    /// Takes everything queued (a poll). `None` once the client overflowed
-    /// or was closed.
+    /// Takes what is queued (a poll), oldest first, up to [`POLL_BYTES`] of
+    /// payload and headers (always at least one message); the rest waits
+    /// for the next poll. `None` once the client overflowed or was closed.
+    ///
+    /// The budget bounds the write buffer a poll builds: the payloads are
+    /// shared while queued but copied into the answer, so without it 200
+    /// subscribers of 64 KiB messages could each build a 64 MiB answer.
     pub fn take(&self) -> Option<Vec<Delivery>> {
         self.last_poll_ms.store(
             self.connected_at.elapsed().as_millis() as u64 + 1,
@@ -153,8 +162,22 @@ impl ClientShared {
         if inbox.overflowed || inbox.closed {
             return None;
         }
-        inbox.bytes = 0;
-        Some(std::mem::take(&mut inbox.items))
+        if inbox.bytes <= POLL_BYTES {
+            inbox.bytes = 0;
+            return Some(std::mem::take(&mut inbox.items));
+        }
+        let mut taken_bytes = 0;
+        let mut n = 0;
+        for d in &inbox.items {
+            let size = d.message().queued_bytes();
+            if n > 0 && taken_bytes + size > POLL_BYTES {
+                break;
+            }
+            taken_bytes += size;
+            n += 1;
+        }
+        inbox.bytes -= taken_bytes;
+        Some(inbox.items.drain(..n).collect())
     }
 
     /// Messages and bytes waiting now.
