@@ -464,44 +464,19 @@ impl Router {
         }
         // Several topics: one entry per subscriber listing the topics it holds.
         if msg.topics.len() <= 64 {
-            // The matched topics as a bit set; the header is written at poll
+            // The held topics as a bit set; the header is written at poll
             // time from it.
-            let mut order: Vec<(&Arc<ClientShared>, u64)> = Vec::new();
-            let mut index: FastMap<u64, usize> = FastMap::default();
-            for (i, topic) in msg.topics.iter().enumerate() {
-                let Some(subs) = guards[slot[i]].topics.get(topic) else {
-                    continue;
-                };
-                for c in subs.iter().filter(|c| c.id != publisher) {
-                    let at = *index.entry(c.id).or_insert_with(|| {
-                        order.push((c, 0));
-                        order.len() - 1
-                    });
-                    order[at].1 |= 1 << i;
-                }
-            }
-            for (c, mask) in order {
+            for (c, mask) in recipients(&msg, &guards, &slot, publisher, |m: &mut u64, i| {
+                *m |= 1 << i
+            }) {
                 count(c.push(Message::delivery_for_mask(&msg, mask)));
             }
-            return out;
-        }
-        let mut order: Vec<(&Arc<ClientShared>, Vec<u32>)> = Vec::new();
-        let mut index: FastMap<u64, usize> = FastMap::default();
-        for (i, topic) in msg.topics.iter().enumerate() {
-            let Some(subs) = guards[slot[i]].topics.get(topic) else {
-                continue;
-            };
-            for c in subs.iter().filter(|c| c.id != publisher) {
-                let at = *index.entry(c.id).or_insert_with(|| {
-                    order.push((c, Vec::new()));
-                    order.len() - 1
-                });
-                order[at].1.push(i as u32);
+        } else {
+            for (c, held) in recipients(&msg, &guards, &slot, publisher, |v: &mut Vec<u32>, i| {
+                v.push(i as u32)
+            }) {
+                count(c.push(Message::delivery(&msg, &held)));
             }
-        }
-        for (c, mut matched) in order {
-            matched.dedup();
-            count(c.push(Message::delivery(&msg, &matched)));
         }
         out
     }
@@ -665,6 +640,33 @@ fn detach(b: &Bytes) -> Bytes {
 }
 
 /// Removes subscriber `id` of `topic`; true if that left the topic with none.
+/// The subscribers (but the publisher) of any topic of a multi-topic
+/// message, each once, in first-seen order, with `mark` applied for each
+/// index into `msg.topics` that it holds.
+fn recipients<'g, T: Default>(
+    msg: &Message,
+    guards: &'g [MutexGuard<'_, ShardState>],
+    slot: &[usize],
+    publisher: u64,
+    mark: impl Fn(&mut T, usize),
+) -> Vec<(&'g Arc<ClientShared>, T)> {
+    let mut order: Vec<(&Arc<ClientShared>, T)> = Vec::new();
+    let mut index: FastMap<u64, usize> = FastMap::default();
+    for (i, topic) in msg.topics.iter().enumerate() {
+        let Some(subs) = guards[slot[i]].topics.get(topic) else {
+            continue;
+        };
+        for c in subs.iter().filter(|c| c.id != publisher) {
+            let at = *index.entry(c.id).or_insert_with(|| {
+                order.push((c, T::default()));
+                order.len() - 1
+            });
+            mark(&mut order[at].1, i);
+        }
+    }
+    order
+}
+
 fn remove_subscriber(state: &mut ShardState, topic: &Bytes, id: u64) -> bool {
     if let Some(subs) = state.topics.get_mut(topic) {
         if let Some(at) = subs.iter().position(|c| c.id == id) {
