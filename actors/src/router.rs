@@ -495,13 +495,16 @@ impl Router {
         let observer = self.observer.get();
         let mut gained = Vec::new();
         for (i, topic) in topics.iter().enumerate() {
-            if !subs.contains(topic) {
+            if subs.insert(topic.clone()) {
                 let topic = topic.clone();
-                subs.insert(topic.clone());
                 if replay.is_some() {
                     added.insert(topic.clone());
                 }
-                let holders = guards[slot[i]].topics.entry(topic.clone()).or_default();
+                // Most topics have one subscriber: don't reserve for four.
+                let holders = guards[slot[i]]
+                    .topics
+                    .entry(topic.clone())
+                    .or_insert_with(|| Vec::with_capacity(1));
                 if observer.is_some() && holders.is_empty() {
                     gained.push(topic);
                 }
