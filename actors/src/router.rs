@@ -653,8 +653,17 @@ fn recipients<'g, T: Default>(
     publisher: u64,
     mark: impl Fn(&mut T, usize),
 ) -> Vec<(&'g Arc<ClientShared>, T)> {
-    let mut order: Vec<(&Arc<ClientShared>, T)> = Vec::new();
-    let mut index: FastMap<u64, usize> = FastMap::default();
+    // Sized once for the most recipients there can be: growing these maps
+    // showed in profiles of wide multi-topic fan-out.
+    let most: usize = msg
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| guards[slot[i]].topics.get(t).map_or(0, Vec::len))
+        .sum();
+    let mut order: Vec<(&Arc<ClientShared>, T)> = Vec::with_capacity(most);
+    let mut index: FastMap<u64, usize> =
+        FastMap::with_capacity_and_hasher(most, Default::default());
     for (i, topic) in msg.topics.iter().enumerate() {
         let Some(subs) = guards[slot[i]].topics.get(topic) else {
             continue;
