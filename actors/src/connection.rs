@@ -124,9 +124,7 @@ impl Connection {
     /// Writes what is pending, then closes.
     fn close(&mut self) {
         self.closing = true;
-        if let Some(w) = self.flush_waker.take() {
-            w.wake();
-        }
+        self.wake_flusher();
     }
 
     fn reply(&mut self, response: Response, noreply: bool) {
