@@ -40,8 +40,9 @@ pub struct ClientQueue {
     node: Arc<Node>,
     /// Removes the client everywhere when this actor goes, even by panic.
     cleanup: Cleanup,
-    /// Set by `register`; used up by the next subscribe.
-    horizon: Option<Registered>,
+    /// Set by `register`; used up by the next subscribe. Boxed: most
+    /// clients never register, and this actor exists once per connection.
+    horizon: Option<Box<Registered>>,
 }
 
 /// What `register` remembers.
@@ -218,10 +219,10 @@ impl Handler<QueueRequest> for ClientQueue {
             }
             QueueRequest::Register => {
                 let wall_ns = self.node.router.clock.now_ns();
-                self.horizon = Some(Registered {
+                self.horizon = Some(Box::new(Registered {
                     at: self.node.router.register_horizon(),
                     wall_ns,
-                });
+                }));
                 Response::Stored
             }
             QueueRequest::RetroSubscribe(body) => {
