@@ -38,6 +38,9 @@ fn main() -> ExitCode {
         println!("{}", cli::usage());
         return ExitCode::SUCCESS;
     }
+    if let cli::Command::Bench(args) = &cli.command {
+        return bench(args);
+    }
     let env: HashMap<String, String> = std::env::vars().collect();
     let loaded = match config::load(&cli, &env) {
         Ok(loaded) => loaded,
@@ -59,8 +62,28 @@ fn main() -> ExitCode {
             control_client::dump(&loaded.settings, &format!("dump_queue_topics {id}"))
         }
         cli::Command::DumpTopics => control_client::dump(&loaded.settings, "dump_topics"),
-        other => {
-            eprintln!("kraken: command {other:?} is not available yet");
+        cli::Command::Help | cli::Command::Bench(_) => unreachable!("handled above"),
+    }
+}
+
+/// `kraken bench <scenario> [flags]`: runs the load generator built beside
+/// this binary (`bench/README.md`; `bin/kraken bench` builds both).
+fn bench(args: &[String]) -> ExitCode {
+    let exe = std::env::current_exe()
+        .map(|p| p.with_file_name("kraken-bench"))
+        .unwrap_or_else(|_| "kraken-bench".into());
+    if !exe.exists() {
+        eprintln!(
+            "kraken: {} is missing; build it with 'cargo build --release -p kraken-bench' \
+             (bin/kraken bench does)",
+            exe.display()
+        );
+        return ExitCode::from(2);
+    }
+    match std::process::Command::new(&exe).args(args).status() {
+        Ok(status) => ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("kraken: cannot run {}: {e}", exe.display());
             ExitCode::from(2)
         }
     }
