@@ -5,7 +5,7 @@ use crate::args::Args;
 use crate::common;
 use crate::hist::Histogram;
 use crate::proto::{self, Reply, ReplyReader};
-use crate::pubsub::{abort_unreported, await_start, collect_ready, Phase, Ready};
+use crate::pubsub::{abort_unreported, collect_ready, report_and_await_start, Phase, Ready};
 use crate::report::Report;
 use crate::sys::snapshot;
 use crate::Ctx;
@@ -66,19 +66,8 @@ async fn conn(
             Err(_) => Err("connect timed out".to_string()),
         }
     };
-    let stream = match setup.await {
-        Ok(s) => s,
-        Err(e) => {
-            // Reported through `ready`, not as a run error.
-            let _ = ready.send((i, Err(e))).await;
-            return st;
-        }
-    };
-    if ready.send((i, Ok(()))).await.is_err() {
-        return st;
-    }
-    drop(ready);
-    let Some(Phase::Running(start)) = await_start(&mut phase).await else {
+    let Some((stream, start)) = report_and_await_start(i, setup.await, ready, &mut phase).await
+    else {
         return st;
     };
     let end = start + ctx.duration;

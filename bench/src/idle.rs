@@ -6,7 +6,7 @@ use crate::common;
 use crate::hist::Histogram;
 use crate::proto::{self, Reply};
 use crate::pubsub::{
-    abort_unreported, await_start, collect_ready, connect_subscribed, Phase, Ready,
+    abort_unreported, collect_ready, connect_subscribed, report_and_await_start, Phase, Ready,
 };
 use crate::report::Report;
 use crate::sys::snapshot;
@@ -67,19 +67,8 @@ async fn conn(
         .await
         .unwrap_or_else(|_| Err("connect/subscribe timed out".into()))
     };
-    let mut r = match setup.await {
-        Ok(r) => r,
-        Err(e) => {
-            // Reported through `ready`, not as a run error.
-            let _ = ready.send((i, Err(e))).await;
-            return st;
-        }
-    };
-    if ready.send((i, Ok(()))).await.is_err() {
-        return st;
-    }
-    drop(ready);
-    let Some(Phase::Running(start)) = await_start(&mut phase).await else {
+    let Some((mut r, start)) = report_and_await_start(i, setup.await, ready, &mut phase).await
+    else {
         return st;
     };
     let interval = Duration::from_secs_f64(p.poll_interval);

@@ -55,6 +55,31 @@ pub async fn collect_ready<T>(rx: &mut mpsc::Receiver<T>, n: usize, deadline: In
 /// Setup report of one connection: its index and the outcome.
 pub type Ready = (usize, Result<(), String>);
 
+/// Reports connection `i`'s set-up through `ready` and waits for the load to
+/// start: the connection and the start instant, or `None` when set-up
+/// failed (reported through `ready`, not as a run error), the run no
+/// longer counts this connection, or it ended before starting.
+pub async fn report_and_await_start<T>(
+    i: usize,
+    setup: Result<T, String>,
+    ready: mpsc::Sender<Ready>,
+    phase: &mut watch::Receiver<Phase>,
+) -> Option<(T, Instant)> {
+    let conn = match setup {
+        Ok(conn) => conn,
+        Err(e) => {
+            let _ = ready.send((i, Err(e))).await;
+            return None;
+        }
+    };
+    ready.send((i, Ok(()))).await.ok()?;
+    drop(ready);
+    match await_start(phase).await {
+        Some(Phase::Running(start)) => Some((conn, start)),
+        _ => None,
+    }
+}
+
 /// Abort the tasks that did not report in time (still connecting or
 /// subscribing): they are not counted, and must not hold the run up.
 pub fn abort_unreported<T>(handles: &[tokio::task::JoinHandle<T>], ready: &[Ready]) {
