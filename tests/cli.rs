@@ -3,15 +3,12 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::*;
 
 /// Runs `kraken run <args>` with the harness's safe defaults (loopback, a
 /// free port, a private control socket) and returns (exit code, stdout +
-/// stderr). Kills it and fails if it is still running after 15 s.
+/// stderr). Fails if it is still running after `COMMAND_TIMEOUT` (it should
+/// have refused to start).
 fn run_expecting_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = std::env::temp_dir().join(format!(
         "kraken-it-cli-{}-{}",
@@ -19,52 +16,23 @@ fn run_expecting_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Stri
         next_id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kraken"));
-    cmd.arg("run")
-        .args(["-kraken", "listen_ip", "127.0.0.1"])
-        .args(["-kraken", "tcp_server_port", "0"])
-        .args(["-kraken", "control_socket"])
-        .arg(dir.join("ctl.sock"))
-        .args(args)
-        .env("KRAKEN_HOME", env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn kraken");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut text = String::from_utf8_lossy(&t_out.join().unwrap()).into_owned();
-    text.push_str(&String::from_utf8_lossy(&t_err.join().unwrap()));
+    let socket = dir.join("ctl.sock");
+    let mut all = vec![
+        "run",
+        "-kraken",
+        "listen_ip",
+        "127.0.0.1",
+        "-kraken",
+        "tcp_server_port",
+        "0",
+        "-kraken",
+        "control_socket",
+        socket.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    let out = kraken_with_env(&all, env);
     let _ = std::fs::remove_dir_all(&dir);
-    let status = status.unwrap_or_else(|| {
-        panic!("kraken {args:?} kept running (should have refused to start); output:\n{text}")
-    });
-    (status.code(), text)
+    (out.code, format!("{}{}", out.stdout, out.stderr))
 }
 
 fn next_id() -> usize {

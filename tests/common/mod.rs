@@ -983,12 +983,20 @@ impl Output {
 /// Runs `kraken <args>` (with `KRAKEN_HOME` set as the harness does) to its
 /// end, bounded by [`COMMAND_TIMEOUT`] (then it is killed and this panics).
 pub fn kraken(args: &[&str]) -> Output {
+    kraken_with_env(args, &[])
+}
+
+/// [`kraken`] with extra environment variables.
+pub fn kraken_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kraken"));
     cmd.args(args)
         .env("KRAKEN_HOME", env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let mut child = cmd.spawn().expect("spawn the kraken binary");
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
