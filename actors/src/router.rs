@@ -232,14 +232,20 @@ pub struct Router {
     observer: OnceLock<Arc<dyn TopicObserver>>,
 }
 
-/// Stable, cheap topic → shard hash (FNV-1a).
-pub fn shard_of(topic: &[u8], shards: usize) -> usize {
+/// FNV-1a, 64 bits: stable across processes and runs (topic placement on
+/// shards and, on proxies, on upstreams must not change with a restart).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in topic {
+    for &b in bytes {
         h ^= b as u64;
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    (h % shards as u64) as usize
+    h
+}
+
+/// Stable, cheap topic → shard hash.
+pub fn shard_of(topic: &[u8], shards: usize) -> usize {
+    (fnv1a(topic) % shards as u64) as usize
 }
 
 impl Router {

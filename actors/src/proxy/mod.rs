@@ -37,7 +37,7 @@ use slog::info;
 
 use crate::message::Message;
 use crate::node::Node;
-use crate::router::TopicObserver;
+use crate::router::{fnv1a, TopicObserver};
 use upstream::{Forward, Hold, Retro, Settle, UpstreamLink};
 
 /// Topic → upstream by rendezvous (highest random weight) hashing.
@@ -48,16 +48,6 @@ pub struct Ring {
     names: Vec<String>,
     /// Per upstream, the hash of its name: its share of the hash space.
     seeds: Vec<u64>,
-}
-
-/// FNV-1a, 64 bits.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// The splitmix64 finaliser: a bijection whose output bits all depend on
