@@ -14,18 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use memcache::{CommandError, MemcacheError};
 
-fn client(node: &Node) -> memcache::Client {
-    let url = format!("memcache://127.0.0.1:{}?protocol=ascii", node.port());
-    memcache::Client::builder()
-        .add_server(url)
-        .expect("url")
-        .with_read_timeout(Duration::from_secs(5))
-        .with_write_timeout(Duration::from_secs(5))
-        .with_connection_timeout(Duration::from_secs(5))
-        .build()
-        .expect("memcache client connects (it sends `version` first)")
-}
-
 /// `get("messages")` until a value comes, bounded.
 fn get_until_some(c: &memcache::Client) -> Vec<u8> {
     let deadline = Instant::now() + ASYNC_TIMEOUT;
@@ -44,8 +32,8 @@ fn get_until_some(c: &memcache::Client) -> Vec<u8> {
 #[test]
 fn memcache_crate_subscribe_publish_and_get_a_message_without_its_final_crlf() {
     let node = Node::start(&[]);
-    let sub = client(&node);
-    let publisher = client(&node);
+    let sub = node.memcache_client();
+    let publisher = node.memcache_client();
     sub.set("subscribe", "a b", 0).expect("subscribe");
     publisher
         .set("publish", "MESSAGE a 5\r\nhello\r\n", 0)
@@ -59,7 +47,7 @@ fn memcache_crate_subscribe_publish_and_get_a_message_without_its_final_crlf() {
 #[test]
 fn memcache_crate_get_on_an_empty_queue_is_none() {
     let node = Node::start(&[]);
-    let c = client(&node);
+    let c = node.memcache_client();
     assert_eq!(c.get::<Vec<u8>>("messages").expect("get"), None);
     assert_eq!(c.get::<String>("messages").expect("get"), None);
 }
@@ -67,8 +55,8 @@ fn memcache_crate_get_on_an_empty_queue_is_none() {
 #[test]
 fn memcache_crate_reads_a_multi_topic_multi_line_message_as_a_string() {
     let node = Node::start(&[]);
-    let sub = client(&node);
-    let publisher = client(&node);
+    let sub = node.memcache_client();
+    let publisher = node.memcache_client();
     sub.set("subscribe", "pm1 pm2", 0).expect("subscribe");
     publisher
         .set(
@@ -84,8 +72,8 @@ fn memcache_crate_reads_a_multi_topic_multi_line_message_as_a_string() {
 #[test]
 fn memcache_crate_several_queued_messages_come_back_as_one_value() {
     let node = Node::start(&[]);
-    let sub = client(&node);
-    let publisher = client(&node);
+    let sub = node.memcache_client();
+    let publisher = node.memcache_client();
     sub.set("subscribe", "a", 0).expect("subscribe");
     publisher
         .set("publish", "MESSAGE a 2\r\nm1\r\nMESSAGE a 2\r\nm2\r\n", 0)
@@ -109,7 +97,7 @@ fn memcache_crate_several_queued_messages_come_back_as_one_value() {
 #[test]
 fn memcache_crate_version_and_stats_work() {
     let node = Node::start(&[]);
-    let c = client(&node);
+    let c = node.memcache_client();
     let versions = c.version().expect("version");
     assert_eq!(versions.len(), 1);
     assert!(!versions[0].1.is_empty(), "{versions:?}");
@@ -122,8 +110,8 @@ fn memcache_crate_version_and_stats_work() {
 #[test]
 fn memcache_crate_register_then_subscribe_replays() {
     let node = Node::start(&[]);
-    let sub = client(&node);
-    let publisher = client(&node);
+    let sub = node.memcache_client();
+    let publisher = node.memcache_client();
     sub.set("register", "", 0).expect("register");
     publisher
         .set("publish", "MESSAGE r 4\r\nretr\r\n", 0)
@@ -137,8 +125,8 @@ fn memcache_crate_register_then_subscribe_replays() {
 #[test]
 fn memcache_crate_sees_not_found_for_an_old_horizon_and_stays_subscribed() {
     let node = Node::start(&[]);
-    let sub = client(&node);
-    let publisher = client(&node);
+    let sub = node.memcache_client();
+    let publisher = node.memcache_client();
     match sub.set("retro_subscribe", "0\r\nold", 0) {
         Err(MemcacheError::CommandError(CommandError::KeyNotFound)) => {}
         other => panic!("want NOT_FOUND (KeyNotFound), got {other:?}"),
@@ -157,7 +145,7 @@ fn memcache_crate_sees_not_found_for_an_old_horizon_and_stays_subscribed() {
 #[test]
 fn memcache_crate_get_of_another_key_is_an_error() {
     let node = Node::start(&[]);
-    let c = client(&node);
+    let c = node.memcache_client();
     match c.get::<Vec<u8>>("foo") {
         Err(MemcacheError::CommandError(CommandError::InvalidCommand)) => {}
         other => panic!("want ERROR (InvalidCommand), got {other:?}"),

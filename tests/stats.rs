@@ -9,18 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn memcache_client(node: &Node) -> memcache::Client {
-    let url = format!("memcache://127.0.0.1:{}?protocol=ascii", node.port());
-    memcache::Client::builder()
-        .add_server(url)
-        .expect("url")
-        .with_read_timeout(Duration::from_secs(5))
-        .with_write_timeout(Duration::from_secs(5))
-        .with_connection_timeout(Duration::from_secs(5))
-        .build()
-        .expect("memcache client connects")
-}
-
 #[track_caller]
 fn stat(stats: &HashMap<String, String>, name: &str) -> i64 {
     stats
@@ -33,7 +21,7 @@ fn stat(stats: &HashMap<String, String>, name: &str) -> i64 {
 #[test]
 fn the_memcache_crate_reads_version_and_stats() {
     let node = Node::start(&[]);
-    let c = memcache_client(&node);
+    let c = node.memcache_client();
     let url = format!("memcache://127.0.0.1:{}?protocol=ascii", node.port());
     assert_eq!(
         c.version().expect("version"),

@@ -1151,3 +1151,19 @@ impl Client {
         readable
     }
 }
+
+/// A stock `memcache` crate client (0.21, ASCII protocol) for `node`; it
+/// checks each connection with `version` before its first command.
+impl Node {
+    pub fn memcache_client(&self) -> memcache::Client {
+        let url = format!("memcache://127.0.0.1:{}?protocol=ascii", self.port());
+        memcache::Client::builder()
+            .add_server(url)
+            .expect("url")
+            .with_read_timeout(Duration::from_secs(5))
+            .with_write_timeout(Duration::from_secs(5))
+            .with_connection_timeout(Duration::from_secs(5))
+            .build()
+            .expect("memcache client connects (it sends `version` first)")
+    }
+}
