@@ -4,7 +4,6 @@
 //! queue actor (on the same arbiter), and closes the connection for bad
 //! input, idleness, a slow consumer, or node shutdown.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -171,20 +170,19 @@ impl Connection {
             if settings.fault_injection && entry.topics.iter().any(|t| &t[..] == FAULT_SHARD_PANIC)
             {
                 let shard = node.router.shard_of(FAULT_SHARD_PANIC);
-                let _ = catch_unwind(AssertUnwindSafe(|| node.router.inject_shard_panic(shard)));
-                node.router.heal();
-                return Response::ServerError(
-                    "router shard failed; it was restarted, retry".into(),
-                );
+                if let Err(failed) = node
+                    .router
+                    .supervised(|| node.router.inject_shard_panic(shard))
+                {
+                    return failed.reply();
+                }
             }
-            let result = catch_unwind(AssertUnwindSafe(|| {
-                node.router.publish(id, entry.topics, entry.payload)
-            }));
-            let Ok(published) = result else {
-                node.router.heal();
-                return Response::ServerError(
-                    "router shard failed; it was restarted, retry".into(),
-                );
+            let published = match node
+                .router
+                .supervised(|| node.router.publish(id, entry.topics, entry.payload))
+            {
+                Ok(published) => published,
+                Err(failed) => return failed.reply(),
             };
             node.counters.published.fetch_add(1, Ordering::Relaxed);
             node.counters

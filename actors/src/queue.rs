@@ -6,7 +6,6 @@
 //! Its inbox ([`ClientShared`]) is shared with the router so that publishers
 //! queue messages without a mailbox hop and a poll takes them at once.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -102,10 +101,10 @@ impl ClientQueue {
     fn subscribe(&mut self, topics: &[Bytes], replay: Option<(Horizon, ReplayScope)>) -> Response {
         let node = &self.node;
         let client = self.client();
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            node.router.subscribe(client, topics, replay)
-        }));
-        match result {
+        match node
+            .router
+            .supervised(|| node.router.subscribe(client, topics, replay))
+        {
             Ok(Subscribed::Complete { replayed }) => {
                 if replayed > 0 {
                     node.counters
@@ -119,10 +118,7 @@ impl ClientQueue {
                     "client" => client.id);
                 Response::NotFound
             }
-            Err(_) => {
-                node.router.heal();
-                Response::ServerError("router shard failed; it was restarted, retry".into())
-            }
+            Err(failed) => failed.reply(),
         }
     }
 }
@@ -207,14 +203,12 @@ impl Handler<QueueRequest> for ClientQueue {
             QueueRequest::Unsubscribe(topics) => {
                 let node = &self.node;
                 let client = self.client();
-                match catch_unwind(AssertUnwindSafe(|| {
-                    node.router.unsubscribe(client, &topics)
-                })) {
+                match node
+                    .router
+                    .supervised(|| node.router.unsubscribe(client, &topics))
+                {
                     Ok(()) => Response::Stored,
-                    Err(_) => {
-                        node.router.heal();
-                        Response::ServerError("router shard failed; it was restarted, retry".into())
-                    }
+                    Err(failed) => failed.reply(),
                 }
             }
             QueueRequest::Register => {

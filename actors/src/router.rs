@@ -190,6 +190,19 @@ fn after(msg: &Message, h: Horizon) -> bool {
     }
 }
 
+/// A routing operation panicked; the shards it held were rebuilt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardFailed;
+
+impl ShardFailed {
+    /// What the client is answered.
+    pub fn reply(self) -> kraken_protocol::Response {
+        kraken_protocol::Response::ServerError(
+            "router shard failed; it was restarted, retry".into(),
+        )
+    }
+}
+
 /// Called with a shard's index each time it is rebuilt after a failure.
 pub type RestartHook = Box<dyn Fn(usize) + Send + Sync>;
 
@@ -331,6 +344,17 @@ impl Router {
                 guard
             }
         }
+    }
+
+    /// Runs a routing operation as a supervised unit: a panic inside it
+    /// (a router shard failing) is caught, the poisoned shards are rebuilt
+    /// at once ([`Router::heal`]), and the caller gets [`ShardFailed`] to
+    /// answer with instead of losing its connection.
+    pub fn supervised<T>(&self, op: impl FnOnce() -> T) -> Result<T, ShardFailed> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(op)).map_err(|_| {
+            self.heal();
+            ShardFailed
+        })
     }
 
     /// Rebuilds now every shard a panic poisoned, rather than at its next
