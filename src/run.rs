@@ -55,7 +55,7 @@ pub fn run(loaded: Loaded) -> ExitCode {
     let system = System::new();
     let started = system.block_on(async {
         let started = Supervisor::start(node.clone());
-        if let Ok((sup, _)) = &started {
+        if let Ok((sup, _, _)) = &started {
             let sup = sup.clone();
             actix::spawn(async move {
                 wait_for_stop_signal().await;
@@ -76,14 +76,20 @@ pub fn run(loaded: Loaded) -> ExitCode {
         }
         return ExitCode::from(1);
     }
-    let result = system.run();
+    let result = system.run_with_code();
     if let Some(path) = &settings.pid_file {
         let _ = std::fs::remove_file(path);
     }
+    // The control socket went with the system's tasks.
+    let _ = std::fs::remove_file(settings.control_socket_path());
     match result {
-        Ok(()) => {
+        Ok(0) => {
             info!(log, "kraken stopped");
             ExitCode::SUCCESS
+        }
+        Ok(code) => {
+            crit!(log, "kraken stopped: supervision gave up"; "exit_status" => code);
+            ExitCode::from(code as u8)
         }
         Err(e) => {
             crit!(log, "kraken failed"; "error" => %e);

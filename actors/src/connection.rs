@@ -1,13 +1,25 @@
-//! The connection actor: one per TCP client. It reads pipelined requests with
-//! the bounded [`KrakenCodec`], answers them strictly in order, routes
-//! publishes and polls itself, hands subscription changes to the client's
-//! queue actor (on the same arbiter), and closes the connection for bad
-//! input, idleness, a slow consumer, or node shutdown.
+//! The connection actor: one per TCP client, on a worker arbiter beside its
+//! client queue actor. It reads pipelined requests with the bounded
+//! [`KrakenCodec`], answers them strictly in request order, publishes
+//! through its [`Publisher`] (scatter to the shards, gather, deliver),
+//! hands subscription changes and polls to its client queue, and closes
+//! for bad input, idleness, a slow consumer or node shutdown.
+//!
+//! Requests are pipelined: each gets a *ticket* and a slot in `replies`;
+//! answers that need another actor (a publish's shards, the queue) fill
+//! their slot when they come, and the ready prefix of `replies` is written
+//! in order. The socket is driven by one future ([`Io`]) that reads while
+//! fewer than [`MAX_PENDING`] answers are outstanding and less than
+//! [`OUT_HIGH`] bytes wait to be written (a client that does not read its
+//! answers is simply not read from), and ends each turn by sending the
+//! turn's publishes as one batch per shard.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
+use std::task::Poll;
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
@@ -15,47 +27,70 @@ use kraken_protocol::{
     parse_publish_block, parse_retro_body, parse_topics, KrakenCodec, Limits, Request, Response,
     SetKey,
 };
-use slog::{info, warn};
+use slog::{error, info, warn};
 use tokio::io::AsyncWrite;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::codec::{Decoder, Encoder};
 
-use crate::client::{ClientShared, Kick};
-use crate::node::Node;
-use crate::queue::{ClientQueue, QueueRequest};
+use crate::client::{ClientInfo, Kick};
+use crate::guard::{guard, Panicked, Supervised};
+use crate::message::{encode_poll, Delivery};
+use crate::node::Env;
+use crate::publish::{Outcome, Publisher};
+use crate::queue::{Ask, ClientQueue, Close, FromQueue, QueueRequest, Take, Taken};
+use crate::shard::Routed;
+use crate::supervisor::InjectFault;
 
 /// Topic that makes a connection actor panic when `fault_injection` is on.
 pub const FAULT_CONNECTION_PANIC: &[u8] = b"__kraken_fault_connection_panic__";
-/// Topic whose publish makes its router shard panic when `fault_injection` is on.
-pub const FAULT_SHARD_PANIC: &[u8] = b"__kraken_fault_shard_panic__";
-/// Topic that makes the listener panic when `fault_injection` is on.
-pub const FAULT_LISTENER_PANIC: &[u8] = b"__kraken_fault_listener_panic__";
 
 /// First size of a connection's read buffer. Most requests are a few dozen
 /// bytes; the buffer grows for large publishes. Idle clients are the many,
 /// so this is most of what an idle connection costs.
 const READ_BUFFER_INITIAL: usize = 64;
 
-/// Largest write buffer a connection keeps once it is written out.
-const OUT_BUFFER_KEEP: usize = 16 * 1024;
+/// Largest write or read buffer a connection keeps once it is empty.
+const BUFFER_KEEP: usize = 16 * 1024;
+
+/// Answers outstanding at once; past it, reading pauses.
+pub const MAX_PENDING: usize = 1024;
+
+/// Unwritten output past which reading pauses.
+pub const OUT_HIGH: usize = 256 * 1024;
 
 /// One client connection.
 pub struct Connection {
-    node: Arc<Node>,
-    client: Arc<ClientShared>,
-    /// The client's queue actor; dropping the last address stops it.
+    env: Arc<Env>,
+    info: Arc<ClientInfo>,
+    /// The client's queue actor.
     queue: Addr<ClientQueue>,
-    /// Encodes responses into `out`.
+    publisher: Publisher,
     codec: KrakenCodec,
-    /// The socket's write half, drained by the [`Flusher`].
+    reader: OwnedReadHalf,
+    rbuf: BytesMut,
     writer: OwnedWriteHalf,
-    /// Encoded responses not yet written.
+    /// Encoded answers not yet written.
     out: BytesMut,
-    /// Wakes the flusher when `out` gains bytes.
-    flush_waker: Option<Waker>,
-    /// Close once `out` is written; read nothing more.
+    /// Answers in request order; `replies[0]` has ticket `first_ticket`.
+    replies: VecDeque<Slot>,
+    first_ticket: u64,
+    /// No more requests are read; close once every answer is written.
     closing: bool,
+    /// The client's side is closed (or broken).
+    read_done: bool,
+}
+
+/// One request's answer.
+enum Slot {
+    Waiting { noreply: bool },
+    Ready(Ready),
+}
+
+enum Ready {
+    Response(Response),
+    Quiet,
+    Poll(Vec<Delivery>),
 }
 
 /// Tells a connection to close.
@@ -65,170 +100,185 @@ pub struct KickConnection(pub Kick);
 
 impl Connection {
     /// Starts a connection actor and its queue actor on the current arbiter.
-    pub fn start(node: Arc<Node>, stream: TcpStream) {
+    pub fn start(env: Arc<Env>, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let peer = stream
             .peer_addr()
             .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-        let client = Arc::new(ClientShared::new(
-            node.next_client_id(),
-            peer,
-            node.settings.max_queue_messages,
-            node.settings.max_queue_bytes,
-        ));
-        node.router.registry.insert(client.clone());
-        let queue = ClientQueue::new(node.clone(), client.clone()).start();
-        let (read, write) = stream.into_split();
+        let id = env.node.next_client_id();
+        let info = Arc::new(ClientInfo::new(id, peer));
+        let (reader, writer) = stream.into_split();
+        let s = &env.node.settings;
         let limits = Limits {
-            max_line_bytes: node.settings.max_line_bytes,
-            max_request_bytes: node.settings.max_request_bytes,
+            max_line_bytes: s.max_line_bytes,
+            max_request_bytes: s.max_request_bytes,
         };
         Connection::create(move |ctx| {
-            ctx.add_stream(FramedRead::with_capacity(
-                read,
-                KrakenCodec::new(limits),
-                READ_BUFFER_INITIAL,
-            ));
-            let me = ctx.address().downgrade();
-            client.set_kick_hook(Box::new(move |why| {
-                if let Some(addr) = me.upgrade() {
-                    addr.do_send(KickConnection(why));
-                }
-            }));
+            let me = ctx.address();
+            let queue =
+                ClientQueue::new(env.clone(), info.clone(), me.clone().recipient()).start();
+            env.clients.do_send(crate::clients::Join {
+                id,
+                conn: me.clone(),
+                queue: queue.clone(),
+                info: info.clone(),
+            });
             Connection {
-                node,
-                client,
+                publisher: Publisher::new(id, true, env.clone(), me.recipient()),
+                env,
+                info,
                 queue,
                 codec: KrakenCodec::new(limits),
-                writer: write,
+                reader,
+                rbuf: BytesMut::with_capacity(READ_BUFFER_INITIAL),
+                writer,
                 out: BytesMut::new(),
-                flush_waker: None,
+                replies: VecDeque::new(),
+                first_ticket: 0,
                 closing: false,
+                read_done: false,
             }
         });
     }
 
-    fn write(&mut self, response: Response) {
-        // Encoding into a BytesMut cannot fail.
-        let _ = self.codec.encode(response, &mut self.out);
-        self.wake_flusher();
+    fn next_ticket(&self) -> u64 {
+        self.first_ticket + self.replies.len() as u64
     }
 
-    fn wake_flusher(&mut self) {
-        if let Some(w) = self.flush_waker.take() {
-            w.wake();
-        }
+    fn ready(&mut self, response: Response) {
+        self.replies.push_back(Slot::Ready(Ready::Response(response)));
     }
 
-    /// Writes what is pending, then closes.
-    fn close(&mut self) {
-        self.closing = true;
-        self.wake_flusher();
+    fn waiting(&mut self, noreply: bool) -> u64 {
+        let t = self.next_ticket();
+        self.replies.push_back(Slot::Waiting { noreply });
+        t
     }
 
-    fn reply(&mut self, response: Response, noreply: bool) {
-        let quiet = noreply && matches!(response, Response::Stored | Response::NotFound);
-        if !quiet {
-            self.write(response);
-        }
-    }
-
-    fn fault_injection(&self, topics: &[bytes::Bytes]) {
-        if !self.node.settings.fault_injection {
+    /// Fills the slot of `ticket` (if it is still awaited).
+    fn resolve(&mut self, ticket: u64, ready: Ready) {
+        let Some(at) = ticket.checked_sub(self.first_ticket) else {
             return;
-        }
-        if topics.iter().any(|t| &t[..] == FAULT_CONNECTION_PANIC) {
-            panic!("fault injection: connection {} panicked", self.client.id);
-        }
-        if topics.iter().any(|t| &t[..] == FAULT_LISTENER_PANIC) {
-            if let Some(sup) = self.node.supervisor() {
-                sup.do_send(crate::supervisor::InjectListenerPanic);
+        };
+        if let Some(slot) = self.replies.get_mut(at as usize) {
+            if let Slot::Waiting { noreply } = *slot {
+                let quiet = noreply
+                    && matches!(&ready, Ready::Response(Response::Stored | Response::NotFound));
+                *slot = Slot::Ready(if quiet { Ready::Quiet } else { ready });
             }
         }
     }
 
-    fn publish(&mut self, data: &bytes::Bytes) -> Response {
-        let settings = &self.node.settings;
+    fn resolve_published(&mut self, done: Vec<(u64, Outcome)>) {
+        for (ticket, outcome) in done {
+            let response = match outcome {
+                Ok(()) => Response::Stored,
+                Err(failed) => failed.reply(),
+            };
+            self.resolve(ticket, Ready::Response(response));
+        }
+    }
+
+    /// Writes the ready prefix of `replies` into `out`.
+    fn drain(&mut self) {
+        while let Some(Slot::Ready(_)) = self.replies.front() {
+            let Some(Slot::Ready(ready)) = self.replies.pop_front() else {
+                unreachable!()
+            };
+            self.first_ticket += 1;
+            match ready {
+                Ready::Response(r) => {
+                    // Encoding into a BytesMut cannot fail.
+                    let _ = self.codec.encode(r, &mut self.out);
+                }
+                Ready::Quiet => {}
+                Ready::Poll(items) => encode_poll(&items, &mut self.out),
+            }
+        }
+    }
+
+    fn can_read(&self) -> bool {
+        !self.closing
+            && !self.read_done
+            && self.replies.len() < MAX_PENDING
+            && self.out.len() < OUT_HIGH
+    }
+
+    /// Reads no more; closes once every answer is written.
+    fn close(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        let deadline = self.env.node.settings.close_write_timeout;
+        ctx.run_later(deadline, |act, ctx| {
+            if !act.out.is_empty() || !act.replies.is_empty() {
+                info!(act.env.node.log, "closing client did not take its answers in time; dropped";
+                    "client" => act.info.id, "peer" => %act.info.peer,
+                    "unwritten_bytes" => act.out.len());
+            }
+            ctx.stop();
+        });
+    }
+
+    fn fault_injection(&self, topics: &[Bytes]) {
+        if !self.env.node.settings.fault_injection {
+            return;
+        }
+        for t in topics {
+            if &t[..] == FAULT_CONNECTION_PANIC {
+                panic!("fault injection: connection {} panicked", self.info.id);
+            }
+            if let Some(fault) = InjectFault::from_topic(t) {
+                self.env.faults.do_send(fault);
+            }
+        }
+    }
+
+    fn publish(&mut self, data: &Bytes) -> Option<Response> {
+        let settings = &self.env.node.settings;
         let entries = match parse_publish_block(data, settings.max_topic_bytes) {
             Ok(entries) => entries,
-            Err(e) => return Response::ClientError(e.message().into()),
+            Err(e) => return Some(Response::ClientError(e.message().into())),
         };
-        let node = &self.node;
-        let id = self.client.id;
-        if let Some(proxy) = node.proxy() {
+        if let Some(proxy) = &self.env.proxy {
             if !proxy.admit(&entries) {
-                return Response::ServerError(
+                return Some(Response::ServerError(
                     "upstream backlog full: publish not accepted, retry".into(),
-                );
+                ));
             }
         }
         for entry in entries {
             if entry.topics.len() >= settings.router_min_publish_to_topics_to_warn {
-                warn!(node.log, "message names many topics";
-                    "topics" => entry.topics.len(), "client" => id, "peer" => %self.client.peer);
+                warn!(self.env.node.log, "message names many topics";
+                    "topics" => entry.topics.len(), "client" => self.info.id,
+                    "peer" => %self.info.peer);
             }
-            if settings.fault_injection && entry.topics.iter().any(|t| &t[..] == FAULT_SHARD_PANIC)
-            {
-                let shard = node.router.shard_of(FAULT_SHARD_PANIC);
-                if let Err(failed) = node
-                    .router
-                    .supervised(|| node.router.inject_shard_panic(shard))
-                {
-                    return failed.reply();
-                }
-            }
-            let published = match node
-                .router
-                .supervised(|| node.router.publish(id, entry.topics, entry.payload))
-            {
-                Ok(published) => published,
-                Err(failed) => return failed.reply(),
-            };
-            node.counters.published.fetch_add(1, Ordering::Relaxed);
-            node.counters
-                .delivered
-                .fetch_add(published.recipients as u64, Ordering::Relaxed);
-            if published.recipients >= settings.router_min_fanout_to_warn {
-                warn!(node.log, "message fanned out widely";
-                    "subscribers" => published.recipients, "client" => id);
-            }
+            self.publisher.submit(entry.topics, entry.payload);
         }
-        Response::Stored
+        None
     }
 
-    /// Hands a subscription change to the queue actor and waits for its
-    /// answer before reading the next request, so answers stay in order.
-    fn ask_queue(&mut self, req: QueueRequest, noreply: bool, ctx: &mut Context<Self>) {
-        let fut = self
-            .queue
-            .send(req)
-            .into_actor(self)
-            .map(move |res, act, _ctx| match res {
-                Ok(response) => act.reply(response, noreply),
-                Err(_) => {
-                    act.write(Response::ServerError("client queue failed".into()));
-                    act.close();
-                }
-            });
-        ctx.wait(fut);
+    fn ask(&mut self, req: QueueRequest, noreply: bool) {
+        let ticket = self.waiting(noreply);
+        self.queue.do_send(Ask { ticket, req });
     }
 
     fn handle_request(&mut self, req: Request, ctx: &mut Context<Self>) {
-        let max_topic = self.node.settings.max_topic_bytes;
+        let max_topic = self.env.node.settings.max_topic_bytes;
         match req {
-            Request::GetMessages => match self.client.take() {
-                Some(items) => {
-                    crate::message::encode_poll(&items, &mut self.out);
-                    self.wake_flusher();
-                }
-                None if self.client.overflowed() => self.kicked(Kick::SlowConsumer),
-                None => self.kicked(Kick::QueueFailed),
-            },
+            Request::GetMessages => {
+                let ticket = self.waiting(false);
+                self.queue.do_send(Take { ticket });
+            }
             Request::Set { key, data, noreply } => match key {
-                SetKey::Publish => {
-                    let response = self.publish(&data);
-                    self.reply(response, noreply);
-                }
+                SetKey::Publish => match self.publish(&data) {
+                    Some(refused) => self.ready(refused),
+                    None => {
+                        let ticket = self.waiting(noreply);
+                        self.publisher.ticket(ticket);
+                    }
+                },
                 SetKey::Subscribe | SetKey::Unsubscribe => {
                     match parse_topics(&held_apart(key, data), max_topic) {
                         Ok(topics) => {
@@ -238,76 +288,148 @@ impl Connection {
                             } else {
                                 QueueRequest::Unsubscribe(topics)
                             };
-                            self.ask_queue(req, noreply, ctx);
+                            self.ask(req, noreply);
                         }
-                        Err(e) => self.write(Response::ClientError(e.message().into())),
+                        Err(e) => self.ready(Response::ClientError(e.message().into())),
                     }
                 }
-                SetKey::Register => self.ask_queue(QueueRequest::Register, noreply, ctx),
+                SetKey::Register => self.ask(QueueRequest::Register, noreply),
                 SetKey::RetroSubscribe => match parse_retro_body(&held_apart(key, data), max_topic)
                 {
-                    Ok(body) => self.ask_queue(QueueRequest::RetroSubscribe(body), noreply, ctx),
-                    Err(e) => self.write(Response::ClientError(e.message().into())),
+                    Ok(body) => self.ask(QueueRequest::RetroSubscribe(body), noreply),
+                    Err(e) => self.ready(Response::ClientError(e.message().into())),
                 },
             },
-            Request::Quit => self.close(),
+            Request::Quit => self.close(ctx),
             Request::Stats => {
-                let stats = self.node.stats();
-                self.write(Response::Stats(stats));
+                let stats = self.env.stats();
+                self.ready(Response::Stats(stats));
             }
-            Request::Version => self.write(Response::Version(crate::node::VERSION.into())),
+            Request::Version => self.ready(Response::Version(crate::node::VERSION.into())),
             Request::Invalid(rejection) => {
-                self.write(rejection.reply);
+                self.ready(rejection.reply);
                 if rejection.close {
-                    self.close();
+                    self.close(ctx);
                 }
             }
         }
     }
 
-    fn kicked(&mut self, why: Kick) {
-        if self.closing {
-            return;
-        }
-        match why {
+    fn kicked(&mut self, why: Kick, ctx: &mut Context<Self>) {
+        let node = &self.env.node;
+        let message = match why {
             Kick::SlowConsumer => {
-                self.node
-                    .counters
-                    .slow_consumers
-                    .fetch_add(1, Ordering::Relaxed);
-                let (messages, bytes) = (
-                    self.node.settings.max_queue_messages,
-                    self.node.settings.max_queue_bytes,
-                );
-                warn!(self.node.log, "slow consumer: queue limit exceeded, closing connection";
-                    "client" => self.client.id, "peer" => %self.client.peer,
-                    "max_queue_messages" => messages, "max_queue_bytes" => bytes);
-                self.write(Response::ServerError(
-                    "slow consumer: queue limit exceeded".into(),
-                ));
+                if self.closing {
+                    return;
+                }
+                node.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                warn!(node.log, "slow consumer: queue limit exceeded, closing connection";
+                    "client" => self.info.id, "peer" => %self.info.peer,
+                    "max_queue_messages" => node.settings.max_queue_messages,
+                    "max_queue_bytes" => node.settings.max_queue_bytes);
+                Some("slow consumer: queue limit exceeded")
             }
             Kick::UpstreamLost => {
-                slog::debug!(self.node.log, "upstream lost: closing client";
-                    "client" => self.client.id, "peer" => %self.client.peer);
-                self.write(Response::ServerError(
-                    "upstream lost: reconnect and reload".into(),
-                ));
+                slog::debug!(node.log, "upstream lost: closing client";
+                    "client" => self.info.id, "peer" => %self.info.peer);
+                Some("upstream lost: reconnect and reload")
             }
-            Kick::Shutdown => {}
-            Kick::QueueFailed => {
-                self.write(Response::ServerError("client queue failed".into()));
-            }
+            Kick::QueueFailed => Some("client queue failed"),
             Kick::Idle => {
-                self.node
-                    .counters
-                    .idle_closed
-                    .fetch_add(1, Ordering::Relaxed);
-                info!(self.node.log, "idle client closed";
-                    "client" => self.client.id, "peer" => %self.client.peer,
-                    "idle_seconds" => self.node.settings.client_idle_timeout.as_secs_f64());
+                if self.closing {
+                    return;
+                }
+                node.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+                info!(node.log, "idle client closed";
+                    "client" => self.info.id, "peer" => %self.info.peer,
+                    "idle_seconds" => node.settings.client_idle_timeout.as_secs_f64());
+                None
+            }
+            // Drain: answer what was asked, then close.
+            Kick::Shutdown => None,
+        };
+        if let Some(message) = message {
+            // What was asked and not answered yet will not be: say why.
+            self.drain();
+            self.replies.clear();
+            let _ = self
+                .codec
+                .encode(Response::ServerError(message.into()), &mut self.out);
+        }
+        self.close(ctx);
+    }
+
+    /// One turn of socket work; returns `Ready` once the actor stopped.
+    fn poll_io(&mut self, ctx: &mut Context<Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
+        loop {
+            // Decode what is buffered.
+            while self.can_read() {
+                match self.codec.decode(&mut self.rbuf) {
+                    Ok(Some(req)) => {
+                        self.info.touch();
+                        if guard(self, ctx, |a, ctx| a.handle_request(req, ctx)).is_none() {
+                            return Poll::Ready(());
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        self.close(ctx);
+                        break;
+                    }
+                }
+            }
+            if !self.can_read() {
+                break;
+            }
+            if self.rbuf.is_empty() && self.rbuf.capacity() > BUFFER_KEEP {
+                self.rbuf = BytesMut::with_capacity(READ_BUFFER_INITIAL);
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < READ_BUFFER_INITIAL {
+                self.rbuf.reserve(READ_BUFFER_INITIAL.max(self.rbuf.len()));
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.reader), task, &mut self.rbuf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    // The client closed its side: answer what was asked.
+                    while let Ok(Some(req)) = self.codec.decode_eof(&mut self.rbuf) {
+                        if self.closing {
+                            break;
+                        }
+                        if guard(self, ctx, |a, ctx| a.handle_request(req, ctx)).is_none() {
+                            return Poll::Ready(());
+                        }
+                    }
+                    self.read_done = true;
+                    self.close(ctx);
+                    break;
+                }
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Pending => break,
             }
         }
-        self.close();
+        // End of the turn: this turn's publishes go out as one batch per shard.
+        let done = self.publisher.flush();
+        self.resolve_published(done);
+        self.drain();
+        while !self.out.is_empty() {
+            match Pin::new(&mut self.writer).poll_write(task, &self.out) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    ctx.stop();
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(n)) => self.out.advance(n),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.out.capacity() > BUFFER_KEEP {
+            // Don't keep a large buffer per connection between polls.
+            self.out = BytesMut::new();
+        }
+        if self.closing && self.replies.is_empty() {
+            let _ = Pin::new(&mut self.writer).poll_shutdown(task);
+            ctx.stop();
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 
@@ -315,54 +437,59 @@ impl Actor for Connection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.spawn(Flusher);
+        ctx.spawn(Io);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        self.client.close();
+        self.queue.do_send(Close);
     }
 }
 
-impl Drop for Connection {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.node
-                .counters
-                .client_failures
-                .fetch_add(1, Ordering::Relaxed);
-            slog::error!(self.node.log, "connection failed; client removed";
-                "client" => self.client.id, "peer" => %self.client.peer);
-            self.client.close();
-        }
+impl Supervised for Connection {
+    /// Temporary child: a failure ends the client cleanly.
+    fn failed(&mut self, ctx: &mut Context<Self>, why: Panicked) {
+        let node = &self.env.node;
+        node.counters
+            .client_failures
+            .fetch_add(1, Ordering::Relaxed);
+        error!(node.log, "connection failed; client removed";
+            "client" => self.info.id, "peer" => %self.info.peer, "panic" => %why);
+        self.closing = true;
+        ctx.stop();
     }
 }
 
-impl StreamHandler<Result<Request, std::io::Error>> for Connection {
-    fn handle(&mut self, item: Result<Request, std::io::Error>, ctx: &mut Context<Self>) {
-        if self.closing {
-            return;
-        }
-        self.client.touch();
-        match item {
-            Ok(req) => self.handle_request(req, ctx),
-            Err(_) => self.close(),
-        }
-        if self.out.len() > self.node.settings.max_queue_bytes.saturating_add(1 << 20) {
-            self.kicked(Kick::SlowConsumer);
-        }
-    }
+impl Handler<FromQueue> for Connection {
+    type Result = ();
 
-    fn finished(&mut self, _ctx: &mut Context<Self>) {
-        // The client closed its side: answer what was asked, then close.
-        self.close();
+    fn handle(&mut self, msg: FromQueue, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, ctx| match msg {
+            FromQueue::Answer { ticket, response } => a.resolve(ticket, Ready::Response(response)),
+            FromQueue::Taken { ticket, taken } => match taken {
+                Taken::Items(items) => a.resolve(ticket, Ready::Poll(items)),
+                Taken::Overflowed => a.kicked(Kick::SlowConsumer, ctx),
+            },
+            FromQueue::Kick(why) => a.kicked(why, ctx),
+        });
+    }
+}
+
+impl Handler<Routed> for Connection {
+    type Result = ();
+
+    fn handle(&mut self, msg: Routed, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, _| {
+            let done = a.publisher.routed(msg);
+            a.resolve_published(done);
+        });
     }
 }
 
 impl Handler<KickConnection> for Connection {
     type Result = ();
 
-    fn handle(&mut self, msg: KickConnection, _ctx: &mut Context<Self>) {
-        self.kicked(msg.0);
+    fn handle(&mut self, msg: KickConnection, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, ctx| a.kicked(msg.0, ctx));
     }
 }
 
@@ -376,11 +503,10 @@ fn held_apart(key: SetKey, data: Bytes) -> Bytes {
     }
 }
 
-/// Writes `Connection::out` to the socket; stops the actor once a close was
-/// asked for and everything is written, or when the socket fails.
-struct Flusher;
+/// Drives the socket (see [`Connection::poll_io`]).
+struct Io;
 
-impl ActorFuture<Connection> for Flusher {
+impl ActorFuture<Connection> for Io {
     type Output = ();
 
     fn poll(
@@ -389,26 +515,11 @@ impl ActorFuture<Connection> for Flusher {
         ctx: &mut Context<Connection>,
         task: &mut std::task::Context<'_>,
     ) -> Poll<()> {
-        while !act.out.is_empty() {
-            match Pin::new(&mut act.writer).poll_write(task, &act.out) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    ctx.stop();
-                    return Poll::Ready(());
-                }
-                Poll::Ready(Ok(n)) => act.out.advance(n),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        if act.out.capacity() > OUT_BUFFER_KEEP {
-            // Don't keep a large buffer per connection between polls.
-            act.out = BytesMut::new();
-        }
-        if act.closing {
-            let _ = Pin::new(&mut act.writer).poll_shutdown(task);
-            ctx.stop();
-            return Poll::Ready(());
-        }
-        act.flush_waker = Some(task.waker().clone());
-        Poll::Pending
+        act.poll_io(ctx, task)
     }
+}
+
+/// How long a closing connection may take to write its last answers.
+pub fn default_close_write_timeout() -> Duration {
+    Duration::from_secs(30)
 }

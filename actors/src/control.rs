@@ -35,7 +35,9 @@ use slog::{info, warn};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::node::{Node, VERSION};
+use crate::clients::{DumpQueues, QueueTopics, DUMP_QUEUES_HEADER};
+use crate::node::{Env, Node, VERSION};
+use crate::shard::DumpTopics;
 use crate::settings::LogLevel;
 use crate::supervisor::{Shutdown, Supervisor};
 
@@ -47,7 +49,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const END: &[u8] = b"END";
 
 /// Starts serving the control socket at `node.settings.control_socket_path()`.
-pub fn start(node: Arc<Node>, supervisor: Addr<Supervisor>) -> io::Result<()> {
+pub fn start(env: Arc<Env>, supervisor: Addr<Supervisor>) -> io::Result<()> {
+    let node = env.node.clone();
     let path = node.settings.control_socket_path();
     let (listener, file) = bind(&path)?;
     info!(node.log, "control socket ready"; "path" => %path.display());
@@ -57,7 +60,7 @@ pub fn start(node: Arc<Node>, supervisor: Addr<Supervisor>) -> io::Result<()> {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    actix::spawn(serve(node.clone(), supervisor.clone(), file.uid, stream));
+                    actix::spawn(serve(env.clone(), supervisor.clone(), file.uid, stream));
                 }
                 Err(e) => {
                     warn!(node.log, "control socket accept failed"; "error" => %e);
@@ -132,7 +135,7 @@ fn bind(path: &Path) -> io::Result<(UnixListener, SocketFile)> {
 }
 
 /// Answers one control connection.
-async fn serve(node: Arc<Node>, supervisor: Addr<Supervisor>, owner: u32, stream: UnixStream) {
+async fn serve(env: Arc<Env>, supervisor: Addr<Supervisor>, owner: u32, stream: UnixStream) {
     let allowed = stream
         .peer_cred()
         .map(|c| c.uid() == owner || c.uid() == 0)
@@ -146,7 +149,7 @@ async fn serve(node: Arc<Node>, supervisor: Addr<Supervisor>, owner: u32, stream
         match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await {
             Ok(Ok(_)) if line.ends_with(b"\n") => {
                 let request = String::from_utf8_lossy(&line);
-                execute(&node, &supervisor, request.trim())
+                execute(&env, &supervisor, request.trim()).await
             }
             _ => error_reply("expected one request line"),
         }
@@ -169,7 +172,8 @@ fn ok_reply(body: &[u8]) -> Vec<u8> {
 }
 
 /// Runs one control request; returns the whole reply.
-fn execute(node: &Node, supervisor: &Addr<Supervisor>, request: &str) -> Vec<u8> {
+async fn execute(env: &Env, supervisor: &Addr<Supervisor>, request: &str) -> Vec<u8> {
+    let node = &env.node;
     let mut words = request.split_ascii_whitespace();
     let command = words.next().unwrap_or("");
     let arg = words.next();
@@ -177,7 +181,7 @@ fn execute(node: &Node, supervisor: &Addr<Supervisor>, request: &str) -> Vec<u8>
         return error_reply(&format!("too many arguments to {command}"));
     }
     match (command, arg) {
-        ("status", None) => ok_reply(status(node).as_bytes()),
+        ("status", None) => ok_reply(status(env).as_bytes()),
         ("stop", None) => {
             info!(node.log, "stop requested on the control socket");
             supervisor.do_send(Shutdown);
@@ -189,12 +193,12 @@ fn execute(node: &Node, supervisor: &Addr<Supervisor>, request: &str) -> Vec<u8>
                 "unknown log level '{level}'; expected debug, info, warn or error"
             )),
         },
-        ("dump_queues", None) => ok_reply(dump_queues(node).as_bytes()),
-        ("dump_queue_topics", Some(id)) => match dump_queue_topics(node, id) {
+        ("dump_queues", None) => ok_reply(dump_queues(env).await.as_bytes()),
+        ("dump_queue_topics", Some(id)) => match dump_queue_topics(env, id).await {
             Some(body) => ok_reply(&body),
             None => error_reply(&format!("no client queue with id {id}")),
         },
-        ("dump_topics", None) => ok_reply(&dump_topics(node)),
+        ("dump_topics", None) => ok_reply(&dump_topics(env).await),
         _ => error_reply(&format!(
             "unknown request '{request}'; expected status, stop, change_log_level LEVEL, \
              dump_queues, dump_queue_topics ID or dump_topics"
@@ -203,10 +207,9 @@ fn execute(node: &Node, supervisor: &Addr<Supervisor>, request: &str) -> Vec<u8>
 }
 
 /// `name value` lines about the running node.
-fn status(node: &Node) -> String {
-    let addr = node
-        .local_addr()
-        .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+fn status(env: &Env) -> String {
+    let node = &env.node;
+    let addr = env.local_addr;
     let mut out = String::new();
     let _ = writeln!(out, "pid {}", std::process::id());
     let _ = writeln!(out, "addr {addr}");
@@ -215,7 +218,7 @@ fn status(node: &Node) -> String {
     let _ = writeln!(
         out,
         "clients {}",
-        node.current_connections.load(Ordering::Relaxed)
+        node.counters.current_connections.load(Ordering::Relaxed)
     );
     let _ = writeln!(out, "max_tcp_clients {}", node.settings.max_tcp_clients);
     let _ = writeln!(out, "log_level {}", node.level.get().as_str());
@@ -236,39 +239,16 @@ fn change_log_level(node: &Node, level: LogLevel) -> String {
     format!("from {} to {}\n", before.as_str(), level.as_str())
 }
 
-/// The header of `dump_queues`.
-pub const DUMP_QUEUES_HEADER: &str =
-    "id\tpeer\tsubscriptions\tqueued\tqueued_bytes\treceived\tage_s\tsince_last_poll_s";
-
 /// One tab-separated line per client queue, after [`DUMP_QUEUES_HEADER`].
-fn dump_queues(node: &Node) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "{DUMP_QUEUES_HEADER}");
-    for c in node.router.registry.all() {
-        let (queued, queued_bytes) = c.queued();
-        let since_poll = c
-            .since_last_poll()
-            .map_or_else(|| "never".to_string(), |d| d.as_secs().to_string());
-        let _ = writeln!(
-            out,
-            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-            c.id,
-            c.peer,
-            c.topics().len(),
-            queued,
-            queued_bytes,
-            c.received(),
-            c.connected_at.elapsed().as_secs(),
-            since_poll,
-        );
-    }
-    out
+async fn dump_queues(env: &Env) -> String {
+    let lines = env.clients.send(DumpQueues).await.unwrap_or_default();
+    format!("{DUMP_QUEUES_HEADER}\n{lines}")
 }
 
 /// One client's topics, one a line, sorted; `None` if no such client.
-fn dump_queue_topics(node: &Node, id: &str) -> Option<Vec<u8>> {
-    let client = node.router.registry.get(id.parse().ok()?)?;
-    let mut topics = client.topics();
+async fn dump_queue_topics(env: &Env, id: &str) -> Option<Vec<u8>> {
+    let id: u64 = id.parse().ok()?;
+    let mut topics = env.clients.send(QueueTopics(id)).await.ok()??;
     topics.sort();
     let mut out = Vec::new();
     for t in topics {
@@ -278,10 +258,18 @@ fn dump_queue_topics(node: &Node, id: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `topic\tcount` lines, most subscribers first.
-fn dump_topics(node: &Node) -> Vec<u8> {
+/// `topic\tcount` lines, most subscribers first (ties by name).
+async fn dump_topics(env: &Env) -> Vec<u8> {
+    let asks: Vec<_> = env.router.shards().iter().map(|s| s.send(DumpTopics)).collect();
+    let mut all: Vec<(bytes::Bytes, usize)> = futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let mut out = Vec::new();
-    for (topic, count) in node.router.topic_counts() {
+    for (topic, count) in all {
         out.extend_from_slice(&topic);
         out.extend_from_slice(format!("\t{count}\n").as_bytes());
     }

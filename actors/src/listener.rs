@@ -15,18 +15,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::connection::Connection;
-use crate::node::Node;
-use crate::supervisor::{ListenerDied, Supervisor};
+use crate::guard::{guard, Panicked, Supervised};
+use crate::node::Env;
+use crate::supervisor::{Child, ChildDown};
 
 /// The accept loop.
 pub struct Listener {
-    node: Arc<Node>,
+    env: Arc<Env>,
     /// Where connection actors run.
     workers: Vec<ArbiterHandle>,
     /// The next worker to use.
     next: usize,
-    /// Told if this actor dies by panic, so it restarts it.
-    supervisor: Addr<Supervisor>,
+    /// Told if this actor fails, so it restarts it.
+    supervisor: Recipient<ChildDown>,
 }
 
 /// Stops accepting (node shutdown).
@@ -51,10 +52,10 @@ impl Listener {
     /// Starts a listener on a clone of the supervisor's socket, so the socket
     /// outlives any one listener actor.
     pub fn start(
-        node: Arc<Node>,
+        env: Arc<Env>,
         socket: &std::net::TcpListener,
         workers: Vec<ArbiterHandle>,
-        supervisor: Addr<Supervisor>,
+        supervisor: Recipient<ChildDown>,
     ) -> std::io::Result<Addr<Listener>> {
         let socket = TcpListener::from_std(socket.try_clone()?)?;
         Ok(Listener::create(move |ctx| {
@@ -68,7 +69,7 @@ impl Listener {
             });
             ctx.add_stream(accepts);
             Listener {
-                node,
+                env,
                 workers,
                 next: 0,
                 supervisor,
@@ -77,12 +78,14 @@ impl Listener {
     }
 
     fn refuse(&self, mut stream: TcpStream, peer: SocketAddr) {
-        self.node
+        self.env
+            .node
             .counters
             .refused_connections
             .fetch_add(1, Ordering::Relaxed);
-        warn!(self.node.log, "refused client: too many clients";
-            "peer" => %peer, "max_tcp_clients" => self.node.settings.max_tcp_clients);
+        let node = &self.env.node;
+        warn!(node.log, "refused client: too many clients";
+            "peer" => %peer, "max_tcp_clients" => node.settings.max_tcp_clients);
         actix::spawn(async move {
             let _ = stream.write_all(b"SERVER_ERROR Too many clients\r\n").await;
             let _ = stream.shutdown().await;
@@ -103,28 +106,41 @@ impl Actor for Listener {
     type Context = Context<Self>;
 }
 
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            error!(self.node.log, "listener failed");
-            self.supervisor.do_send(ListenerDied);
-        }
+impl Supervised for Listener {
+    /// Permanent child: the supervisor starts a new listener on the same socket.
+    fn failed(&mut self, ctx: &mut Context<Self>, why: Panicked) {
+        error!(self.env.node.log, "listener failed"; "panic" => %why);
+        self.supervisor.do_send(ChildDown {
+            child: Child::Listener,
+            why,
+            gave_up: false,
+        });
+        ctx.stop();
     }
 }
 
 impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Listener {
-    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, _| a.accepted(item));
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl Listener {
+    fn accepted(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>) {
         let (stream, peer) = match item {
             Ok(accepted) => accepted,
             Err(e) => {
-                error!(self.node.log, "accept failed"; "error" => %e);
+                error!(self.env.node.log, "accept failed"; "error" => %e);
                 return;
             }
         };
-        let node = &self.node;
-        let before = node.current_connections.fetch_add(1, Ordering::SeqCst);
-        if before >= node.settings.max_tcp_clients {
-            node.current_connections.fetch_sub(1, Ordering::SeqCst);
+        let node = &self.env.node;
+        let current = &node.counters.current_connections;
+        let before = current.fetch_add(1, Ordering::SeqCst);
+        if before >= node.settings.max_tcp_clients as u64 {
+            current.fetch_sub(1, Ordering::SeqCst);
             self.refuse(stream, peer);
             return;
         }
@@ -134,28 +150,31 @@ impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Listener {
         let std_stream = match stream.into_std() {
             Ok(s) => s,
             Err(_) => {
-                node.current_connections.fetch_sub(1, Ordering::SeqCst);
+                current.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
         };
         let worker = &self.workers[self.next % self.workers.len()];
         self.next = self.next.wrapping_add(1);
-        let node = node.clone();
+        let env = self.env.clone();
         worker.spawn_fn(move || match TcpStream::from_std(std_stream) {
-            Ok(stream) => Connection::start(node, stream),
+            Ok(stream) => Connection::start(env, stream),
             Err(_) => {
-                node.current_connections.fetch_sub(1, Ordering::SeqCst);
+                env.node
+                    .counters
+                    .current_connections
+                    .fetch_sub(1, Ordering::SeqCst);
             }
         });
     }
-
-    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 impl Handler<Panic> for Listener {
     type Result = ();
 
-    fn handle(&mut self, _: Panic, _ctx: &mut Context<Self>) {
-        panic!("fault injection: listener panicked");
+    fn handle(&mut self, _: Panic, ctx: &mut Context<Self>) {
+        guard(self, ctx, |_, _| -> () {
+            panic!("fault injection: listener panicked")
+        });
     }
 }

@@ -10,12 +10,11 @@ use kraken_protocol::response::message_header;
 /// One published message.
 #[derive(Debug)]
 pub struct Message {
-    /// Node-wide publish sequence number; orders messages across shards and
-    /// makes `register` horizons exact.
+    /// Node-wide publish sequence number, which is also the publish time in
+    /// nanoseconds since the Unix epoch (`crate::router::SeqClock`): it
+    /// orders messages across shards, makes `register` horizons exact and
+    /// answers `retro_subscribe` horizons.
     pub seq: u64,
-    /// Publish time, nanoseconds since the Unix epoch (monotonic within the
-    /// node); `retro_subscribe` horizons compare against it.
-    pub time_ns: u64,
     /// The publishing client, never a recipient of its own message.
     pub publisher: u64,
     /// Every topic the message names, in publish order (repeats kept).
@@ -42,12 +41,11 @@ pub enum Delivery {
 }
 
 impl Message {
-    pub fn new(seq: u64, time_ns: u64, publisher: u64, topics: Vec<Bytes>, payload: Bytes) -> Self {
+    pub fn new(seq: u64, publisher: u64, topics: Vec<Bytes>, payload: Bytes) -> Self {
         let refs: Vec<&[u8]> = topics.iter().map(|t| &t[..]).collect();
         let full_header = message_header(&refs, payload.len());
         Message {
             seq,
-            time_ns,
             publisher,
             topics,
             payload,
@@ -199,7 +197,6 @@ mod tests {
     fn msg(topics: &[&str], payload: &[u8]) -> Arc<Message> {
         Arc::new(Message::new(
             1,
-            0,
             0,
             topics.iter().map(|t| Bytes::from(t.to_string())).collect(),
             Bytes::copy_from_slice(payload),

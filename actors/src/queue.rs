@@ -1,27 +1,55 @@
-//! The client queue actor ("waitress" in the original): owns one client's
-//! subscriptions and `register` horizon, applies subscription changes through
-//! the router, and removes every trace of the client when it stops, however
-//! it stops (a clean close, its connection's failure, or its own panic).
+//! The client queue actor ("waitress" in the original): one per client, on
+//! its connection's arbiter. It alone owns the client's subscriptions and
+//! inbox; router shards, the connection and the proxy reach them only
+//! through its mailbox.
 //!
-//! Its inbox ([`ClientShared`]) is shared with the router so that publishers
-//! queue messages without a mailbox hop and a poll takes them at once.
+//! - Subscription changes ([`Ask`]) are applied to its own set first (the
+//!   source of truth a restarted shard is rebuilt from, [`Resync`]), then
+//!   sent to the shards that own the topics; the answer (`STORED`,
+//!   `NOT_FOUND`) waits for every shard, so once a client reads `STORED`
+//!   every later publish reaches it. While it waits, the queue handles
+//!   nothing else: a poll pipelined behind a subscribe sees its replay.
+//! - A subscribe with a horizon (`register` then `subscribe`, or
+//!   `retro_subscribe`) merges the shards' replays by sequence number:
+//!   one entry per message, listing every topic of it the client holds.
+//!   The replayed sequence numbers are remembered for a while so that a
+//!   copy of the same message still in flight on the live path is dropped.
+//! - Deliveries arrive in batches ([`Deliver`]) from publishers; the inbox
+//!   is bounded by `max_queue_messages` and `max_queue_bytes`: past either
+//!   the client is a slow consumer, its inbox is emptied and its connection
+//!   told to close.
+//! - A poll ([`Take`]) takes up to [`POLL_BYTES`] of the inbox.
+//! - When the connection goes ([`Close`]) or this actor fails, the client
+//!   is removed from every shard and the actor stops.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
+use futures_util::future::join_all;
 use kraken_protocol::{Response, RetroBody};
-use slog::{debug, info};
+use slog::{debug, error, info};
 
-use crate::client::ClientShared;
-use crate::node::Node;
-use crate::router::{Horizon, ReplayScope, Subscribed};
+use crate::client::{ClientInfo, FastSet, Kick, POLL_BYTES};
+use crate::guard::{guard, Panicked, Supervised};
+use crate::message::{Delivery, Message};
+use crate::node::Env;
+use crate::router::{shard_of, Horizon, ReplayScope};
+use crate::shard::{Replay, ResyncReply, RouterShard, ShardFailed, Subscribe, Unsubscribe};
 
 /// Topic that makes a queue actor panic when `fault_injection` is on.
 pub const FAULT_QUEUE_PANIC: &[u8] = b"__kraken_fault_queue_panic__";
 
-/// A subscription change, answered with the reply to send.
+/// How long replayed sequence numbers (and recent unsubscriptions) are
+/// remembered to filter copies still in flight on the live path. A copy
+/// is in flight for as long as its publisher takes to gather the shards'
+/// answers: microseconds, far below this.
+const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(30);
+
+/// A subscription change.
 #[derive(Debug)]
 pub enum QueueRequest {
     Subscribe(Vec<Bytes>),
@@ -30,18 +58,66 @@ pub enum QueueRequest {
     RetroSubscribe(RetroBody),
 }
 
-impl Message for QueueRequest {
-    type Result = Response;
+/// A subscription change from the connection, answered with
+/// [`FromQueue::Answer`] carrying the same ticket.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ask {
+    pub ticket: u64,
+    pub req: QueueRequest,
 }
 
-/// One client's queue actor.
-pub struct ClientQueue {
-    node: Arc<Node>,
-    /// Removes the client everywhere when this actor goes, even by panic.
-    cleanup: Cleanup,
-    /// Set by `register`; used up by the next subscribe. Boxed: most
-    /// clients never register, and this actor exists once per connection.
-    horizon: Option<Box<Registered>>,
+/// A poll, answered with [`FromQueue::Taken`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Take {
+    pub ticket: u64,
+}
+
+/// Deliveries from a publisher, in its publish order.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Vec<Delivery>);
+
+/// From a restarted shard: send it this client's topics on it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resync {
+    pub shard: usize,
+    pub shards: usize,
+    pub reply_to: Addr<RouterShard>,
+}
+
+/// The connection is gone: remove the client everywhere and stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
+/// This client's topics (`dump_queue_topics`).
+#[derive(Message)]
+#[rtype(result = "Vec<Bytes>")]
+pub struct Topics;
+
+/// A proxy lost these topics irrecoverably: close the client if it holds one.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct KickIfHolds(pub Arc<FastSet<Bytes>>);
+
+/// What the queue tells its connection.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum FromQueue {
+    Answer { ticket: u64, response: Response },
+    Taken { ticket: u64, taken: Taken },
+    Kick(Kick),
+}
+
+/// A poll's result.
+#[derive(Debug)]
+pub enum Taken {
+    Items(Vec<Delivery>),
+    /// The client overflowed its queue: it is a slow consumer.
+    Overflowed,
 }
 
 /// What `register` remembers.
@@ -53,182 +129,536 @@ struct Registered {
     wall_ns: u64,
 }
 
-/// Removes a client's state from the node when dropped.
-struct Cleanup {
-    node: Arc<Node>,
-    client: Arc<ClientShared>,
+/// Live copies to drop for a while: replayed messages, and deliveries
+/// for topics unsubscribed a moment ago.
+#[derive(Default)]
+struct InFlight {
+    replayed: FastSet<u64>,
+    unsubscribed: bool,
+    until: Option<Instant>,
 }
 
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.client.kick(crate::client::Kick::QueueFailed);
-            self.node
-                .counters
-                .client_failures
-                .fetch_add(1, Ordering::Relaxed);
-            slog::error!(self.node.log, "client queue failed; client removed";
-                "client" => self.client.id, "peer" => %self.client.peer);
-        }
-        self.node.router.remove_client(&self.client);
-        self.node
-            .counters
-            .closed_connections
-            .fetch_add(1, Ordering::Relaxed);
-        self.node
-            .current_connections
-            .fetch_sub(1, Ordering::Relaxed);
-        debug!(self.node.log, "client gone"; "client" => self.client.id);
-    }
+/// One client's queue actor.
+pub struct ClientQueue {
+    env: Arc<Env>,
+    info: Arc<ClientInfo>,
+    conn: Recipient<FromQueue>,
+    subs: FastSet<Bytes>,
+    items: Vec<Delivery>,
+    /// Header and payload bytes in `items`.
+    bytes: usize,
+    received: u64,
+    overflowed: bool,
+    /// Set by `register`; used up by the next subscribe. Boxed: most
+    /// clients never register.
+    horizon: Option<Box<Registered>>,
+    in_flight: Option<Box<InFlight>>,
+    /// The client was removed from the shards (closing or failed).
+    removed: bool,
 }
 
 impl ClientQueue {
-    pub fn new(node: Arc<Node>, client: Arc<ClientShared>) -> Self {
+    pub fn new(env: Arc<Env>, info: Arc<ClientInfo>, conn: Recipient<FromQueue>) -> Self {
         ClientQueue {
-            cleanup: Cleanup {
-                node: node.clone(),
-                client,
-            },
-            node,
+            env,
+            info,
+            conn,
+            subs: FastSet::default(),
+            items: Vec::new(),
+            bytes: 0,
+            received: 0,
+            overflowed: false,
             horizon: None,
+            in_flight: None,
+            removed: false,
         }
     }
 
-    fn client(&self) -> &Arc<ClientShared> {
-        &self.cleanup.client
+    fn id(&self) -> u64 {
+        self.info.id
     }
 
-    fn subscribe(&mut self, topics: &[Bytes], replay: Option<(Horizon, ReplayScope)>) -> Response {
-        let node = &self.node;
-        let client = self.client();
-        match node
-            .router
-            .supervised(|| node.router.subscribe(client, topics, replay))
-        {
-            Ok(Subscribed::Complete { replayed }) => {
-                if replayed > 0 {
-                    node.counters
-                        .delivered
-                        .fetch_add(replayed as u64, Ordering::Relaxed);
+    fn answer(&self, ticket: u64, response: Response) {
+        self.conn.do_send(FromQueue::Answer { ticket, response });
+    }
+
+    fn publish_figures(&self) {
+        self.info
+            .queued
+            .store(self.items.len() as u64, Ordering::Relaxed);
+        self.info
+            .queued_bytes
+            .store(self.bytes as u64, Ordering::Relaxed);
+        self.info.received.store(self.received, Ordering::Relaxed);
+    }
+
+    /// Queues deliveries; past a limit, empties the inbox, marks the client
+    /// a slow consumer and tells the connection.
+    fn push(&mut self, items: impl IntoIterator<Item = Delivery>) {
+        if self.overflowed || self.removed {
+            return;
+        }
+        let s = &self.env.node.settings;
+        let (max_messages, max_bytes) = (s.max_queue_messages, s.max_queue_bytes);
+        for item in items {
+            let size = item.message().queued_bytes();
+            if self.items.len() >= max_messages || self.bytes + size > max_bytes {
+                self.overflowed = true;
+                self.items = Vec::new();
+                self.bytes = 0;
+                self.conn.do_send(FromQueue::Kick(Kick::SlowConsumer));
+                break;
+            }
+            self.bytes += size;
+            self.received += 1;
+            self.items.push(item);
+        }
+        self.publish_figures();
+    }
+
+    fn in_flight_mut(&mut self) -> &mut InFlight {
+        let f = self.in_flight.get_or_insert_with(Default::default);
+        f.until = Some(Instant::now() + IN_FLIGHT_WINDOW);
+        f
+    }
+
+    /// Filters a live batch against recent replays and unsubscriptions.
+    fn filter(&mut self, items: Vec<Delivery>) -> Vec<Delivery> {
+        let Some(f) = self.in_flight.as_ref() else {
+            return items;
+        };
+        if f.until.is_some_and(|t| Instant::now() > t) {
+            self.in_flight = None;
+            return items;
+        }
+        let mut kept = Vec::with_capacity(items.len());
+        for d in items {
+            let msg = d.message();
+            if f.replayed.contains(&msg.seq) {
+                continue;
+            }
+            if !f.unsubscribed {
+                kept.push(d);
+                continue;
+            }
+            let held: Vec<u32> = (0..msg.topics.len() as u32)
+                .filter(|&i| self.subs.contains(&msg.topics[i as usize]))
+                .collect();
+            if !held.is_empty() {
+                kept.push(Message::delivery(msg, &held));
+            }
+        }
+        kept
+    }
+
+    /// Applies a subscribe to the set and asks the shards; answers when all did.
+    fn subscribe(
+        &mut self,
+        ctx: &mut Context<Self>,
+        ticket: u64,
+        topics: Vec<Bytes>,
+        replay: Option<(Horizon, ReplayScope)>,
+        upstream: Upstream,
+    ) {
+        let n = self.env.router.num_shards();
+        let mut added: Vec<Bytes> = Vec::new();
+        for t in &topics {
+            if self.subs.insert(t.clone()) {
+                added.push(t.clone());
+            }
+        }
+        self.info
+            .subscriptions
+            .store(self.subs.len() as u64, Ordering::Relaxed);
+        let mut add: Vec<Vec<Bytes>> = vec![Vec::new(); n];
+        for t in &added {
+            add[shard_of(t, n)].push(t.clone());
+        }
+        let mut replay_topics: Vec<Vec<Bytes>> = vec![Vec::new(); n];
+        if let Some((_, scope)) = replay {
+            let of = match scope {
+                ReplayScope::NewTopics => &added,
+                ReplayScope::Requested => &topics,
+            };
+            for t in of {
+                replay_topics[shard_of(t, n)].push(t.clone());
+            }
+        }
+        let me = ctx.address();
+        let id = self.id();
+        let targets: Vec<usize> = (0..n)
+            .filter(|&s| !add[s].is_empty() || !replay_topics[s].is_empty())
+            .collect();
+        let asks: Vec<_> = targets
+            .into_iter()
+            .map(|s| {
+                self.env.router.shard(s).send(Subscribe {
+                    id,
+                    queue: me.clone(),
+                    add: std::mem::take(&mut add[s]),
+                    replay: replay.map(|(h, _)| (h, std::mem::take(&mut replay_topics[s]))),
+                })
+            })
+            .collect();
+        let upstream_topics = match (&upstream, replay.map(|r| r.1)) {
+            (Upstream::None, _) => Vec::new(),
+            (_, Some(ReplayScope::NewTopics)) => added.clone(),
+            _ => topics,
+        };
+        let added: FastSet<Bytes> = added.into_iter().collect();
+        let fut = async move { join_all(asks).await }
+            .into_actor(self)
+            .then(move |answers, act, _ctx| {
+                let local = guard(act, _ctx, |act, _| {
+                    act.subscribed(answers, replay.map(|r| r.1), &added)
+                })
+                .unwrap_or_else(|| Response::ServerError("client queue failed".into()));
+                let log = act.env.node.log.clone();
+                let proxy = act.env.proxy.clone();
+                async move {
+                    let Some(proxy) = proxy.filter(|_| local == Response::Stored) else {
+                        return local;
+                    };
+                    match upstream {
+                        Upstream::None => local,
+                        Upstream::Settle => {
+                            proxy.settle(upstream_topics).await;
+                            local
+                        }
+                        Upstream::Retro(horizon_ns) => {
+                            if proxy.retro(upstream_topics, horizon_ns).await {
+                                local
+                            } else {
+                                info!(log, "retro subscription incomplete upstream: NOT_FOUND"; "client" => id);
+                                Response::NotFound
+                            }
+                        }
+                    }
                 }
-                Response::Stored
+                .into_actor(act)
+            })
+            .map(move |response, act, _ctx| act.answer(ticket, response));
+        ctx.wait(fut);
+    }
+
+    /// The shards answered a subscribe: replay what they found.
+    fn subscribed(
+        &mut self,
+        answers: Vec<Result<Result<Replay, ShardFailed>, MailboxError>>,
+        scope: Option<ReplayScope>,
+        added: &FastSet<Bytes>,
+    ) -> Response {
+        let mut replays = Vec::with_capacity(answers.len());
+        for a in answers {
+            match a {
+                Ok(Ok(r)) => replays.push(r),
+                Ok(Err(failed)) => return failed.reply(),
+                Err(_) => return ShardFailed.reply(),
             }
-            Ok(Subscribed::Incomplete) => {
-                info!(node.log, "retro subscription incomplete: NOT_FOUND";
-                    "client" => client.id);
-                Response::NotFound
+        }
+        let Some(scope) = scope else {
+            return Response::Stored;
+        };
+        if !replays.iter().all(|r| r.complete) {
+            info!(self.env.node.log, "retro subscription incomplete: NOT_FOUND"; "client" => self.id());
+            return Response::NotFound;
+        }
+        let mut found: BTreeMap<u64, Arc<Message>> = BTreeMap::new();
+        for r in replays {
+            for m in r.messages {
+                found.entry(m.seq).or_insert(m);
             }
-            Err(failed) => failed.reply(),
+        }
+        let subs = &self.subs;
+        let deliveries: Vec<Delivery> = found
+            .into_values()
+            .filter(|m| {
+                // After `register`, a message that matched a topic held
+                // before this subscribe was delivered live already.
+                scope == ReplayScope::Requested
+                    || !m
+                        .topics
+                        .iter()
+                        .any(|t| subs.contains(t) && !added.contains(t))
+            })
+            .map(|m| {
+                let held: Vec<u32> = (0..m.topics.len() as u32)
+                    .filter(|&i| subs.contains(&m.topics[i as usize]))
+                    .collect();
+                Message::delivery(&m, &held)
+            })
+            .collect();
+        if !deliveries.is_empty() {
+            let f = self.in_flight_mut();
+            f.replayed.extend(deliveries.iter().map(|d| d.message().seq));
+            self.env
+                .node
+                .counters
+                .delivered
+                .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
+            self.push(deliveries);
+        }
+        Response::Stored
+    }
+
+    fn unsubscribe(&mut self, ctx: &mut Context<Self>, ticket: u64, topics: Vec<Bytes>) {
+        let n = self.env.router.num_shards();
+        let mut by_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
+        for t in topics {
+            if self.subs.remove(&t) {
+                by_shard[shard_of(&t, n)].push(t);
+            }
+        }
+        self.info
+            .subscriptions
+            .store(self.subs.len() as u64, Ordering::Relaxed);
+        let id = self.id();
+        let asks: Vec<_> = by_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, ts)| !ts.is_empty())
+            .map(|(s, topics)| self.env.router.shard(s).send(Unsubscribe { id, topics }))
+            .collect();
+        if asks.is_empty() {
+            return self.answer(ticket, Response::Stored);
+        }
+        self.in_flight_mut().unsubscribed = true;
+        let fut = async move { join_all(asks).await }.into_actor(self).map(
+            move |answers, act, _ctx| {
+                let response = if answers.iter().all(|a| a.is_ok()) {
+                    Response::Stored
+                } else {
+                    ShardFailed.reply()
+                };
+                act.answer(ticket, response);
+            },
+        );
+        ctx.wait(fut);
+    }
+
+    fn ask(&mut self, ctx: &mut Context<Self>, ticket: u64, req: QueueRequest) {
+        match req {
+            QueueRequest::Subscribe(topics) => {
+                if self.env.node.settings.fault_injection
+                    && topics.iter().any(|t| &t[..] == FAULT_QUEUE_PANIC)
+                {
+                    panic!("fault injection: client queue {} panicked", self.id());
+                }
+                let upstream = if self.env.proxy.is_some() {
+                    Upstream::Settle
+                } else {
+                    Upstream::None
+                };
+                match self.horizon.take() {
+                    None => self.subscribe(ctx, ticket, topics, None, upstream),
+                    Some(r) => {
+                        let upstream = match upstream {
+                            Upstream::None => Upstream::None,
+                            _ => Upstream::Retro(r.wall_ns as i128),
+                        };
+                        self.subscribe(
+                            ctx,
+                            ticket,
+                            topics,
+                            Some((r.at, ReplayScope::NewTopics)),
+                            upstream,
+                        )
+                    }
+                }
+            }
+            QueueRequest::Unsubscribe(topics) => self.unsubscribe(ctx, ticket, topics),
+            QueueRequest::Register => {
+                let clock = self.env.router.clock();
+                self.horizon = Some(Box::new(Registered {
+                    at: clock.next(),
+                    wall_ns: clock.now_ns(),
+                }));
+                self.answer(ticket, Response::Stored);
+            }
+            QueueRequest::RetroSubscribe(body) => {
+                let ns = (body.horizon_secs as i128 * 1_000_000_000).clamp(0, u64::MAX as i128);
+                let upstream = if self.env.proxy.is_some() {
+                    Upstream::Retro(ns)
+                } else {
+                    Upstream::None
+                };
+                self.subscribe(
+                    ctx,
+                    ticket,
+                    body.topics,
+                    Some((ns as u64, ReplayScope::Requested)),
+                    upstream,
+                )
+            }
         }
     }
+
+    /// Removes the client from every shard (once).
+    fn remove_everywhere(&mut self) {
+        if self.removed {
+            return;
+        }
+        self.removed = true;
+        self.items = Vec::new();
+        self.bytes = 0;
+        let n = self.env.router.num_shards();
+        let mut by_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
+        for t in std::mem::take(&mut self.subs) {
+            by_shard[shard_of(&t, n)].push(t);
+        }
+        for (s, topics) in by_shard.into_iter().enumerate() {
+            if !topics.is_empty() {
+                self.env.router.shard(s).do_send(Unsubscribe {
+                    id: self.info.id,
+                    topics,
+                });
+            }
+        }
+    }
+}
+
+/// What a subscribe must also do upstream, on a proxy.
+enum Upstream {
+    None,
+    /// Answer once the upstreams hold the topics.
+    Settle,
+    /// Replay upstream since this wall-clock horizon (ns).
+    Retro(i128),
 }
 
 impl Actor for ClientQueue {
     type Context = Context<Self>;
+
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.remove_everywhere();
+        let node = &self.env.node;
+        node.counters
+            .closed_connections
+            .fetch_add(1, Ordering::Relaxed);
+        node.counters
+            .current_connections
+            .fetch_sub(1, Ordering::Relaxed);
+        self.env.clients.do_send(crate::clients::Leave(self.info.id));
+        debug!(node.log, "client gone"; "client" => self.info.id);
+    }
 }
 
-/// On a proxy, completes a retroactive subscription upstream once it has
-/// succeeded locally: the answer is `NOT_FOUND` if an upstream cannot prove
-/// that nothing was lost since `horizon_ns` (see `crate::proxy`).
-fn retro_upstream(
-    node: &Arc<Node>,
-    client: u64,
-    local: Response,
-    topics: Vec<Bytes>,
-    horizon_ns: i128,
-) -> actix::Response<Response> {
-    let Some(proxy) = node.proxy().filter(|_| local == Response::Stored) else {
-        return actix::Response::reply(local);
-    };
-    let upstream = proxy.retro(topics, horizon_ns);
-    let log = node.log.clone();
-    actix::Response::fut(async move {
-        if upstream.await {
-            Response::Stored
-        } else {
-            info!(log, "retro subscription incomplete upstream: NOT_FOUND"; "client" => client);
-            Response::NotFound
+impl Supervised for ClientQueue {
+    /// Temporary child: a failure ends the client cleanly.
+    fn failed(&mut self, ctx: &mut Context<Self>, why: Panicked) {
+        let node = &self.env.node;
+        node.counters
+            .client_failures
+            .fetch_add(1, Ordering::Relaxed);
+        error!(node.log, "client queue failed; client removed";
+            "client" => self.info.id, "peer" => %self.info.peer, "panic" => %why);
+        self.remove_everywhere();
+        self.conn.do_send(FromQueue::Kick(Kick::QueueFailed));
+        ctx.stop();
+    }
+}
+
+impl Handler<Ask> for ClientQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ask, ctx: &mut Context<Self>) {
+        let ticket = msg.ticket;
+        if guard(self, ctx, |a, ctx| a.ask(ctx, ticket, msg.req)).is_none() {
+            self.answer(ticket, Response::ServerError("client queue failed".into()));
         }
-    })
+    }
 }
 
-impl Handler<QueueRequest> for ClientQueue {
-    type Result = actix::Response<Response>;
+impl Handler<Take> for ClientQueue {
+    type Result = ();
 
-    fn handle(&mut self, req: QueueRequest, _ctx: &mut Context<Self>) -> Self::Result {
-        let reply = match req {
-            QueueRequest::Subscribe(topics) => {
-                if self.node.settings.fault_injection
-                    && topics.iter().any(|t| &t[..] == FAULT_QUEUE_PANIC)
-                {
-                    panic!(
-                        "fault injection: client queue {} panicked",
-                        self.client().id
-                    );
+    fn handle(&mut self, msg: Take, _ctx: &mut Context<Self>) {
+        self.info.polled();
+        let taken = if self.overflowed {
+            Taken::Overflowed
+        } else if self.bytes <= POLL_BYTES {
+            self.bytes = 0;
+            Taken::Items(std::mem::take(&mut self.items))
+        } else {
+            let mut taken_bytes = 0;
+            let mut n = 0;
+            for d in &self.items {
+                let size = d.message().queued_bytes();
+                if n > 0 && taken_bytes + size > POLL_BYTES {
+                    break;
                 }
-                let Some(registered) = self.horizon.take() else {
-                    let local = self.subscribe(&topics, None);
-                    // On a proxy, answer once the upstreams hold the topics.
-                    return match self.node.proxy().filter(|_| local == Response::Stored) {
-                        Some(proxy) => {
-                            let settled = proxy.settle(topics);
-                            actix::Response::fut(async move {
-                                settled.await;
-                                local
-                            })
-                        }
-                        None => actix::Response::reply(local),
-                    };
-                };
-                // On a proxy, the topics this subscribe adds are replayed
-                // upstream too.
-                let added: Vec<Bytes> = match self.node.proxy() {
-                    Some(_) => {
-                        let held = crate::client::lock(&self.client().subscriptions);
-                        let mut added: Vec<Bytes> = topics
-                            .iter()
-                            .filter(|t| !held.contains(*t))
-                            .cloned()
-                            .collect();
-                        added.sort_unstable();
-                        added.dedup();
-                        added
-                    }
-                    None => Vec::new(),
-                };
-                let local = self.subscribe(&topics, Some((registered.at, ReplayScope::NewTopics)));
-                let id = self.client().id;
-                return retro_upstream(&self.node, id, local, added, registered.wall_ns as i128);
+                taken_bytes += size;
+                n += 1;
             }
-            QueueRequest::Unsubscribe(topics) => {
-                let node = &self.node;
-                let client = self.client();
-                match node
-                    .router
-                    .supervised(|| node.router.unsubscribe(client, &topics))
-                {
-                    Ok(()) => Response::Stored,
-                    Err(failed) => failed.reply(),
-                }
-            }
-            QueueRequest::Register => {
-                let wall_ns = self.node.router.clock.now_ns();
-                self.horizon = Some(Box::new(Registered {
-                    at: self.node.router.register_horizon(),
-                    wall_ns,
-                }));
-                Response::Stored
-            }
-            QueueRequest::RetroSubscribe(body) => {
-                let ns = body.horizon_secs as i128 * 1_000_000_000;
-                let local = self.subscribe(
-                    &body.topics,
-                    Some((Horizon::TimeNs(ns), ReplayScope::Requested)),
-                );
-                let id = self.client().id;
-                return retro_upstream(&self.node, id, local, body.topics, ns);
-            }
+            self.bytes -= taken_bytes;
+            Taken::Items(self.items.drain(..n).collect())
         };
-        actix::Response::reply(reply)
+        self.publish_figures();
+        self.conn.do_send(FromQueue::Taken {
+            ticket: msg.ticket,
+            taken,
+        });
+    }
+}
+
+impl Handler<Deliver> for ClientQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, _| {
+            let items = a.filter(msg.0);
+            a.push(items);
+        });
+    }
+}
+
+impl Handler<Resync> for ClientQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: Resync, ctx: &mut Context<Self>) {
+        if self.removed {
+            return;
+        }
+        let topics = self
+            .subs
+            .iter()
+            .filter(|t| shard_of(t, msg.shards) == msg.shard)
+            .cloned()
+            .collect();
+        msg.reply_to.do_send(ResyncReply {
+            id: self.info.id,
+            queue: ctx.address(),
+            topics,
+        });
+    }
+}
+
+impl Handler<Close> for ClientQueue {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
+        self.remove_everywhere();
+        ctx.stop();
+    }
+}
+
+impl Handler<Topics> for ClientQueue {
+    type Result = MessageResult<Topics>;
+
+    fn handle(&mut self, _: Topics, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.subs.iter().cloned().collect())
+    }
+}
+
+impl Handler<KickIfHolds> for ClientQueue {
+    type Result = bool;
+
+    fn handle(&mut self, msg: KickIfHolds, _ctx: &mut Context<Self>) -> bool {
+        let holds = self.subs.iter().any(|t| msg.0.contains(t));
+        if holds {
+            self.conn.do_send(FromQueue::Kick(Kick::UpstreamLost));
+        }
+        holds
     }
 }

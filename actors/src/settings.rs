@@ -88,6 +88,12 @@ pub struct Settings {
     pub worker_threads: usize,
     /// Enables fault-injection commands for supervision tests (default off).
     pub fault_injection: bool,
+    /// Payload and header bytes each shard's retro buffer keeps
+    /// (`max_retro_bytes_per_router_shard`, default 64 MiB).
+    pub max_retro_bytes_per_router_shard: usize,
+    /// How long a closing connection may take to write its last answers
+    /// before it is dropped (`close_write_timeout_seconds`, default 30).
+    pub close_write_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -115,6 +121,8 @@ impl Default for Settings {
             max_restart_seconds: Duration::from_secs(10),
             worker_threads: 0,
             fault_injection: false,
+            max_retro_bytes_per_router_shard: 64 * 1024 * 1024,
+            close_write_timeout: Duration::from_secs(30),
         }
     }
 }

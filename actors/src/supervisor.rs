@@ -1,11 +1,21 @@
-//! The supervisor: starts the worker arbiters and the listener, hears about
-//! failures (a router shard rebuilt, the listener dead), restarts what
-//! failed, and escalates in the manner of OTP: more than `max_restarts`
-//! restarts within `max_restart_seconds` and the node logs why and exits
-//! non-zero, for the service manager to restart it. It also drains the node
-//! on shutdown.
+//! The root supervisor. It binds the listening socket, starts the worker
+//! arbiters and its children, restarts those that fail, and stops the node
+//! when supervision gives up (exit status 70, after the cleanup: pid file,
+//! control socket). It also drains the node on shutdown.
+//!
+//! Its children and their strategies (see `crate::supervision`):
+//!
+//! | child | kind | restart |
+//! |---|---|---|
+//! | clients' supervisor (`crate::clients`) | supervisor of the client pairs (temporary) | permanent |
+//! | router-shard pool (`crate::shard_pool`) | supervisor of the shards (permanent), significant | permanent |
+//! | listener (`crate::listener`) | worker | permanent |
+//! | upstream links (`crate::proxy`, proxies only) | workers | permanent |
+//!
+//! A child's failure counts against the root's intensity (`max_restarts` in
+//! `max_restart_seconds`); past it, or when a significant child gives up,
+//! or when the root itself fails, the node stops with status 70.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,53 +23,81 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_rt::Arbiter;
-use slog::{crit, info, warn};
+use bytes::Bytes;
+use slog::{crit, error, info, warn};
 
 use crate::client::Kick;
+use crate::clients::{self, ClientSupervisor, KickAll};
+use crate::guard::{guard, Panicked, Supervised};
 use crate::listener::{self, Listener};
-use crate::node::Node;
+use crate::node::{Env, Node};
+use crate::proxy::{self, Proxy};
+use crate::router::SeqClock;
+use crate::shard_pool::{self, RestartPool, ShardPool};
+use crate::supervision::{Intensity, Restart, ESCALATION_EXIT};
 
-/// The supervisor actor.
-pub struct Supervisor {
-    node: Arc<Node>,
-    /// The listening socket; each listener actor works on a clone of it, so
-    /// a listener restart neither drops queued connections nor rebinds.
-    socket: std::net::TcpListener,
-    /// Worker threads for connections.
-    workers: Vec<Arbiter>,
-    listener: Option<Addr<Listener>>,
-    /// Recent restarts, for escalation.
-    restarts: VecDeque<Instant>,
-    /// `closed_connections` when the heap was last trimmed.
-    closed_at_last_trim: u64,
+/// The root's children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Child {
+    Clients,
+    ShardPool,
+    Listener,
+    Upstream(usize),
 }
 
-/// Trim the heap once this many clients left since the last trim.
-const TRIM_AFTER_CLOSES: u64 = 256;
+impl Child {
+    pub fn restart(self) -> Restart {
+        Restart::Permanent
+    }
 
-/// Returns free heap memory to the OS (glibc keeps it in its arenas).
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
+    /// Whether the node stops when this child gives up.
+    pub fn significant(self) -> bool {
+        matches!(self, Child::ShardPool)
+    }
+
+    fn name(self) -> String {
+        match self {
+            Child::Clients => "clients' supervisor".into(),
+            Child::ShardPool => "router-shard pool".into(),
+            Child::Listener => "listener".into(),
+            Child::Upstream(i) => format!("upstream link {i}"),
+        }
     }
 }
 
-/// A router shard was rebuilt after a failure.
+/// A child failed (`gave_up`: a supervisor child exceeded its intensity).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ShardRestarted(pub usize);
+pub struct ChildDown {
+    pub child: Child,
+    pub why: Panicked,
+    pub gave_up: bool,
+}
 
-/// The listener actor died.
-#[derive(Message)]
+/// Fault injection (tests only): make a part of the node panic.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
 #[rtype(result = "()")]
-pub struct ListenerDied;
+pub enum InjectFault {
+    Listener,
+    ShardPool,
+    Clients,
+    Upstream,
+    Root,
+}
 
-/// Fault injection: make the listener panic.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct InjectListenerPanic;
+impl InjectFault {
+    /// The fault a subscribed topic names, if any.
+    pub fn from_topic(topic: &Bytes) -> Option<InjectFault> {
+        match &topic[..] {
+            b"__kraken_fault_listener_panic__" => Some(InjectFault::Listener),
+            b"__kraken_fault_supervisor_panic__" => Some(InjectFault::ShardPool),
+            b"__kraken_fault_clients_supervisor_panic__" => Some(InjectFault::Clients),
+            b"__kraken_fault_upstream_panic__" => Some(InjectFault::Upstream),
+            b"__kraken_fault_root_panic__" => Some(InjectFault::Root),
+            _ => None,
+        }
+    }
+}
 
 /// Drain and stop the node: stop accepting, close every client after its
 /// pending answers are written, then stop the system.
@@ -67,10 +105,28 @@ pub struct InjectListenerPanic;
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// The root supervisor.
+pub struct Supervisor {
+    node: Arc<Node>,
+    /// The listening socket; each listener actor works on a clone of it, so
+    /// a listener restart neither drops queued connections nor rebinds.
+    socket: std::net::TcpListener,
+    /// Worker threads for connections and shards.
+    workers: Vec<Arbiter>,
+    env: Option<Arc<Env>>,
+    clients: Option<Addr<ClientSupervisor>>,
+    pool: Option<Addr<ShardPool>>,
+    listener: Option<Addr<Listener>>,
+    proxy: Option<Arc<Proxy>>,
+    intensity: Intensity,
+    stopping: bool,
+}
+
 impl Supervisor {
     /// Binds the listening socket and starts the node's actors. Must run
-    /// inside an actix `System`. Returns the supervisor and the bound address.
-    pub fn start(node: Arc<Node>) -> std::io::Result<(Addr<Supervisor>, SocketAddr)> {
+    /// inside an actix `System`. Returns the supervisor, the bound address
+    /// and the clients' environment (for the control channel).
+    pub fn start(node: Arc<Node>) -> std::io::Result<(Addr<Supervisor>, SocketAddr, Arc<Env>)> {
         let s = &node.settings;
         let socket = std::net::TcpListener::bind((s.listen_ip, s.tcp_server_port))?;
         socket.set_nonblocking(true)?;
@@ -81,82 +137,150 @@ impl Supervisor {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         };
         let workers: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
-        // A proxy node: its upstream links start (and its router reports to
-        // them) before the listener accepts anyone.
-        if !s.upstreams.is_empty() {
-            crate::proxy::start(&node);
-        }
-        let sup = Supervisor {
-            node: node.clone(),
-            socket,
-            workers,
-            listener: None,
-            restarts: VecDeque::new(),
-            closed_at_last_trim: 0,
-        }
-        .start();
-        let hook_addr = sup.clone();
-        node.router.set_restart_hook(Box::new(move |shard| {
-            hook_addr.do_send(ShardRestarted(shard))
-        }));
-        node.set_supervisor(sup.clone());
-        node.set_local_addr(addr);
-        crate::control::start(node.clone(), sup.clone())?;
+        let mut env_out = None;
+        let sup = Supervisor::create(|ctx| {
+            let me = ctx.address();
+            let handles: Vec<_> = workers.iter().map(|a| a.handle()).collect();
+            let clients =
+                ClientSupervisor::new(node.clone(), me.clone().recipient()).start();
+            let clock = Arc::new(SeqClock::new());
+            // A proxy's links get their mailboxes first: the shards report
+            // to them, and they publish through the shards.
+            let links = (!s.upstreams.is_empty()).then(|| proxy::Links::new(&node));
+            let observer = links.as_ref().map(|l| l.proxy.clone() as _);
+            let (pool, router) = ShardPool::start(
+                node.clone(),
+                clock,
+                observer,
+                clients.clone(),
+                me.clone().recipient(),
+                &handles,
+            );
+            let proxy = links.as_ref().map(|l| l.proxy.clone());
+            let env = Arc::new(Env {
+                node: node.clone(),
+                router,
+                clients: clients.clone(),
+                proxy: proxy.clone(),
+                faults: me.clone().recipient(),
+                local_addr: addr,
+            });
+            if let Some(links) = links {
+                links.start(env.clone(), me.clone().recipient());
+            }
+            env_out = Some(env.clone());
+            Supervisor {
+                node: node.clone(),
+                socket,
+                workers,
+                env: Some(env),
+                clients: Some(clients),
+                pool: Some(pool),
+                listener: None,
+                proxy,
+                intensity: Intensity::new(s.max_restarts, s.max_restart_seconds),
+                stopping: false,
+            }
+        });
+        let env = env_out.expect("env built");
+        crate::control::start(env.clone(), sup.clone())?;
         info!(node.log, "accepting connections";
-            "addr" => %addr, "router_shards" => node.router.num_shards(),
+            "addr" => %addr, "router_shards" => env.router.num_shards(),
             "worker_threads" => threads, "max_tcp_clients" => s.max_tcp_clients);
-        Ok((sup, addr))
+        Ok((sup, addr, env))
     }
 
     fn start_listener(&mut self, ctx: &mut Context<Self>) {
         let handles = self.workers.iter().map(|a| a.handle()).collect();
-        match Listener::start(self.node.clone(), &self.socket, handles, ctx.address()) {
+        let env = self.env.clone().expect("env");
+        match Listener::start(env, &self.socket, handles, ctx.address().recipient()) {
             Ok(addr) => self.listener = Some(addr),
             Err(e) => {
                 crit!(self.node.log, "cannot start listener"; "error" => %e);
-                std::process::exit(1);
+                self.escalate("listener cannot start");
             }
         }
     }
 
-    /// Closes idle clients, and gives memory back to the OS after many
-    /// clients left (the allocator keeps freed memory otherwise).
-    fn sweep(&mut self) {
-        let timeout = self.node.settings.client_idle_timeout;
-        self.node.router.registry.for_each(|client| {
-            if client.idle_for() >= timeout {
-                client.kick(Kick::Idle);
+    /// Supervision gives up: the node stops with status 70 (the caller of
+    /// `System::run` cleans up and exits with it).
+    fn escalate(&mut self, what: &str) {
+        crit!(self.node.log, "too many restarts; giving up so the service manager restarts the node";
+            "last" => what, "restarts" => self.intensity.recent(),
+            "max_restarts" => self.node.settings.max_restarts,
+            "max_restart_seconds" => self.node.settings.max_restart_seconds.as_secs());
+        self.stopping = true;
+        System::current().stop_with_code(ESCALATION_EXIT);
+    }
+
+    fn child_down(&mut self, msg: ChildDown, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let name = msg.child.name();
+        if msg.gave_up && msg.child.significant() {
+            return self.escalate(&name);
+        }
+        if !msg.child.restart().restarts(true) {
+            return;
+        }
+        if !self.intensity.record() {
+            return self.escalate(&name);
+        }
+        let c = &self.node.counters;
+        match msg.child {
+            Child::Listener => {
+                c.listener_restarts.fetch_add(1, Ordering::Relaxed);
+                warn!(self.node.log, "listener failed and was restarted"; "panic" => %msg.why);
+                self.start_listener(ctx);
             }
-        });
-        let closed = self
-            .node
-            .counters
-            .closed_connections
-            .load(Ordering::Relaxed);
-        if closed >= self.closed_at_last_trim + TRIM_AFTER_CLOSES {
-            self.closed_at_last_trim = closed;
-            trim_heap();
+            Child::ShardPool => {
+                c.supervisor_restarts.fetch_add(1, Ordering::Relaxed);
+                warn!(self.node.log, "router-shard pool supervisor failed and was restarted; every shard restarts";
+                    "panic" => %msg.why);
+                if let Some(pool) = &self.pool {
+                    pool.do_send(RestartPool);
+                }
+            }
+            Child::Clients => {
+                c.supervisor_restarts.fetch_add(1, Ordering::Relaxed);
+                warn!(self.node.log, "clients' supervisor failed and was restarted; clients kept";
+                    "panic" => %msg.why);
+            }
+            Child::Upstream(i) => {
+                c.upstream_restarts.fetch_add(1, Ordering::Relaxed);
+                warn!(self.node.log, "upstream link failed and was restarted; it mirrors its topics again, its backlog was reset";
+                    "link" => i, "panic" => %msg.why);
+                if let Some(proxy) = &self.proxy {
+                    proxy.restart_link(i);
+                }
+            }
         }
     }
 
-    /// Counts a restart; past the budget, escalates by exiting the process.
-    fn count_restart(&mut self, what: &str) {
-        let now = Instant::now();
-        let window = self.node.settings.max_restart_seconds;
-        self.restarts.push_back(now);
-        while self
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > window)
-        {
-            self.restarts.pop_front();
-        }
-        let max = self.node.settings.max_restarts as usize;
-        if self.restarts.len() > max {
-            crit!(self.node.log, "too many restarts; giving up so the service manager restarts the node";
-                "last" => what, "restarts" => self.restarts.len(),
-                "max_restarts" => max, "max_restart_seconds" => window.as_secs());
-            std::process::exit(70);
+    fn inject(&mut self, fault: InjectFault) {
+        match fault {
+            InjectFault::Listener => {
+                if let Some(l) = &self.listener {
+                    l.do_send(listener::Panic);
+                }
+            }
+            InjectFault::ShardPool => {
+                if let Some(p) = &self.pool {
+                    p.do_send(shard_pool::Panic);
+                }
+            }
+            InjectFault::Clients => {
+                if let Some(c) = &self.clients {
+                    c.do_send(clients::Panic);
+                }
+            }
+            InjectFault::Upstream => {
+                if let Some(p) = &self.proxy {
+                    p.inject_panic();
+                }
+            }
+            InjectFault::Root => panic!("fault injection: root supervisor panicked"),
         }
     }
 }
@@ -166,43 +290,33 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.start_listener(ctx);
-        let timeout = self.node.settings.client_idle_timeout;
-        let every = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-        ctx.run_interval(every, |act, _ctx| act.sweep());
     }
 }
 
-impl Handler<ShardRestarted> for Supervisor {
-    type Result = ();
-
-    fn handle(&mut self, msg: ShardRestarted, _ctx: &mut Context<Self>) {
-        warn!(self.node.log, "router shard failed and was restarted; subscriptions restored, retro buffer lost";
-            "shard" => msg.0, "shard_restarts" => self.node.router.restarts());
-        self.count_restart("router shard");
+impl Supervised for Supervisor {
+    /// Nothing supervises the root: its failure stops the node.
+    fn failed(&mut self, _ctx: &mut Context<Self>, why: Panicked) {
+        error!(self.node.log, "root supervisor failed"; "panic" => %why);
+        self.escalate("root supervisor");
     }
 }
 
-impl Handler<ListenerDied> for Supervisor {
+impl Handler<ChildDown> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, _: ListenerDied, ctx: &mut Context<Self>) {
-        self.node
-            .counters
-            .listener_restarts
-            .fetch_add(1, Ordering::Relaxed);
-        warn!(self.node.log, "listener failed and was restarted");
-        self.count_restart("listener");
-        self.start_listener(ctx);
+    fn handle(&mut self, msg: ChildDown, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, ctx| a.child_down(msg, ctx));
     }
 }
 
-impl Handler<InjectListenerPanic> for Supervisor {
+impl Handler<InjectFault> for Supervisor {
     type Result = ();
 
-    fn handle(&mut self, _: InjectListenerPanic, _ctx: &mut Context<Self>) {
-        if let Some(l) = &self.listener {
-            l.do_send(listener::Panic);
+    fn handle(&mut self, msg: InjectFault, ctx: &mut Context<Self>) {
+        if !self.node.settings.fault_injection {
+            return;
         }
+        guard(self, ctx, |a, _| a.inject(msg));
     }
 }
 
@@ -210,18 +324,22 @@ impl Handler<Shutdown> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
         info!(self.node.log, "shutting down: draining clients";
-            "clients" => self.node.current_connections.load(Ordering::Relaxed));
+            "clients" => self.node.counters.current_connections.load(Ordering::Relaxed));
         // Stop accepting: the listener goes, and so does our socket.
         if let Some(l) = self.listener.take() {
             l.do_send(listener::Stop);
         }
-        for client in self.node.router.registry.all() {
-            client.kick(Kick::Shutdown);
+        if let Some(c) = &self.clients {
+            c.do_send(KickAll(Kick::Shutdown));
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         ctx.run_interval(Duration::from_millis(20), move |act, _ctx| {
-            let open = act.node.current_connections.load(Ordering::Relaxed);
+            let open = act.node.counters.current_connections.load(Ordering::Relaxed);
             if open == 0 || Instant::now() > deadline {
                 info!(act.node.log, "stopped"; "clients_left" => open);
                 System::current().stop();

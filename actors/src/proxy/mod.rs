@@ -35,10 +35,13 @@ use futures_util::future::join_all;
 use kraken_protocol::PublishEntry;
 use slog::info;
 
+use actix::dev::channel::{channel, AddressReceiver};
+
 use crate::message::Message;
-use crate::node::Node;
+use crate::node::{Env, Node};
 use crate::router::{fnv1a, TopicObserver};
-use upstream::{Forward, Hold, Retro, Settle, UpstreamLink};
+use crate::supervisor::ChildDown;
+use upstream::{Forward, Hold, RestartLink, Retro, Settle, UpstreamLink};
 
 /// Topic → upstream by rendezvous (highest random weight) hashing.
 #[derive(Debug, Clone)]
@@ -154,38 +157,82 @@ pub struct Proxy {
 /// makes `node` a proxy: its router reports to the returned [`Proxy`].
 /// Called by the supervisor before the listener starts, and only when
 /// `upstreams` is not empty.
-pub fn start(node: &Arc<Node>) -> Arc<Proxy> {
-    let ring = Arc::new(Ring::new(&node.settings.upstreams));
-    let counters = Arc::new(ProxyCounters::default());
-    let links = (0..ring.len())
-        .map(|index| {
-            let shared = Arc::new(LinkShared::default());
+/// A proxy's links, created before the router (whose shards report to
+/// them) and started after it (they publish through it).
+pub struct Links {
+    pub proxy: Arc<Proxy>,
+    receivers: Vec<AddressReceiver<UpstreamLink>>,
+    ids: Vec<u64>,
+}
+
+impl Links {
+    /// The links' mailboxes and the observer that feeds them.
+    pub fn new(node: &Arc<Node>) -> Links {
+        let ring = Arc::new(Ring::new(&node.settings.upstreams));
+        let counters = Arc::new(ProxyCounters::default());
+        let mut receivers = Vec::new();
+        let mut ids = Vec::new();
+        let links = (0..ring.len())
+            .map(|_| {
+                let (tx, rx) = channel::<UpstreamLink>(16);
+                receivers.push(rx);
+                ids.push(node.next_client_id());
+                LinkHandle {
+                    addr: Addr::new(tx),
+                    shared: Arc::new(LinkShared::default()),
+                }
+            })
+            .collect();
+        let proxy = Arc::new(Proxy {
+            ring: ring.clone(),
+            links,
+            backlog_limit: node.settings.max_queue_bytes,
+            counters,
+        });
+        info!(node.log, "proxy node: topics are held on upstreams";
+            "upstreams" => ring.names.join(","));
+        Links {
+            proxy,
+            receivers,
+            ids,
+        }
+    }
+
+    /// Starts each link on an arbiter of its own.
+    pub fn start(self, env: Arc<Env>, supervisor: Recipient<ChildDown>) {
+        let proxy = self.proxy;
+        for (index, (rx, id)) in self.receivers.into_iter().zip(self.ids).enumerate() {
             let arbiter = Arbiter::new();
-            let (n, s, c) = (node.clone(), shared.clone(), counters.clone());
-            let name = ring.name(index).to_string();
-            let id = node.next_client_id();
-            let addr = UpstreamLink::start_in_arbiter(&arbiter.handle(), move |_| {
-                UpstreamLink::new(n, name, id, s, c)
+            let (env, sup) = (env.clone(), supervisor.clone());
+            let shared = proxy.links[index].shared.clone();
+            let counters = proxy.counters.clone();
+            let name = proxy.ring.name(index).to_string();
+            arbiter.spawn_fn(move || {
+                let ctx = Context::with_receiver(rx);
+                let me = ctx.address().recipient();
+                ctx.run(UpstreamLink::new(
+                    env, index, name, id, shared, counters, sup, me,
+                ));
             });
-            LinkHandle { addr, shared }
-        })
-        .collect();
-    let proxy = Arc::new(Proxy {
-        ring: ring.clone(),
-        links,
-        backlog_limit: node.settings.max_queue_bytes,
-        counters,
-    });
-    node.set_proxy(proxy.clone());
-    node.router.set_observer(proxy.clone());
-    info!(node.log, "proxy node: topics are held on upstreams";
-        "upstreams" => ring.names.join(","));
-    proxy
+        }
+    }
 }
 
 impl Proxy {
     pub fn ring(&self) -> &Ring {
         &self.ring
+    }
+
+    /// Restarts link `i` (its supervisor's decision).
+    pub fn restart_link(&self, i: usize) {
+        self.links[i].addr.do_send(RestartLink);
+    }
+
+    /// Fault injection: makes every link panic.
+    pub fn inject_panic(&self) {
+        for l in &self.links {
+            l.addr.do_send(upstream::Panic);
+        }
     }
 
     /// Groups `topics` by owning link.

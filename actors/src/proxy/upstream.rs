@@ -58,9 +58,14 @@ use tokio_util::codec::FramedRead;
 
 use super::reply::{Reply, ReplyCodec, ReplyError};
 use super::{LinkShared, ProxyCounters};
-use crate::client::{lock, Kick};
+use crate::client::FastSet;
+use crate::clients::KickHolders;
+use crate::guard::{guard, Panicked, Supervised};
 use crate::message::Message;
-use crate::node::Node;
+use crate::node::{Env, Node};
+use crate::publish::Publisher;
+use crate::shard::{DumpTopics, Routed};
+use crate::supervisor::{Child, ChildDown};
 
 /// A request left unanswered this long loses the link.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -248,11 +253,15 @@ struct Conn {
 /// One upstream link.
 pub struct UpstreamLink {
     node: Arc<Node>,
+    env: Arc<Env>,
+    /// This link's place in the ring (its upstream's index).
+    index: usize,
+    /// Relays what arrives from upstream into the local router.
+    publisher: Publisher,
+    /// The root supervisor, told when this link fails.
+    supervisor: Recipient<ChildDown>,
     /// `host:port`, as configured.
     name: String,
-    /// The pseudo-publisher id of relayed messages (from the node's client
-    /// id sequence, so no local client has it).
-    id: u64,
     shared: Arc<LinkShared>,
     counters: Arc<ProxyCounters>,
     /// Topics of this upstream with local subscribers.
@@ -291,18 +300,25 @@ pub struct UpstreamLink {
 }
 
 impl UpstreamLink {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        node: Arc<Node>,
+        env: Arc<Env>,
+        index: usize,
         name: String,
         id: u64,
         shared: Arc<LinkShared>,
         counters: Arc<ProxyCounters>,
+        supervisor: Recipient<ChildDown>,
+        me: Recipient<Routed>,
     ) -> Self {
-        let contact_ns = node.router.clock.now_ns();
+        let contact_ns = env.router.clock().now_ns();
         UpstreamLink {
-            node,
+            node: env.node.clone(),
+            publisher: Publisher::new(id, false, env.clone(), me),
+            env,
+            index,
+            supervisor,
             name,
-            id,
             shared,
             counters,
             wanted: HashSet::new(),
@@ -325,7 +341,7 @@ impl UpstreamLink {
     }
 
     fn now_ns(&self) -> u64 {
-        self.node.router.clock.now_ns()
+        self.env.router.clock().now_ns()
     }
 
     fn wake(&mut self) {
@@ -532,24 +548,62 @@ impl UpstreamLink {
     /// messages that nothing can replay.
     fn unrecoverable(&mut self, topics: &[Bytes], why: &str) {
         self.counters.unrecoverable.fetch_add(1, Ordering::Relaxed);
-        let set: HashSet<&Bytes> = topics.iter().collect();
-        let mut closed = 0u64;
-        for client in self.node.router.registry.all() {
-            if client.is_closed() {
-                continue;
-            }
-            let holds = lock(&client.subscriptions).iter().any(|t| set.contains(t));
-            if holds {
-                client.kick(Kick::UpstreamLost);
-                closed += 1;
-            }
+        let set: Arc<FastSet<Bytes>> = Arc::new(topics.iter().cloned().collect());
+        let n = topics.len();
+        let why = why.to_string();
+        let ask = self.env.clients.send(KickHolders(set));
+        let (counters, log, name) = (self.counters.clone(), self.node.log.clone(), self.name.clone());
+        actix::spawn(async move {
+            let closed = ask.await.unwrap_or(0);
+            counters.clients_closed.fetch_add(closed, Ordering::Relaxed);
+            warn!(log, "cannot prove no message was missed while the upstream was away; closing the clients of its topics so they reconnect and reload";
+                "upstream" => &name, "reason" => &why,
+                "topics" => n, "clients_closed" => closed);
+        });
+    }
+
+    /// Restarted by its supervisor: forget the connection and the backlog,
+    /// and mirror again what the local clients hold of this upstream.
+    fn restart(&mut self, ctx: &mut Context<Self>) {
+        self.gen += 1;
+        self.conn = None;
+        self.outbox.clear();
+        self.resend.clear();
+        self.shared.backlog.store(0, Ordering::Relaxed);
+        self.shared.connected.store(false, Ordering::Relaxed);
+        for (_, tx) in self.waiting.drain(..) {
+            let _ = tx.send(false);
         }
-        self.counters
-            .clients_closed
-            .fetch_add(closed, Ordering::Relaxed);
-        warn!(self.node.log, "cannot prove no message was missed while the upstream was away; closing the clients of its topics so they reconnect and reload";
-            "upstream" => &self.name, "reason" => why,
-            "topics" => topics.len(), "clients_closed" => closed);
+        self.settling.clear();
+        self.held.clear();
+        self.owes_recovery = true;
+        for _ in self.publisher.abandon() {}
+        let ring = self.env.proxy.as_ref().map(|p| p.ring().clone());
+        let asks: Vec<_> = self
+            .env
+            .router
+            .shards()
+            .iter()
+            .map(|s| s.send(DumpTopics))
+            .collect();
+        let index = self.index;
+        let fut = async move { futures_util::future::join_all(asks).await }
+            .into_actor(self)
+            .map(move |answers, act, ctx| {
+                act.wanted.clear();
+                for topics in answers.into_iter().flatten() {
+                    for (t, _) in topics {
+                        if ring.as_ref().is_none_or(|r| r.owner(&t) == index) {
+                            act.wanted.insert(t.clone());
+                            act.dirty.insert(t);
+                        }
+                    }
+                }
+                if !act.connecting {
+                    act.connect(ctx);
+                }
+            });
+        ctx.wait(fut);
     }
 
     // --- requests ---------------------------------------------------------
@@ -754,19 +808,11 @@ impl UpstreamLink {
         let entries = parse_publish_block(block, usize::MAX)
             .map_err(|e| format!("unparsable messages from upstream: {}", e.message()))?;
         let n = entries.len() as u64;
-        let mut delivered = 0u64;
         for e in entries {
-            let published = self
-                .node
-                .router
-                .publish_relayed(self.id, e.topics, e.payload);
-            delivered += published.recipients as u64;
+            self.publisher.submit(e.topics, e.payload);
         }
+        let _ = self.publisher.flush();
         self.counters.relayed.fetch_add(n, Ordering::Relaxed);
-        self.node
-            .counters
-            .delivered
-            .fetch_add(delivered, Ordering::Relaxed);
         Ok(())
     }
 
@@ -944,16 +990,69 @@ impl Actor for UpstreamLink {
 
 type Item = (u64, Option<Result<Reply, ReplyError>>);
 
+impl Supervised for UpstreamLink {
+    /// Permanent child: its supervisor restarts it ([`RestartLink`]).
+    fn failed(&mut self, _ctx: &mut Context<Self>, why: Panicked) {
+        error!(self.node.log, "upstream link failed"; "upstream" => &self.name, "panic" => %why);
+        self.gen += 1;
+        self.conn = None;
+        self.connecting = false;
+        self.supervisor.do_send(ChildDown {
+            child: Child::Upstream(self.index),
+            why,
+            gave_up: false,
+        });
+    }
+}
+
+/// From the supervisor: restart this link (see `UpstreamLink::restart`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RestartLink;
+
+/// Fault injection: make this link panic.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Panic;
+
+impl Handler<RestartLink> for UpstreamLink {
+    type Result = ();
+
+    fn handle(&mut self, _: RestartLink, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, ctx| a.restart(ctx));
+    }
+}
+
+impl Handler<Panic> for UpstreamLink {
+    type Result = ();
+
+    fn handle(&mut self, _: Panic, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, _| -> () {
+            panic!("fault injection: upstream link {} panicked", a.name)
+        });
+    }
+}
+
+impl Handler<Routed> for UpstreamLink {
+    type Result = ();
+
+    fn handle(&mut self, msg: Routed, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, _| {
+            let _ = a.publisher.routed(msg);
+        });
+    }
+}
+
 impl StreamHandler<Item> for UpstreamLink {
     fn handle(&mut self, (gen, item): Item, ctx: &mut Context<Self>) {
         if self.conn.as_ref().map(|c| c.gen) != Some(gen) {
             return;
         }
-        match item {
-            Some(Ok(reply)) => self.on_reply(reply, ctx),
-            Some(Err(e)) => self.lost(ctx, &e.to_string()),
-            None => self.lost(ctx, "upstream closed the connection"),
-        }
+        guard(self, ctx, |a, ctx| match item {
+            Some(Ok(reply)) => a.on_reply(reply, ctx),
+            Some(Err(e)) => a.lost(ctx, &e.to_string()),
+            None => a.lost(ctx, "upstream closed the connection"),
+        });
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {
@@ -964,7 +1063,13 @@ impl StreamHandler<Item> for UpstreamLink {
 impl Handler<Hold> for UpstreamLink {
     type Result = ();
 
-    fn handle(&mut self, msg: Hold, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Hold, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, _| a.hold(msg));
+    }
+}
+
+impl UpstreamLink {
+    fn hold(&mut self, msg: Hold) {
         for t in msg.topics {
             if msg.on {
                 self.wanted.insert(t.clone());
@@ -980,9 +1085,11 @@ impl Handler<Hold> for UpstreamLink {
 impl Handler<Forward> for UpstreamLink {
     type Result = ();
 
-    fn handle(&mut self, msg: Forward, _ctx: &mut Context<Self>) {
-        self.outbox.push_back(msg);
-        self.wake();
+    fn handle(&mut self, msg: Forward, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, _| {
+            a.outbox.push_back(msg);
+            a.wake();
+        });
     }
 }
 
@@ -990,6 +1097,12 @@ impl Handler<Retro> for UpstreamLink {
     type Result = ResponseFuture<bool>;
 
     fn handle(&mut self, msg: Retro, ctx: &mut Context<Self>) -> Self::Result {
+        guard(self, ctx, |a, ctx| a.retro(msg, ctx)).unwrap_or_else(|| Box::pin(async { false }))
+    }
+}
+
+impl UpstreamLink {
+    fn retro(&mut self, msg: Retro, ctx: &mut Context<Self>) -> ResponseFuture<bool> {
         let (answer, rx) = oneshot::channel();
         match &self.conn {
             Some(c) if c.ready => {
@@ -1011,6 +1124,12 @@ impl Handler<Settle> for UpstreamLink {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: Settle, ctx: &mut Context<Self>) -> Self::Result {
+        guard(self, ctx, |a, ctx| a.settle(msg, ctx)).unwrap_or_else(|| Box::pin(async {}))
+    }
+}
+
+impl UpstreamLink {
+    fn settle(&mut self, msg: Settle, ctx: &mut Context<Self>) -> ResponseFuture<()> {
         if !self.conn.as_ref().is_some_and(|c| c.ready) {
             if self.conn.is_some() || self.connecting {
                 // Wait for the connection's (re)subscription.
