@@ -14,14 +14,14 @@
 //! 5. command-line pairs `-kraken <option> <value>`.
 //!
 //! The layers are merged by the `config` crate (`config::Config::builder()`):
-//! each file and the command line is a [`Layer`], a custom
-//! `config::Source`; the environment is the crate's `Environment` source,
-//! checked the same way. Every value of every layer is checked as its layer
-//! is collected, so a bad value is an error even where a later layer
-//! overrides it, and errors come in layer order. The merged values keep
-//! their origin (`config::Value::origin`), which is where the start-up
-//! log's "where each value came from" comes from; the merged table is then
-//! deserialized into [`Settings`].
+//! each is a [`Layer`], a custom `config::Source` (the Erlang-term file,
+//! TOML files as the crate parses them, the variables the crate's
+//! `Environment` source finds, the command-line pairs). Every value of
+//! every layer is checked against its option when its layer is read, so a
+//! bad value is an error even where a later layer overrides it, and errors
+//! come in layer order. The merged values keep their origin
+//! (`config::Value::origin`): that is the start-up log's "where each value
+//! came from". The merged table is then deserialized into [`Settings`].
 //!
 //! Options are named as the fields of [`Settings`] (the table in
 //! `kraken_actors::settings`). Values from the environment and the command
@@ -236,13 +236,14 @@ pub fn load_with_etc(
     env: &HashMap<String, String>,
     etc_file: &Path,
 ) -> Result<Loaded, ConfigError> {
+    // Each layer is read and checked in turn, so errors come in layer order.
     let mut files = Vec::new();
     let mut layers = Vec::new();
 
     match std::fs::read(etc_file) {
         Ok(bytes) => {
             let source = Source::EtcFile(etc_file.to_path_buf());
-            layers.push(Layer::toml(etc_file, &bytes, source)?);
+            layers.push(Layer::new(toml_items(etc_file, &bytes, source)?)?);
             files.push(etc_file.to_path_buf());
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -257,62 +258,63 @@ pub fn load_with_etc(
     if let Some(path) = &cli.config_path {
         let (path, format) = resolve_config_path(path)?;
         let bytes = read_file(&path)?;
-        match format {
+        let items = match format {
             Format::Toml => {
-                layers.push(Layer::toml(&path, &bytes, Source::ConfigFile(path.clone()))?);
+                let items = toml_items(&path, &bytes, Source::ConfigFile(path.clone()))?;
                 files.push(path);
+                items
             }
             Format::Erlang => {
                 let mut items = Vec::new();
                 read_erlang(&path, &bytes, 0, &mut items, &mut files)?;
-                layers.push(Layer { items });
+                items
             }
-        }
+        };
+        layers.push(Layer::new(items)?);
     }
 
-    let env_layer = EnvLayer::new(env);
-    let cli_layer = Layer {
-        items: cli
-            .pairs
-            .iter()
-            .map(|(option, text)| Item {
-                option: option.clone(),
-                value: raw_from_text(text),
-                at: Location {
-                    source: Source::CommandLine,
-                    line: None,
-                },
-            })
-            .collect(),
-    };
+    layers.push(Layer::new(env_items(env)?)?);
+
+    let cli_items = cli
+        .pairs
+        .iter()
+        .map(|(option, text)| Item {
+            option: option.clone(),
+            value: raw_from_text(text),
+            at: Location {
+                source: Source::CommandLine,
+                line: None,
+            },
+        })
+        .collect();
+    layers.push(Layer::new(cli_items)?);
 
     // Every origin a merged value can carry, back to its location.
-    let mut locations: HashMap<String, Location> = HashMap::new();
-    let all_items = layers.iter().flat_map(|l| &l.items).chain(&cli_layer.items);
-    for at in all_items.map(|i| &i.at).chain(env_layer.vars.values()) {
-        locations.insert(at.to_string(), at.clone());
-    }
-
+    let locations: HashMap<&str, &Location> = layers
+        .iter()
+        .flat_map(|l| &l.locations)
+        .map(|(origin, at)| (origin.as_str(), at))
+        .collect();
     let mut builder = config::Config::builder();
-    for layer in layers {
-        builder = builder.add_source(layer);
+    for layer in &layers {
+        builder = builder.add_source(layer.clone());
     }
     let merged = builder
-        .add_source(env_layer)
-        .add_source(cli_layer)
         .build()
-        .map_err(from_config_error)?;
-    let mut table = merged.cache.into_table().map_err(from_config_error)?;
+        .map_err(|e| ConfigError::Merge(e.to_string()))?;
+    let mut table = merged
+        .cache
+        .into_table()
+        .map_err(|e| ConfigError::Merge(e.to_string()))?;
 
     let location_of = |value: &config::Value| {
-        value
-            .origin()
-            .and_then(|o| locations.get(o))
-            .cloned()
-            .unwrap_or(Location {
+        value.origin().and_then(|o| locations.get(o)).map_or(
+            Location {
                 source: Source::Default,
                 line: None,
-            })
+            },
+            |at| (*at).clone(),
+        )
     };
     let mut warnings = Vec::new();
     for option in IGNORED_OPTIONS {
@@ -349,17 +351,6 @@ pub fn load_with_etc(
         files,
         warnings,
     })
-}
-
-/// Our error, if a layer failed with one; else the `config` crate's, as text.
-fn from_config_error(e: config::ConfigError) -> ConfigError {
-    match e {
-        config::ConfigError::Foreign(cause) => match cause.downcast::<ConfigError>() {
-            Ok(ours) => *ours,
-            Err(other) => ConfigError::Merge(other.to_string()),
-        },
-        other => ConfigError::Merge(other.to_string()),
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -420,47 +411,29 @@ struct Item {
     at: Location,
 }
 
-/// One file, or the command line, as a `config` source: its settings in
-/// the order given (a later one of the same option wins). The file is read
-/// and parsed when the layer is made, so that a missing or malformed file
-/// is reported before anything is merged.
+/// One layer (a file, the environment or the command line) as a `config`
+/// source: its values, each checked against its option when the layer is
+/// made, in the order given (a later one of the same option wins). Each
+/// value's origin is where it was given, as text; `locations` maps that
+/// text back.
 #[derive(Debug, Clone)]
 struct Layer {
-    items: Vec<Item>,
+    values: Vec<(String, config::Value)>,
+    locations: Vec<(String, Location)>,
 }
 
 impl Layer {
-    /// A TOML file (parsed by the `config` crate): its top-level keys, in
-    /// line order.
-    fn toml(path: &Path, bytes: &[u8], source: Source) -> Result<Layer, ConfigError> {
-        let text = decode(bytes);
-        let table = config::File::from_str(&text, config::FileFormat::Toml)
-            .collect()
-            .map_err(|e| ConfigError::Syntax {
-                path: path.to_path_buf(),
-                message: tidy_toml_error(&e.to_string()),
-            })?;
-        let mut items: Vec<(Option<u32>, Item)> = table
-            .into_iter()
-            .map(|(key, value)| {
-                let line = toml_key_line(&text, &key);
-                let item = Item {
-                    value: raw_of(&value),
-                    option: key,
-                    at: Location {
-                        source: source.clone(),
-                        line,
-                    },
-                };
-                (line, item)
-            })
-            .collect();
-        items.sort_by(|(a, x), (b, y)| {
-            (a.unwrap_or(u32::MAX), &x.option).cmp(&(b.unwrap_or(u32::MAX), &y.option))
-        });
-        Ok(Layer {
-            items: items.into_iter().map(|(_, item)| item).collect(),
-        })
+    fn new(items: Vec<Item>) -> Result<Layer, ConfigError> {
+        let mut layer = Layer {
+            values: Vec::with_capacity(items.len()),
+            locations: Vec::with_capacity(items.len()),
+        };
+        for item in items {
+            let value = checked(&item)?;
+            layer.locations.push((item.at.to_string(), item.at));
+            layer.values.push((item.option, value));
+        }
+        Ok(layer)
     }
 }
 
@@ -470,74 +443,79 @@ impl config::Source for Layer {
     }
 
     fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
-        let mut map = config::Map::new();
-        for item in &self.items {
-            let value = checked(item).map_err(|e| config::ConfigError::Foreign(Box::new(e)))?;
-            map.insert(item.option.clone(), value);
-        }
-        Ok(map)
+        Ok(self.values.iter().cloned().collect())
     }
 }
 
-/// The `KRAKEN_<OPTION>` variables, through the `config` crate's
-/// `Environment` source (prefix `KRAKEN`, the [`TOOLING_ENV`] variables
-/// left out), each value read as an Erlang term or text and checked.
-#[derive(Debug, Clone)]
-struct EnvLayer {
-    source: config::Environment,
-    /// Option (as the `Environment` source names it) to its variable.
-    vars: HashMap<String, Location>,
+/// The top-level keys of a TOML file (parsed by the `config` crate), in
+/// line order.
+fn toml_items(path: &Path, bytes: &[u8], source: Source) -> Result<Vec<Item>, ConfigError> {
+    let text = decode(bytes);
+    let table = config::File::from_str(&text, config::FileFormat::Toml)
+        .collect()
+        .map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: tidy_toml_error(&e.to_string()),
+        })?;
+    let mut items: Vec<(Option<u32>, Item)> = table
+        .into_iter()
+        .map(|(key, value)| {
+            let line = toml_key_line(&text, &key);
+            let item = Item {
+                value: raw_of(&value),
+                option: key,
+                at: Location {
+                    source: source.clone(),
+                    line,
+                },
+            };
+            (line, item)
+        })
+        .collect();
+    items.sort_by(|(a, x), (b, y)| {
+        (a.unwrap_or(u32::MAX), &x.option).cmp(&(b.unwrap_or(u32::MAX), &y.option))
+    });
+    Ok(items.into_iter().map(|(_, item)| item).collect())
 }
 
-impl EnvLayer {
-    fn new(env: &HashMap<String, String>) -> EnvLayer {
-        let options: HashMap<String, String> = env
-            .iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !TOOLING_ENV.contains(&k.as_str()))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let vars = options
-            .keys()
-            .map(|var| {
-                let at = Location {
-                    source: Source::Env(var.clone()),
+/// The `KRAKEN_<OPTION>` variables, as the `config` crate's `Environment`
+/// source (prefix `KRAKEN`) reads them, with the [`TOOLING_ENV`] variables
+/// left out; each value is an Erlang term or text. Sorted by variable.
+fn env_items(env: &HashMap<String, String>) -> Result<Vec<Item>, ConfigError> {
+    let options: config::Map<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !TOOLING_ENV.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // The source names an option by its variable's lower-cased rest.
+    let vars: HashMap<String, String> = options
+        .keys()
+        .map(|var| (var[ENV_PREFIX.len()..].to_ascii_lowercase(), var.clone()))
+        .collect();
+    let source =
+        config::Environment::with_prefix(ENV_PREFIX.trim_end_matches('_')).source(Some(options));
+    let mut items: Vec<Item> = source
+        .collect()
+        .map_err(|e| ConfigError::Merge(e.to_string()))?
+        .into_iter()
+        .map(|(option, value)| {
+            let text = value.into_string().unwrap_or_default();
+            let var = vars
+                .get(&option)
+                .cloned()
+                .unwrap_or_else(|| format!("{ENV_PREFIX}{}", option.to_ascii_uppercase()));
+            Item {
+                option,
+                value: raw_from_text(&text),
+                at: Location {
+                    source: Source::Env(var),
                     line: None,
-                };
-                (var[ENV_PREFIX.len()..].to_ascii_lowercase(), at)
-            })
-            .collect();
-        let source = config::Environment::with_prefix(&ENV_PREFIX[..ENV_PREFIX.len() - 1])
-            .source(Some(options.into_iter().collect()));
-        EnvLayer { source, vars }
-    }
-}
-
-impl config::Source for EnvLayer {
-    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
-        Box::new(self.clone())
-    }
-
-    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
-        let mut items: Vec<Item> = self
-            .source
-            .collect()?
-            .into_iter()
-            .map(|(option, value)| {
-                let text = value.into_string().unwrap_or_default();
-                let at = self.vars.get(&option).cloned().unwrap_or(Location {
-                    source: Source::Env(format!("{ENV_PREFIX}{}", option.to_ascii_uppercase())),
-                    line: None,
-                });
-                Item {
-                    option,
-                    value: raw_from_text(&text),
-                    at,
-                }
-            })
-            .collect();
-        items.sort_by(|a, b| a.at.to_string().cmp(&b.at.to_string()));
-        Layer { items }.collect()
-    }
+                },
+            }
+        })
+        .collect();
+    items.sort_by_key(|item| item.at.to_string());
+    Ok(items)
 }
 
 /// Checks one item against its option; returns its value for the merge,
@@ -604,7 +582,10 @@ fn to_config(raw: &Raw) -> config::ValueKind {
         Raw::Other(desc) => K::String(forms::tagged(Tag::Other, desc)),
         Raw::List(items) => K::Array(seq(items)),
         Raw::Tuple(items) => {
-            let mut all = vec![config::Value::new(None, K::String(forms::TUPLE_HEAD.into()))];
+            let mut all = vec![config::Value::new(
+                None,
+                K::String(forms::TUPLE_HEAD.into()),
+            )];
             all.extend(seq(items));
             K::Array(all)
         }
@@ -776,8 +757,8 @@ mod tests {
     use crate::cli;
     use kraken_actors::settings::{LogFormat, LogLevel};
     use std::net::{IpAddr, SocketAddr};
-    use std::time::Duration;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     /// A scratch directory, removed on drop.
     struct TempDir(PathBuf);
@@ -1083,7 +1064,10 @@ mod tests {
             (11, 12, 13)
         );
         assert_eq!(
-            (s.max_retro_bytes_per_router_shard, s.max_pending_request_bytes),
+            (
+                s.max_retro_bytes_per_router_shard,
+                s.max_pending_request_bytes
+            ),
             (14, 15)
         );
         assert_eq!(s.close_write_timeout_seconds, Duration::from_secs(1));
@@ -1623,6 +1607,18 @@ runtime_dir = "/r"
             ("upstreams", "a:1,:2", "bad value \"a:1,:2\" for upstreams: must be a list of host:port; \":2\" is not host:port"),
             ("upstreams", "[1]", "bad value [1] for upstreams: must be a list of host:port; 1 is not"),
             ("upstreams", "8", "bad value 8 for upstreams: must be a list of host:port, not an integer"),
+            ("log_format", "xml", "bad value xml for log_format: must be text or json"),
+            ("metrics_listen", "9121", "bad value 9121 for metrics_listen: must be an address IP:PORT (a string), not an integer"),
+            ("metrics_listen", "localhost:9121", "bad value \"localhost:9121\" for metrics_listen: must be an address IP:PORT, such as 127.0.0.1:9121 or [::1]:9121"),
+            ("resp_port", "70000", "bad value 70000 for resp_port: must be between 0 and 65535"),
+            ("tcp_keepalive_seconds", "-1", "bad value -1 for tcp_keepalive_seconds: must be a number of seconds, 0 or more (0 is off)"),
+            ("close_write_timeout_seconds", "0", "bad value 0 for close_write_timeout_seconds: must be a number of seconds greater than 0"),
+            ("max_topics_per_message", "0", "bad value 0 for max_topics_per_message: must be at least 1"),
+            ("max_subscriptions_per_client", "none", "bad value none for max_subscriptions_per_client: must be an integer, not an atom"),
+            ("max_topics_per_node", "-3", "bad value -3 for max_topics_per_node: must be at least 1"),
+            ("max_retro_bytes_per_router_shard", "0", "bad value 0 for max_retro_bytes_per_router_shard: must be at least 1"),
+            ("max_pending_request_bytes", "1.5", "bad value 1.5 for max_pending_request_bytes: must be an integer, not a float"),
+            ("runtime_dir", "[1]", "bad value [1] for runtime_dir: must be a file path (a string), not a list"),
         ];
         for (option, value, want) in cases {
             assert_eq!(
@@ -1736,6 +1732,64 @@ runtime_dir = "/r"
                 path.display()
             )
         );
+    }
+
+    #[test]
+    fn tooling_variables_never_reach_option_parsing() {
+        // What the systemd unit and bin/kraken set.
+        let tooling = env(&[
+            ("KRAKEN_NO_BUILD", "1"),
+            ("KRAKEN_HOME", "/opt/kraken"),
+            ("KRAKEN_BIN", "/opt/kraken/target/release/kraken"),
+            ("KRAKEN_LOG", "debug"),
+            ("KRAKEN_PROFILE", "release"),
+            ("KRAKEN_NUM_ROUTER_SHARDS", "6"),
+        ]);
+        let loaded = load_plain(&args("run"), &tooling).unwrap();
+        assert_eq!(loaded.settings.num_router_shards, 6);
+        let not_default: Vec<&str> = loaded
+            .sources
+            .iter()
+            .filter(|(_, _, s)| *s != Source::Default)
+            .map(|(o, _, _)| o.as_str())
+            .collect();
+        assert_eq!(not_default, ["num_router_shards"]);
+        // Only the listed names are skipped: a near miss is still an error.
+        let e = err(&args("run"), &env(&[("KRAKEN_NO_BUILDS", "1")]));
+        assert!(
+            e.starts_with(
+                "environment variable KRAKEN_NO_BUILDS: unknown option 'no_builds' (value 1)"
+            ),
+            "{e}"
+        );
+        // Variables without the KRAKEN_ prefix (or in lower case) are not ours.
+        assert!(load_plain(
+            &args("run"),
+            &env(&[("kraken_frob", "1"), ("KRAKENX", "1")])
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn every_layer_is_checked_even_where_a_later_one_overrides_it() {
+        let dir = TempDir::new();
+        let etc = dir.write("etc/kraken.toml", "num_router_shards = 0\n");
+        let cli = args("run -kraken num_router_shards 8");
+        assert_eq!(
+            load_with_etc(&cli, &no_env(), &etc)
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "{}:1: bad value 0 for num_router_shards: must be between 1 and 65536",
+                etc.display()
+            )
+        );
+        // Errors come in layer order: the etc file's before the environment's.
+        let env = env(&[("KRAKEN_MAX_TCP_CLIENTS", "0")]);
+        assert!(load_with_etc(&cli, &env, &etc)
+            .unwrap_err()
+            .to_string()
+            .starts_with(&etc.display().to_string()));
     }
 
     #[test]

@@ -286,11 +286,13 @@ pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error
 
 /// `IP:PORT` (`[::1]:9121` for IPv6); an empty string or `undefined` means off.
 pub fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-    with(d, |v| match optional_text(v, "an address IP:PORT (a string)")? {
-        None => Ok(None),
-        Some(text) => text.trim().parse().map(Some).map_err(|_| {
-            "must be an address IP:PORT, such as 127.0.0.1:9121 or [::1]:9121".to_string()
-        }),
+    with(d, |v| {
+        match optional_text(v, "an address IP:PORT (a string)")? {
+            None => Ok(None),
+            Some(text) => text.trim().parse().map(Some).map_err(|_| {
+                "must be an address IP:PORT, such as 127.0.0.1:9121 or [::1]:9121".to_string()
+            }),
+        }
     })
 }
 
