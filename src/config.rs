@@ -1771,6 +1771,18 @@ runtime_dir = "/r"
     }
 
     #[test]
+    fn the_tooling_variables_are_documented_where_options_are() {
+        let etc = std::fs::read_to_string(repo_etc()).unwrap();
+        for var in TOOLING_ENV {
+            assert!(
+                cli::usage().contains(var),
+                "{var} missing from the usage text"
+            );
+            assert!(etc.contains(var), "{var} missing from etc/kraken.toml");
+        }
+    }
+
+    #[test]
     fn every_layer_is_checked_even_where_a_later_one_overrides_it() {
         let dir = TempDir::new();
         let etc = dir.write("etc/kraken.toml", "num_router_shards = 0\n");
