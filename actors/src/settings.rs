@@ -3,7 +3,7 @@
 //! the binary's job (`src/config.rs`, on the `config` crate); the actors
 //! only read them.
 //!
-//! Each option is defined once, in the [`settings!`] table below: its name
+//! Each option is defined once, in the `settings!` table below: its name
 //! (the field), type, default, documentation and the function of
 //! [`forms`] that checks a given value and turns it into the field's type.
 //! From that one entry come the [`Settings`] struct (which derives serde's
@@ -205,5 +205,63 @@ impl Settings {
         self.control_socket
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("/tmp/kraken-{}.sock", self.tcp_server_port)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forms::{tagged, Raw, Tag, TUPLE_HEAD};
+    use super::*;
+    use serde::de::value::{Error, MapDeserializer, SeqDeserializer, StrDeserializer};
+    use serde::de::IntoDeserializer;
+
+    fn from_pairs(pairs: &[(&'static str, &'static str)]) -> Result<Settings, Error> {
+        Settings::deserialize(MapDeserializer::new(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn nothing_given_is_the_defaults_and_every_option_is_listed_once() {
+        assert_eq!(from_pairs(&[]).unwrap(), Settings::default());
+        let rendered = Settings::default().rendered();
+        let names: Vec<&str> = rendered.iter().map(|(o, _)| *o).collect();
+        assert_eq!(names, OPTIONS);
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), OPTIONS.len());
+    }
+
+    #[test]
+    fn each_option_is_checked_and_unknown_ones_are_refused() {
+        let s = from_pairs(&[("num_router_shards", "\u{0}text\u{0}8")]).unwrap();
+        assert_eq!(s.num_router_shards, 8);
+        let e = from_pairs(&[("num_router_shards", "8")]).unwrap_err();
+        assert_eq!(e.to_string(), "must be an integer, not a string");
+        let e = from_pairs(&[("no_such_option", "1")]).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown field `no_such_option`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tagged_values_read_back_as_their_kind() {
+        let read = |s: &str| Raw::deserialize(StrDeserializer::<Error>::new(s)).unwrap();
+        assert_eq!(read(&tagged(Tag::Atom, "any")), Raw::Atom("any".into()));
+        assert_eq!(read(&tagged(Tag::Text, "a:1")), Raw::Text("a:1".into()));
+        assert_eq!(
+            read(&tagged(Tag::Other, "<<1>>")),
+            Raw::Other("<<1>>".into())
+        );
+        assert_eq!(read("plain"), Raw::Str("plain".into()));
+        let tuple: Vec<String> = vec![TUPLE_HEAD.into(), tagged(Tag::Atom, "a")];
+        let seq = SeqDeserializer::<_, Error>::new(tuple.into_iter());
+        assert_eq!(
+            Raw::deserialize(seq).unwrap(),
+            Raw::Tuple(vec![Raw::Atom("a".into())])
+        );
+        let list = vec!["x".to_string()].into_deserializer();
+        let list: Result<Raw, Error> = Raw::deserialize(list);
+        assert_eq!(list.unwrap(), Raw::List(vec![Raw::Str("x".into())]));
     }
 }
