@@ -97,6 +97,8 @@ Options (any order, after the command):
 
 Options are also read from etc/kraken.toml and from KRAKEN_<OPTION> environment
 variables; later sources win: etc/kraken.toml, -config, environment, -kraken.
+KRAKEN_HOME, KRAKEN_NO_BUILD, KRAKEN_BIN, KRAKEN_LOG and KRAKEN_PROFILE belong to
+the tooling and are not options.
 The control commands find the node from the same options as the node itself.
 "
 }

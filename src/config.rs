@@ -1,65 +1,49 @@
-//! Loads the node's [`Settings`] from every source of SPEC §3, later
-//! sources winning:
+//! Loads the node's [`Settings`] from every source, later sources winning:
 //!
 //! 1. the built-in defaults ([`Settings::default`]);
-//! 2. `etc/kraken.toml`, the native format (read with the `config` crate),
-//!    found under `$KRAKEN_HOME`, else in the nearest ancestor of the
-//!    executable's directory that has one, else under the current
-//!    directory; a missing file is fine;
+//! 2. `etc/kraken.toml`, the native format, found under `$KRAKEN_HOME`,
+//!    else in the nearest ancestor of the executable's directory that has
+//!    one, else under the current directory; a missing file is fine;
 //! 3. the file named with `-config PATH`: the original's Erlang-term file
 //!    (`[{kraken, [{num_router_shards, 8}]}].`, `octopus` sections too) or
 //!    TOML. `PATH.toml` and `PATH.config` are read as what they say; a
 //!    `PATH` without either extension is tried as `PATH.config`, then as
 //!    `PATH.toml`;
-//! 4. environment variables `KRAKEN_<OPTION>` (upper case);
+//! 4. environment variables `KRAKEN_<OPTION>` (upper case), except the
+//!    tooling's own variables listed in [`TOOLING_ENV`];
 //! 5. command-line pairs `-kraken <option> <value>`.
 //!
-//! Options are named as the fields of [`Settings`]. Values from the
-//! environment and the command line are read as Erlang terms when they parse
-//! as one (`8`, `debug`, `{127,0,0,1}`, `["h:1","h:2"]`, `"quoted"`), and as
-//! plain text otherwise (`127.0.0.1`, `/var/run/kraken.pid`, `h:1,h:2`).
-//! An unknown option or a bad value is a [`ConfigError`] naming the option,
-//! the value and where it came from; the node must not start with it.
+//! The layers are merged by the `config` crate (`config::Config::builder()`):
+//! each is a [`Layer`], a custom `config::Source` (the Erlang-term file,
+//! TOML files as the crate parses them, the variables the crate's
+//! `Environment` source finds, the command-line pairs). Every value of
+//! every layer is checked against its option when its layer is read, so a
+//! bad value is an error even where a later layer overrides it, and errors
+//! come in layer order. The merged values keep their origin
+//! (`config::Value::origin`): that is the start-up log's "where each value
+//! came from". The merged table is then deserialized into [`Settings`].
+//!
+//! Options are named as the fields of [`Settings`] (the table in
+//! `kraken_actors::settings`). Values from the environment and the command
+//! line are read as Erlang terms when they parse as one (`8`, `debug`,
+//! `{127,0,0,1}`, `["h:1","h:2"]`, `"quoted"`), and as plain text otherwise
+//! (`127.0.0.1`, `/var/run/kraken.pid`, `h:1,h:2`). An unknown option or a
+//! bad value is a [`ConfigError`] naming the option, the value and where it
+//! came from; the node must not start with it.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use config::Source as _;
-use kraken_actors::settings::{LogLevel, Settings};
+use kraken_actors::settings::forms::{self, Raw, Tag};
+use kraken_actors::settings::Settings;
+pub use kraken_actors::settings::OPTIONS;
+use serde::Deserialize as _;
 
 use crate::cli::Cli;
 use crate::erlang_term::{self, ConfigItem, Term, TermValue};
-
-/// Every option, named as its [`Settings`] field, in the order start-up
-/// lists them.
-pub const OPTIONS: &[&str] = &[
-    "listen_ip",
-    "tcp_server_port",
-    "max_tcp_clients",
-    "num_router_shards",
-    "router_min_fanout_to_warn",
-    "router_min_publish_to_topics_to_warn",
-    "messages_stored_per_router_shard",
-    "pid_file",
-    "log_file",
-    "log_level",
-    "client_idle_timeout",
-    "max_line_bytes",
-    "max_request_bytes",
-    "max_topic_bytes",
-    "max_queue_messages",
-    "max_queue_bytes",
-    "control_socket",
-    "upstreams",
-    "max_restarts",
-    "max_restart_seconds",
-    "worker_threads",
-    "fault_injection",
-];
 
 /// Options that some version of the original had and that mean nothing
 /// here: accepted, so that an old config still starts, and reported in
@@ -67,11 +51,23 @@ pub const OPTIONS: &[&str] = &[
 /// `upstreams` is its replacement.)
 pub const IGNORED_OPTIONS: &[&str] = &["proxy_to_node"];
 
-/// `KRAKEN_*` environment variables that are not options: the tooling uses
-/// them (`KRAKEN_HOME` locates `etc/kraken.toml`; the others are kept for
-/// `bin/kraken` and logging). Any other `KRAKEN_*` variable must name an
-/// option, so that a misspelt one is not silently ignored.
-pub const RESERVED_ENV: &[&str] = &["KRAKEN_HOME", "KRAKEN_LOG", "KRAKEN_BIN", "KRAKEN_PROFILE"];
+/// `KRAKEN_*` environment variables that are not options but configure the
+/// tooling around the node: `KRAKEN_HOME` locates `etc/kraken.toml`,
+/// `KRAKEN_NO_BUILD` and `KRAKEN_BIN` are `bin/kraken`'s (skip the build;
+/// the binary to run), `KRAKEN_LOG` and `KRAKEN_PROFILE` are kept for
+/// logging and build profiles. They are skipped before option parsing.
+/// Any other `KRAKEN_*` variable must name an option, so that a misspelt
+/// one is not silently ignored.
+pub const TOOLING_ENV: &[&str] = &[
+    "KRAKEN_HOME",
+    "KRAKEN_NO_BUILD",
+    "KRAKEN_BIN",
+    "KRAKEN_LOG",
+    "KRAKEN_PROFILE",
+];
+
+/// The prefix of option variables (`KRAKEN_NUM_ROUTER_SHARDS`).
+const ENV_PREFIX: &str = "KRAKEN_";
 
 /// The application sections of an Erlang config file that hold our options:
 /// the original's name, and the name its README used.
@@ -80,10 +76,6 @@ const ERLANG_APPS: &[&str] = &["kraken", "octopus"];
 /// Erlang config files may name other config files; this bounds the chain
 /// (and so breaks cycles).
 const MAX_INCLUDE_DEPTH: usize = 8;
-
-/// Upper bounds that keep a typo from asking for absurd resources.
-const MAX_ROUTER_SHARDS: i128 = 65_536;
-const MAX_WORKER_THREADS: i128 = 4_096;
 
 /// Where an option's effective value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +138,8 @@ pub enum ConfigError {
         reason: String,
         at: Location,
     },
+    /// The `config` crate failed in a way the checks above do not foresee.
+    Merge(String),
 }
 
 impl fmt::Display for ConfigError {
@@ -178,7 +172,7 @@ impl fmt::Display for ConfigError {
                     write!(
                         f,
                         " (a KRAKEN_* variable must name an option or be one of {})",
-                        RESERVED_ENV.join(", ")
+                        TOOLING_ENV.join(", ")
                     )?;
                 }
                 Ok(())
@@ -189,6 +183,7 @@ impl fmt::Display for ConfigError {
                 reason,
                 at,
             } => write!(f, "{at}: bad value {value} for {option}: {reason}"),
+            ConfigError::Merge(message) => write!(f, "{message}"),
         }
     }
 }
@@ -241,10 +236,16 @@ pub fn load_with_etc(
     env: &HashMap<String, String>,
     etc_file: &Path,
 ) -> Result<Loaded, ConfigError> {
-    let mut b = Builder::new();
+    // Each layer is read and checked in turn, so errors come in layer order.
+    let mut files = Vec::new();
+    let mut layers = Vec::new();
 
     match std::fs::read(etc_file) {
-        Ok(bytes) => b.apply_toml(etc_file, &bytes, Source::EtcFile(etc_file.to_path_buf()))?,
+        Ok(bytes) => {
+            let source = Source::EtcFile(etc_file.to_path_buf());
+            layers.push(Layer::new(toml_items(etc_file, &bytes, source)?)?);
+            files.push(etc_file.to_path_buf());
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
             return Err(ConfigError::Read {
@@ -257,35 +258,99 @@ pub fn load_with_etc(
     if let Some(path) = &cli.config_path {
         let (path, format) = resolve_config_path(path)?;
         let bytes = read_file(&path)?;
-        match format {
-            Format::Toml => b.apply_toml(&path, &bytes, Source::ConfigFile(path.clone()))?,
-            Format::Erlang => b.apply_erlang(&path, &bytes, 0)?,
+        let items = match format {
+            Format::Toml => {
+                let items = toml_items(&path, &bytes, Source::ConfigFile(path.clone()))?;
+                files.push(path);
+                items
+            }
+            Format::Erlang => {
+                let mut items = Vec::new();
+                read_erlang(&path, &bytes, 0, &mut items, &mut files)?;
+                items
+            }
+        };
+        layers.push(Layer::new(items)?);
+    }
+
+    layers.push(Layer::new(env_items(env)?)?);
+
+    let cli_items = cli
+        .pairs
+        .iter()
+        .map(|(option, text)| Item {
+            option: option.clone(),
+            value: raw_from_text(text),
+            at: Location {
+                source: Source::CommandLine,
+                line: None,
+            },
+        })
+        .collect();
+    layers.push(Layer::new(cli_items)?);
+
+    // Every origin a merged value can carry, back to its location.
+    let locations: HashMap<&str, &Location> = layers
+        .iter()
+        .flat_map(|l| &l.locations)
+        .map(|(origin, at)| (origin.as_str(), at))
+        .collect();
+    let mut builder = config::Config::builder();
+    for layer in &layers {
+        builder = builder.add_source(layer.clone());
+    }
+    let merged = builder
+        .build()
+        .map_err(|e| ConfigError::Merge(e.to_string()))?;
+    let mut table = merged
+        .cache
+        .into_table()
+        .map_err(|e| ConfigError::Merge(e.to_string()))?;
+
+    let location_of = |value: &config::Value| {
+        value.origin().and_then(|o| locations.get(o)).map_or(
+            Location {
+                source: Source::Default,
+                line: None,
+            },
+            |at| (*at).clone(),
+        )
+    };
+    let mut warnings = Vec::new();
+    for option in IGNORED_OPTIONS {
+        if let Some(value) = table.remove(*option) {
+            warnings.push(format!(
+                "{}: option {option} of the original Kraken has no meaning here and is \
+                 ignored (value {}); see upstreams",
+                location_of(&value),
+                raw_of(&value)
+            ));
         }
     }
-
-    let mut vars: Vec<(&String, &String)> = env
+    let origins: HashMap<String, Source> = table
         .iter()
-        .filter(|(k, _)| k.starts_with("KRAKEN_") && !RESERVED_ENV.contains(&k.as_str()))
+        .map(|(option, value)| (option.clone(), location_of(value).source))
         .collect();
-    vars.sort();
-    for (var, text) in vars {
-        let option = var["KRAKEN_".len()..].to_ascii_lowercase();
-        let at = Location {
-            source: Source::Env(var.clone()),
-            line: None,
-        };
-        b.apply(&option, &Value::from_text(text), at)?;
-    }
+    let settings = Settings::deserialize(config::Value::new(None, table))
+        .map_err(|e| ConfigError::Merge(e.to_string()))?;
 
-    for (option, text) in &cli.pairs {
-        let at = Location {
-            source: Source::CommandLine,
-            line: None,
-        };
-        b.apply(option, &Value::from_text(text), at)?;
-    }
-
-    Ok(b.finish())
+    // The start-up log shows the control socket in effect, not "none".
+    let mut shown = settings.clone();
+    shown.control_socket = Some(settings.control_socket_path());
+    let sources = shown
+        .rendered()
+        .into_iter()
+        .map(|(option, text)| {
+            let source = origins.get(option).cloned().unwrap_or(Source::Default);
+            (option.to_string(), text, source)
+        })
+        .collect();
+    Ok(Loaded {
+        settings,
+        sources,
+        files,
+        warnings,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -338,254 +403,281 @@ fn decode(bytes: &[u8]) -> String {
     }
 }
 
-/// A value as a source gave it, before it is checked against its option.
-#[derive(Debug, Clone, PartialEq)]
-enum Value {
-    Int(i128),
-    Float(f64),
-    Bool(bool),
-    /// A typed string: TOML `"x"`, Erlang `"x"` or `<<"x">>`.
-    Str(String),
-    /// An Erlang atom.
-    Atom(String),
-    /// Untyped text from the environment or the command line.
-    Text(String),
-    List(Vec<Value>),
-    Tuple(Vec<Value>),
-    /// Something no option takes (a TOML table, a non-UTF-8 binary), as
-    /// it should be shown in a message.
-    Other(String),
+/// One `option = value` of a layer, where it was given.
+#[derive(Debug, Clone)]
+struct Item {
+    option: String,
+    value: Raw,
+    at: Location,
 }
 
-impl fmt::Display for Value {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn seq(
-            f: &mut fmt::Formatter<'_>,
-            open: &str,
-            items: &[Value],
-            close: &str,
-        ) -> fmt::Result {
-            f.write_str(open)?;
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    f.write_str(",")?;
-                }
-                write!(f, "{item}")?;
-            }
-            f.write_str(close)
-        }
-        match self {
-            Value::Int(i) => write!(f, "{i}"),
-            Value::Float(x) => write!(f, "{x:?}"),
-            Value::Bool(b) => write!(f, "{b}"),
-            Value::Str(s) | Value::Text(s) => write!(f, "{s:?}"),
-            Value::Atom(a) => f.write_str(a),
-            Value::List(items) => seq(f, "[", items, "]"),
-            Value::Tuple(items) => seq(f, "{", items, "}"),
-            Value::Other(desc) => f.write_str(desc),
-        }
-    }
+/// One layer (a file, the environment or the command line) as a `config`
+/// source: its values, each checked against its option when the layer is
+/// made, in the order given (a later one of the same option wins). Each
+/// value's origin is where it was given, as text; `locations` maps that
+/// text back.
+#[derive(Debug, Clone)]
+struct Layer {
+    values: Vec<(String, config::Value)>,
+    locations: Vec<(String, Location)>,
 }
 
-impl Value {
-    fn from_term(term: &Term) -> Value {
-        match &term.value {
-            TermValue::Integer(i) => Value::Int(*i),
-            TermValue::Float(x) => Value::Float(*x),
-            TermValue::Atom(a) => Value::Atom(a.clone()),
-            TermValue::String(s) => Value::Str(s.clone()),
-            TermValue::Binary(b) => match String::from_utf8(b.clone()) {
-                Ok(s) => Value::Str(s),
-                Err(_) => Value::Other(term.to_string()),
-            },
-            TermValue::List(items) => Value::List(items.iter().map(Value::from_term).collect()),
-            TermValue::Tuple(items) => Value::Tuple(items.iter().map(Value::from_term).collect()),
-        }
-    }
-
-    fn from_toml(value: &config::Value) -> Value {
-        use config::ValueKind as K;
-        match &value.kind {
-            K::Nil => Value::Other("nothing".to_string()),
-            K::Boolean(b) => Value::Bool(*b),
-            K::I64(i) => Value::Int(i128::from(*i)),
-            K::I128(i) => Value::Int(*i),
-            K::U64(u) => Value::Int(i128::from(*u)),
-            K::U128(u) => i128::try_from(*u)
-                .map(Value::Int)
-                .unwrap_or_else(|_| Value::Other(u.to_string())),
-            K::Float(x) => Value::Float(*x),
-            K::String(s) => Value::Str(s.clone()),
-            K::Table(_) => Value::Other("a table".to_string()),
-            K::Array(items) => Value::List(items.iter().map(Value::from_toml).collect()),
-        }
-    }
-
-    /// A value from the environment or the command line: an Erlang term if
-    /// it parses as one, else plain text.
-    fn from_text(text: &str) -> Value {
-        match erlang_term::parse_value(text) {
-            Ok(term) => Value::from_term(&term),
-            Err(_) => Value::Text(text.to_string()),
-        }
-    }
-
-    /// What kind of value this is, for "expected X, found Y".
-    fn kind(&self) -> &'static str {
-        match self {
-            Value::Int(_) => "an integer",
-            Value::Float(_) => "a float",
-            Value::Bool(_) => "a boolean",
-            Value::Str(_) | Value::Text(_) => "a string",
-            Value::Atom(_) => "an atom",
-            Value::List(_) => "a list",
-            Value::Tuple(_) => "a tuple",
-            Value::Other(_) => "something else",
-        }
-    }
-
-    /// The text of strings, atoms and untyped text.
-    fn text(&self) -> Option<&str> {
-        match self {
-            Value::Str(s) | Value::Atom(s) | Value::Text(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
-/// Accumulates settings source by source, remembering who set what.
-struct Builder {
-    settings: Settings,
-    origins: Vec<Source>,
-    files: Vec<PathBuf>,
-    warnings: Vec<String>,
-}
-
-impl Builder {
-    fn new() -> Builder {
-        Builder {
-            settings: Settings::default(),
-            origins: vec![Source::Default; OPTIONS.len()],
-            files: Vec::new(),
-            warnings: Vec::new(),
-        }
-    }
-
-    fn apply(&mut self, option: &str, value: &Value, at: Location) -> Result<(), ConfigError> {
-        if let Some(i) = OPTIONS.iter().position(|o| *o == option) {
-            set_option(&mut self.settings, option, value).map_err(|reason| {
-                ConfigError::BadValue {
-                    option: option.to_string(),
-                    value: value.to_string(),
-                    reason,
-                    at: at.clone(),
-                }
-            })?;
-            self.origins[i] = at.source;
-            Ok(())
-        } else if IGNORED_OPTIONS.contains(&option) {
-            self.warnings.push(format!(
-                "{at}: option {option} of the original Kraken has no meaning here and is \
-                 ignored (value {value}); see upstreams"
-            ));
-            Ok(())
-        } else {
-            Err(ConfigError::UnknownOption {
-                option: option.to_string(),
-                value: value.to_string(),
-                at,
-                suggestion: suggest(option),
-            })
-        }
-    }
-
-    fn apply_toml(&mut self, path: &Path, bytes: &[u8], source: Source) -> Result<(), ConfigError> {
-        let text = decode(bytes);
-        let table = config::File::from_str(&text, config::FileFormat::Toml)
-            .collect()
-            .map_err(|e| ConfigError::Syntax {
-                path: path.to_path_buf(),
-                message: tidy_toml_error(&e.to_string()),
-            })?;
-        let mut entries: Vec<(Option<u32>, &String, &config::Value)> = table
-            .iter()
-            .map(|(key, value)| (toml_key_line(&text, key), key, value))
-            .collect();
-        entries.sort_by_key(|(line, key, _)| (line.unwrap_or(u32::MAX), *key));
-        for (line, key, value) in entries {
-            let at = Location {
-                source: source.clone(),
-                line,
-            };
-            self.apply(key, &Value::from_toml(value), at)?;
-        }
-        self.files.push(path.to_path_buf());
-        Ok(())
-    }
-
-    fn apply_erlang(&mut self, path: &Path, bytes: &[u8], depth: usize) -> Result<(), ConfigError> {
-        let syntax = |e: erlang_term::ParseError| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string(),
+impl Layer {
+    fn new(items: Vec<Item>) -> Result<Layer, ConfigError> {
+        let mut layer = Layer {
+            values: Vec::with_capacity(items.len()),
+            locations: Vec::with_capacity(items.len()),
         };
-        let text = decode(bytes);
-        let root = erlang_term::parse_file(&text).map_err(syntax)?;
-        let items = erlang_term::config_items(&root, ERLANG_APPS).map_err(syntax)?;
-        self.files.push(path.to_path_buf());
         for item in items {
-            match item {
-                ConfigItem::Include { path: name, pos } => {
-                    if depth >= MAX_INCLUDE_DEPTH {
-                        return Err(syntax(erlang_term::ParseError {
-                            pos,
-                            message: format!(
-                                "config files include each other more than \
-                                 {MAX_INCLUDE_DEPTH} deep (is there a cycle?)"
-                            ),
-                        }));
-                    }
-                    let mut included = PathBuf::from(&name);
-                    if included.extension().and_then(|e| e.to_str()) != Some("config") {
-                        included = with_suffix(&included, ".config");
-                    }
-                    let bytes = std::fs::read(&included).map_err(|e| {
-                        syntax(erlang_term::ParseError {
-                            pos,
-                            message: format!(
-                                "cannot read included config file {}: {e}",
-                                included.display()
-                            ),
-                        })
-                    })?;
-                    self.apply_erlang(&included, &bytes, depth + 1)?;
-                }
-                ConfigItem::Setting {
-                    option, value, pos, ..
-                } => {
-                    let at = Location {
-                        source: Source::ConfigFile(path.to_path_buf()),
-                        line: Some(pos.line),
-                    };
-                    self.apply(&option, &Value::from_term(&value), at)?;
-                }
-            }
+            let value = checked(&item)?;
+            layer.locations.push((item.at.to_string(), item.at));
+            layer.values.push((item.option, value));
         }
-        Ok(())
+        Ok(layer)
+    }
+}
+
+impl config::Source for Layer {
+    fn clone_into_box(&self) -> Box<dyn config::Source + Send + Sync> {
+        Box::new(self.clone())
     }
 
-    fn finish(self) -> Loaded {
-        let sources = OPTIONS
+    fn collect(&self) -> Result<config::Map<String, config::Value>, config::ConfigError> {
+        Ok(self.values.iter().cloned().collect())
+    }
+}
+
+/// The top-level keys of a TOML file (parsed by the `config` crate), in
+/// line order.
+fn toml_items(path: &Path, bytes: &[u8], source: Source) -> Result<Vec<Item>, ConfigError> {
+    let text = decode(bytes);
+    let table = config::File::from_str(&text, config::FileFormat::Toml)
+        .collect()
+        .map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: tidy_toml_error(&e.to_string()),
+        })?;
+    let mut items: Vec<(Option<u32>, Item)> = table
+        .into_iter()
+        .map(|(key, value)| {
+            let line = toml_key_line(&text, &key);
+            let item = Item {
+                value: raw_of(&value),
+                option: key,
+                at: Location {
+                    source: source.clone(),
+                    line,
+                },
+            };
+            (line, item)
+        })
+        .collect();
+    items.sort_by(|(a, x), (b, y)| {
+        (a.unwrap_or(u32::MAX), &x.option).cmp(&(b.unwrap_or(u32::MAX), &y.option))
+    });
+    Ok(items.into_iter().map(|(_, item)| item).collect())
+}
+
+/// The `KRAKEN_<OPTION>` variables, as the `config` crate's `Environment`
+/// source (prefix `KRAKEN`) reads them, with the [`TOOLING_ENV`] variables
+/// left out; each value is an Erlang term or text. Sorted by variable.
+fn env_items(env: &HashMap<String, String>) -> Result<Vec<Item>, ConfigError> {
+    let options: config::Map<String, String> = env
+        .iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !TOOLING_ENV.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    // The source names an option by its variable's lower-cased rest.
+    let vars: HashMap<String, String> = options
+        .keys()
+        .map(|var| (var[ENV_PREFIX.len()..].to_ascii_lowercase(), var.clone()))
+        .collect();
+    let source =
+        config::Environment::with_prefix(ENV_PREFIX.trim_end_matches('_')).source(Some(options));
+    let mut items: Vec<Item> = source
+        .collect()
+        .map_err(|e| ConfigError::Merge(e.to_string()))?
+        .into_iter()
+        .map(|(option, value)| {
+            let text = value.into_string().unwrap_or_default();
+            let var = vars
+                .get(&option)
+                .cloned()
+                .unwrap_or_else(|| format!("{ENV_PREFIX}{}", option.to_ascii_uppercase()));
+            Item {
+                option,
+                value: raw_from_text(&text),
+                at: Location {
+                    source: Source::Env(var),
+                    line: None,
+                },
+            }
+        })
+        .collect();
+    items.sort_by_key(|item| item.at.to_string());
+    Ok(items)
+}
+
+/// Checks one item against its option; returns its value for the merge,
+/// its origin set to where it was given.
+fn checked(item: &Item) -> Result<config::Value, ConfigError> {
+    let origin = item.at.to_string();
+    let value = config::Value::new(Some(&origin), to_config(&item.value));
+    let option = item.option.as_str();
+    if OPTIONS.contains(&option) {
+        // Deserializing a table of just this option runs its check.
+        let mut one = config::Map::new();
+        one.insert(item.option.clone(), value.clone());
+        Settings::deserialize(config::Value::new(None, one)).map_err(|e| {
+            ConfigError::BadValue {
+                option: item.option.clone(),
+                value: item.value.to_string(),
+                reason: check_reason(e),
+                at: item.at.clone(),
+            }
+        })?;
+        Ok(value)
+    } else if IGNORED_OPTIONS.contains(&option) {
+        Ok(value)
+    } else {
+        Err(ConfigError::UnknownOption {
+            option: item.option.clone(),
+            value: item.value.to_string(),
+            at: item.at.clone(),
+            suggestion: suggest(option),
+        })
+    }
+}
+
+/// The reason an option's check gave, without the `config` crate's
+/// "for key ..." decoration.
+fn check_reason(e: config::ConfigError) -> String {
+    match e {
+        config::ConfigError::At { error, .. } => check_reason(*error),
+        config::ConfigError::Message(reason) => reason,
+        other => other.to_string(),
+    }
+}
+
+/// A value as the `config` crate carries it (the kinds it lacks tagged, see
+/// `kraken_actors::settings::forms`).
+fn to_config(raw: &Raw) -> config::ValueKind {
+    use config::ValueKind as K;
+    let seq = |items: &[Raw]| -> Vec<config::Value> {
+        items
             .iter()
-            .zip(self.origins)
-            .map(|(option, source)| (option.to_string(), render(&self.settings, option), source))
-            .collect();
-        Loaded {
-            settings: self.settings,
-            sources,
-            files: self.files,
-            warnings: self.warnings,
+            .map(|i| config::Value::new(None, to_config(i)))
+            .collect()
+    };
+    match raw {
+        Raw::Int(i) => match i64::try_from(*i) {
+            Ok(small) => K::I64(small),
+            Err(_) => K::I128(*i),
+        },
+        Raw::Float(x) => K::Float(*x),
+        Raw::Bool(b) => K::Boolean(*b),
+        Raw::Str(s) => K::String(s.clone()),
+        Raw::Atom(a) => K::String(forms::tagged(Tag::Atom, a)),
+        Raw::Text(t) => K::String(forms::tagged(Tag::Text, t)),
+        Raw::Other(desc) => K::String(forms::tagged(Tag::Other, desc)),
+        Raw::List(items) => K::Array(seq(items)),
+        Raw::Tuple(items) => {
+            let mut all = vec![config::Value::new(
+                None,
+                K::String(forms::TUPLE_HEAD.into()),
+            )];
+            all.extend(seq(items));
+            K::Array(all)
         }
     }
+}
+
+/// A `config` value as a [`Raw`] one (reading back tags).
+fn raw_of(value: &config::Value) -> Raw {
+    Raw::deserialize(value.clone()).unwrap_or_else(|e| Raw::Other(e.to_string()))
+}
+
+fn raw_from_term(term: &Term) -> Raw {
+    match &term.value {
+        TermValue::Integer(i) => Raw::Int(*i),
+        TermValue::Float(x) => Raw::Float(*x),
+        TermValue::Atom(a) => Raw::Atom(a.clone()),
+        TermValue::String(s) => Raw::Str(s.clone()),
+        TermValue::Binary(b) => match String::from_utf8(b.clone()) {
+            Ok(s) => Raw::Str(s),
+            Err(_) => Raw::Other(term.to_string()),
+        },
+        TermValue::List(items) => Raw::List(items.iter().map(raw_from_term).collect()),
+        TermValue::Tuple(items) => Raw::Tuple(items.iter().map(raw_from_term).collect()),
+    }
+}
+
+/// A value from the environment or the command line: an Erlang term if it
+/// parses as one, else plain text.
+fn raw_from_text(text: &str) -> Raw {
+    match erlang_term::parse_value(text) {
+        Ok(term) => raw_from_term(&term),
+        Err(_) => Raw::Text(text.to_string()),
+    }
+}
+
+/// Reads an Erlang-term config file and the files it includes, in order,
+/// into `items`; `files` gets each file read.
+fn read_erlang(
+    path: &Path,
+    bytes: &[u8],
+    depth: usize,
+    items: &mut Vec<Item>,
+    files: &mut Vec<PathBuf>,
+) -> Result<(), ConfigError> {
+    let syntax = |e: erlang_term::ParseError| ConfigError::Syntax {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let text = decode(bytes);
+    let root = erlang_term::parse_file(&text).map_err(syntax)?;
+    let entries = erlang_term::config_items(&root, ERLANG_APPS).map_err(syntax)?;
+    files.push(path.to_path_buf());
+    for entry in entries {
+        match entry {
+            ConfigItem::Include { path: name, pos } => {
+                if depth >= MAX_INCLUDE_DEPTH {
+                    return Err(syntax(erlang_term::ParseError {
+                        pos,
+                        message: format!(
+                            "config files include each other more than \
+                             {MAX_INCLUDE_DEPTH} deep (is there a cycle?)"
+                        ),
+                    }));
+                }
+                let mut included = PathBuf::from(&name);
+                if included.extension().and_then(|e| e.to_str()) != Some("config") {
+                    included = with_suffix(&included, ".config");
+                }
+                let bytes = std::fs::read(&included).map_err(|e| {
+                    syntax(erlang_term::ParseError {
+                        pos,
+                        message: format!(
+                            "cannot read included config file {}: {e}",
+                            included.display()
+                        ),
+                    })
+                })?;
+                read_erlang(&included, &bytes, depth + 1, items, files)?;
+            }
+            ConfigItem::Setting {
+                option, value, pos, ..
+            } => items.push(Item {
+                option,
+                value: raw_from_term(&value),
+                at: Location {
+                    source: Source::ConfigFile(path.to_path_buf()),
+                    line: Some(pos.line),
+                },
+            }),
+        }
+    }
+    Ok(())
 }
 
 /// The line of a top-level `key = ...` in TOML text (the `config` crate
@@ -625,21 +717,23 @@ fn tidy_toml_error(message: &str) -> String {
     }
 }
 
-/// The known option nearest to a misspelt one, if any is near: a few
-/// edits away, or having every word of it (`tcp_port`: `tcp_server_port`).
+/// The known option nearest to a misspelt one, if any is near: one having
+/// every word of it (`tcp_port`: `tcp_server_port`), else one a few edits
+/// away.
 fn suggest(option: &str) -> Option<&'static str> {
     let option = option.to_ascii_lowercase();
     let words: Vec<&str> = option.split('_').filter(|w| !w.is_empty()).collect();
     OPTIONS
         .iter()
         .chain(IGNORED_OPTIONS)
-        .map(|o| (edit_distance(&option, o), *o))
-        .filter(|(d, o)| {
-            *d <= 3.max(o.len() / 5)
-                || (words.len() > 1 && words.iter().all(|w| o.split('_').any(|ow| ow == *w)))
+        .map(|o| {
+            let has_words =
+                words.len() > 1 && words.iter().all(|w| o.split('_').any(|ow| ow == *w));
+            (!has_words, edit_distance(&option, o), *o)
         })
+        .filter(|(lacks_words, d, o)| !lacks_words || *d <= 3.max(o.len() / 5))
         .min()
-        .map(|(_, o)| o)
+        .map(|(_, _, o)| o)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -657,265 +751,14 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// Checks `value` against `option` and stores it; `Err` says what is wrong
-/// with the value.
-fn set_option(s: &mut Settings, option: &str, value: &Value) -> Result<(), String> {
-    match option {
-        "listen_ip" => s.listen_ip = ip(value)?,
-        "tcp_server_port" => s.tcp_server_port = int_in(value, 0, 65_535)? as u16,
-        "max_tcp_clients" => s.max_tcp_clients = size(value, 1)?,
-        "num_router_shards" => {
-            s.num_router_shards = int_in(value, 1, MAX_ROUTER_SHARDS)? as usize;
-        }
-        "router_min_fanout_to_warn" => s.router_min_fanout_to_warn = size(value, 1)?,
-        "router_min_publish_to_topics_to_warn" => {
-            s.router_min_publish_to_topics_to_warn = size(value, 1)?;
-        }
-        "messages_stored_per_router_shard" => {
-            s.messages_stored_per_router_shard = size(value, 1)?;
-        }
-        "pid_file" => s.pid_file = optional_path(value)?,
-        "log_file" => s.log_file = optional_path(value)?,
-        "log_level" => s.log_level = log_level(value)?,
-        "client_idle_timeout" => s.client_idle_timeout = seconds(value)?,
-        "max_line_bytes" => s.max_line_bytes = size(value, 1)?,
-        "max_request_bytes" => s.max_request_bytes = size(value, 1)?,
-        "max_topic_bytes" => s.max_topic_bytes = size(value, 1)?,
-        "max_queue_messages" => s.max_queue_messages = size(value, 1)?,
-        "max_queue_bytes" => s.max_queue_bytes = size(value, 1)?,
-        "control_socket" => s.control_socket = optional_path(value)?,
-        "upstreams" => s.upstreams = upstreams(value)?,
-        "max_restarts" => s.max_restarts = int_in(value, 0, i128::from(u32::MAX))? as u32,
-        "max_restart_seconds" => s.max_restart_seconds = seconds(value)?,
-        "worker_threads" => s.worker_threads = int_in(value, 0, MAX_WORKER_THREADS)? as usize,
-        "fault_injection" => s.fault_injection = boolean(value)?,
-        other => return Err(format!("no such option {other}")),
-    }
-    Ok(())
-}
-
-/// An option's effective value as text, for the start-up log.
-fn render(s: &Settings, option: &str) -> String {
-    fn path(p: &Option<PathBuf>) -> String {
-        p.as_ref()
-            .map_or_else(|| "none".to_string(), |p| p.display().to_string())
-    }
-    fn secs(d: Duration) -> String {
-        if d.subsec_nanos() == 0 {
-            d.as_secs().to_string()
-        } else {
-            d.as_secs_f64().to_string()
-        }
-    }
-    match option {
-        "listen_ip" => s.listen_ip.to_string(),
-        "tcp_server_port" => s.tcp_server_port.to_string(),
-        "max_tcp_clients" => s.max_tcp_clients.to_string(),
-        "num_router_shards" => s.num_router_shards.to_string(),
-        "router_min_fanout_to_warn" => s.router_min_fanout_to_warn.to_string(),
-        "router_min_publish_to_topics_to_warn" => {
-            s.router_min_publish_to_topics_to_warn.to_string()
-        }
-        "messages_stored_per_router_shard" => s.messages_stored_per_router_shard.to_string(),
-        "pid_file" => path(&s.pid_file),
-        "log_file" => path(&s.log_file),
-        "log_level" => s.log_level.as_str().to_string(),
-        "client_idle_timeout" => secs(s.client_idle_timeout),
-        "max_line_bytes" => s.max_line_bytes.to_string(),
-        "max_request_bytes" => s.max_request_bytes.to_string(),
-        "max_topic_bytes" => s.max_topic_bytes.to_string(),
-        "max_queue_messages" => s.max_queue_messages.to_string(),
-        "max_queue_bytes" => s.max_queue_bytes.to_string(),
-        "control_socket" => s.control_socket_path().display().to_string(),
-        "upstreams" if s.upstreams.is_empty() => "none".to_string(),
-        "upstreams" => s.upstreams.join(","),
-        "max_restarts" => s.max_restarts.to_string(),
-        "max_restart_seconds" => secs(s.max_restart_seconds),
-        "worker_threads" => s.worker_threads.to_string(),
-        "fault_injection" => s.fault_injection.to_string(),
-        _ => String::new(),
-    }
-}
-
-fn int(value: &Value) -> Result<i128, String> {
-    match value {
-        Value::Int(i) => Ok(*i),
-        Value::Text(t) => t
-            .trim()
-            .parse()
-            .map_err(|_| "must be an integer".to_string()),
-        other => Err(format!("must be an integer, not {}", other.kind())),
-    }
-}
-
-fn int_in(value: &Value, min: i128, max: i128) -> Result<i128, String> {
-    let i = int(value)?;
-    if i < min || i > max {
-        return Err(format!("must be between {min} and {max}"));
-    }
-    Ok(i)
-}
-
-/// A count or a size in bytes: an integer of at least `min`.
-fn size(value: &Value, min: i128) -> Result<usize, String> {
-    let i = int(value)?;
-    if i < min {
-        return Err(format!("must be at least {min}"));
-    }
-    usize::try_from(i).map_err(|_| "is too large".to_string())
-}
-
-/// A duration in seconds, more than zero (fractions allowed).
-fn seconds(value: &Value) -> Result<Duration, String> {
-    const WHAT: &str = "must be a number of seconds greater than 0";
-    let secs: f64 = match value {
-        Value::Int(i) => {
-            if *i <= 0 {
-                return Err(WHAT.to_string());
-            }
-            return u64::try_from(*i)
-                .map(Duration::from_secs)
-                .map_err(|_| "is too large".to_string());
-        }
-        Value::Float(x) => *x,
-        Value::Text(t) => t.trim().parse().map_err(|_| WHAT.to_string())?,
-        other => return Err(format!("{WHAT}, not {}", other.kind())),
-    };
-    if secs.is_nan() || secs <= 0.0 {
-        return Err(WHAT.to_string());
-    }
-    Duration::try_from_secs_f64(secs).map_err(|_| "is too large".to_string())
-}
-
-fn boolean(value: &Value) -> Result<bool, String> {
-    match value {
-        Value::Bool(b) => Ok(*b),
-        other => match other
-            .text()
-            .map(|t| t.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            Some("true") => Ok(true),
-            Some("false") => Ok(false),
-            _ => Err("must be true or false".to_string()),
-        },
-    }
-}
-
-fn log_level(value: &Value) -> Result<LogLevel, String> {
-    value
-        .text()
-        .and_then(LogLevel::parse)
-        .ok_or_else(|| "must be debug, info, warn or error".to_string())
-}
-
-/// A file path; an empty string or the atom `undefined` means none.
-fn optional_path(value: &Value) -> Result<Option<PathBuf>, String> {
-    match value {
-        Value::Atom(a) if a == "undefined" => Ok(None),
-        other => match other.text() {
-            Some("") => Ok(None),
-            Some(t) => Ok(Some(PathBuf::from(t))),
-            None => Err(format!(
-                "must be a file path (a string), not {}",
-                other.kind()
-            )),
-        },
-    }
-}
-
-fn ip(value: &Value) -> Result<IpAddr, String> {
-    const WHAT: &str =
-        "must be an IP address (such as 127.0.0.1 or ::1), any, or a tuple such as {127,0,0,1}";
-    match value {
-        Value::Tuple(parts) => {
-            let numbers: Option<Vec<i128>> = parts
-                .iter()
-                .map(|p| match p {
-                    Value::Int(i) => Some(*i),
-                    _ => None,
-                })
-                .collect();
-            match numbers.as_deref() {
-                Some(n) if n.len() == 4 => {
-                    let mut octets = [0u8; 4];
-                    for (o, i) in octets.iter_mut().zip(n) {
-                        *o = u8::try_from(*i).map_err(|_| WHAT.to_string())?;
-                    }
-                    Ok(IpAddr::V4(Ipv4Addr::from(octets)))
-                }
-                Some(n) if n.len() == 8 => {
-                    let mut segments = [0u16; 8];
-                    for (s, i) in segments.iter_mut().zip(n) {
-                        *s = u16::try_from(*i).map_err(|_| WHAT.to_string())?;
-                    }
-                    Ok(IpAddr::V6(Ipv6Addr::from(segments)))
-                }
-                _ => Err(WHAT.to_string()),
-            }
-        }
-        other => {
-            let text = other.text().ok_or_else(|| WHAT.to_string())?.trim();
-            match text {
-                "any" => Ok(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
-                "loopback" => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-                _ => text
-                    .strip_prefix('[')
-                    .and_then(|t| t.strip_suffix(']'))
-                    .unwrap_or(text)
-                    .parse()
-                    .map_err(|_| WHAT.to_string()),
-            }
-        }
-    }
-}
-
-/// A list of `host:port`: a TOML array or Erlang list of strings (or of
-/// Erlang `{Host, Port}` tuples), or a comma-separated string.
-fn upstreams(value: &Value) -> Result<Vec<String>, String> {
-    const WHAT: &str = "must be a list of host:port";
-    let items: Vec<String> = match value {
-        Value::List(items) => items
-            .iter()
-            .map(|item| match item {
-                Value::Tuple(hp) if hp.len() == 2 => match (hp[0].text(), &hp[1]) {
-                    (Some(host), Value::Int(port)) => Ok(format!("{host}:{port}")),
-                    _ => Err(format!("{WHAT}; {item} is not")),
-                },
-                other => other
-                    .text()
-                    .map(|t| t.trim().to_string())
-                    .ok_or_else(|| format!("{WHAT}; {item} is not")),
-            })
-            .collect::<Result<_, _>>()?,
-        other => match other.text() {
-            Some(t) => t
-                .split(',')
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect(),
-            None => return Err(format!("{WHAT}, not {}", other.kind())),
-        },
-    };
-    for item in &items {
-        let valid = item.rsplit_once(':').is_some_and(|(host, port)| {
-            !host.is_empty()
-                && !host.contains(char::is_whitespace)
-                && port.parse::<u16>().is_ok_and(|p| p > 0)
-        });
-        if !valid {
-            return Err(format!("{WHAT}; {item:?} is not host:port"));
-        }
-    }
-    Ok(items)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli;
+    use kraken_actors::settings::{LogFormat, LogLevel};
+    use std::net::{IpAddr, SocketAddr};
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     /// A scratch directory, removed on drop.
     struct TempDir(PathBuf);
@@ -1072,7 +915,12 @@ mod tests {
              -kraken max_queue_messages 77 -kraken max_queue_bytes 8888 \
              -kraken control_socket /run/k.sock -kraken upstreams h1:1,h2:2 \
              -kraken max_restarts 3 -kraken max_restart_seconds 5 \
-             -kraken worker_threads 2 -kraken fault_injection true",
+             -kraken worker_threads 2 -kraken fault_injection true -kraken log_format json \
+             -kraken metrics_listen 127.0.0.1:9121 -kraken resp_port 6379 \
+             -kraken tcp_keepalive_seconds 0 -kraken max_topics_per_message 5 \
+             -kraken max_subscriptions_per_client 6 -kraken max_topics_per_node 7 \
+             -kraken max_retro_bytes_per_router_shard 8 -kraken max_pending_request_bytes 9 \
+             -kraken close_write_timeout_seconds 2.5 -kraken runtime_dir /run/k",
         );
         let loaded = load_plain(&cli, &no_env()).unwrap();
         let want = Settings {
@@ -1098,6 +946,17 @@ mod tests {
             max_restart_seconds: Duration::from_secs(5),
             worker_threads: 2,
             fault_injection: true,
+            log_format: LogFormat::Json,
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9121))),
+            resp_port: 6379,
+            tcp_keepalive_seconds: Duration::ZERO,
+            max_topics_per_message: 5,
+            max_subscriptions_per_client: 6,
+            max_topics_per_node: 7,
+            max_retro_bytes_per_router_shard: 8,
+            max_pending_request_bytes: 9,
+            close_write_timeout_seconds: Duration::from_millis(2500),
+            runtime_dir: Some("/run/k".into()),
         };
         assert_eq!(loaded.settings, want);
         assert!(loaded
@@ -1115,10 +974,14 @@ mod tests {
              num_router_shards=8 router_min_fanout_to_warn=10 \
              router_min_publish_to_topics_to_warn=20 messages_stored_per_router_shard=30 \
              pid_file=/var/run/kraken.pid log_file=/var/log/kraken.log log_level=debug \
-             client_idle_timeout=60 max_line_bytes=4096 max_request_bytes=1000000 \
+             log_format=json client_idle_timeout=60 max_line_bytes=4096 max_request_bytes=1000000 \
              max_topic_bytes=512 max_queue_messages=77 max_queue_bytes=8888 \
              control_socket=/run/k.sock upstreams=h1:1,h2:2 max_restarts=3 \
-             max_restart_seconds=5 worker_threads=2 fault_injection=true"
+             max_restart_seconds=5 worker_threads=2 fault_injection=true \
+             metrics_listen=127.0.0.1:9121 resp_port=6379 tcp_keepalive_seconds=0 \
+             max_topics_per_message=5 max_subscriptions_per_client=6 max_topics_per_node=7 \
+             max_retro_bytes_per_router_shard=8 max_pending_request_bytes=9 \
+             close_write_timeout_seconds=2.5 runtime_dir=/run/k"
         );
     }
 
@@ -1147,6 +1010,17 @@ mod tests {
             ("MAX_RESTART_SECONDS", "60"),
             ("WORKER_THREADS", "0"),
             ("FAULT_INJECTION", "false"),
+            ("LOG_FORMAT", "JSON"),
+            ("METRICS_LISTEN", "[::1]:9121"),
+            ("RESP_PORT", "0"),
+            ("TCP_KEEPALIVE_SECONDS", "15"),
+            ("MAX_TOPICS_PER_MESSAGE", "11"),
+            ("MAX_SUBSCRIPTIONS_PER_CLIENT", "12"),
+            ("MAX_TOPICS_PER_NODE", "13"),
+            ("MAX_RETRO_BYTES_PER_ROUTER_SHARD", "14"),
+            ("MAX_PENDING_REQUEST_BYTES", "15"),
+            ("CLOSE_WRITE_TIMEOUT_SECONDS", "1"),
+            ("RUNTIME_DIR", "/run/kraken"),
         ]
         .iter()
         .map(|(k, v)| (format!("KRAKEN_{k}"), v.to_string()))
@@ -1177,6 +1051,27 @@ mod tests {
         assert_eq!(s.max_restart_seconds, Duration::from_secs(60));
         assert_eq!(s.worker_threads, 0);
         assert!(!s.fault_injection);
+        assert_eq!(s.log_format, LogFormat::Json);
+        assert_eq!(s.metrics_listen, Some("[::1]:9121".parse().unwrap()));
+        assert_eq!(s.resp_port, 0);
+        assert_eq!(s.tcp_keepalive_seconds, Duration::from_secs(15));
+        assert_eq!(
+            (
+                s.max_topics_per_message,
+                s.max_subscriptions_per_client,
+                s.max_topics_per_node
+            ),
+            (11, 12, 13)
+        );
+        assert_eq!(
+            (
+                s.max_retro_bytes_per_router_shard,
+                s.max_pending_request_bytes
+            ),
+            (14, 15)
+        );
+        assert_eq!(s.close_write_timeout_seconds, Duration::from_secs(1));
+        assert_eq!(s.runtime_dir, Some("/run/kraken".into()));
         for (option, value, source) in &loaded.sources {
             assert_eq!(
                 *source,
@@ -1212,6 +1107,17 @@ max_restarts = 13
 max_restart_seconds = 1.5
 worker_threads = 14
 fault_injection = true
+log_format = "json"
+metrics_listen = "10.0.0.1:80"
+resp_port = 6380
+tcp_keepalive_seconds = 0.5
+max_topics_per_message = 15
+max_subscriptions_per_client = 16
+max_topics_per_node = 17
+max_retro_bytes_per_router_shard = 18
+max_pending_request_bytes = 19
+close_write_timeout_seconds = 20
+runtime_dir = "/r"
 "#;
 
     const EVERY_OPTION_ERLANG: &str = r#"
@@ -1237,7 +1143,18 @@ fault_injection = true
   {max_restarts, 13},
   {max_restart_seconds, 1.5},
   {worker_threads, 14},
-  {fault_injection, true}
+  {fault_injection, true},
+  {log_format, json},
+  {metrics_listen, "10.0.0.1:80"},
+  {resp_port, 6380},
+  {tcp_keepalive_seconds, 0.5},
+  {max_topics_per_message, 15},
+  {max_subscriptions_per_client, 16},
+  {max_topics_per_node, 17},
+  {max_retro_bytes_per_router_shard, 18},
+  {max_pending_request_bytes, 19},
+  {close_write_timeout_seconds, 20},
+  {runtime_dir, <<"/r">>}
 ]}].
 "#;
 
@@ -1265,6 +1182,17 @@ fault_injection = true
             max_restart_seconds: Duration::from_millis(1500),
             worker_threads: 14,
             fault_injection: true,
+            log_format: LogFormat::Json,
+            metrics_listen: Some(SocketAddr::from(([10, 0, 0, 1], 80))),
+            resp_port: 6380,
+            tcp_keepalive_seconds: Duration::from_millis(500),
+            max_topics_per_message: 15,
+            max_subscriptions_per_client: 16,
+            max_topics_per_node: 17,
+            max_retro_bytes_per_router_shard: 18,
+            max_pending_request_bytes: 19,
+            close_write_timeout_seconds: Duration::from_secs(20),
+            runtime_dir: Some("/r".into()),
         }
     }
 
@@ -1679,6 +1607,18 @@ fault_injection = true
             ("upstreams", "a:1,:2", "bad value \"a:1,:2\" for upstreams: must be a list of host:port; \":2\" is not host:port"),
             ("upstreams", "[1]", "bad value [1] for upstreams: must be a list of host:port; 1 is not"),
             ("upstreams", "8", "bad value 8 for upstreams: must be a list of host:port, not an integer"),
+            ("log_format", "xml", "bad value xml for log_format: must be text or json"),
+            ("metrics_listen", "9121", "bad value 9121 for metrics_listen: must be an address IP:PORT (a string), not an integer"),
+            ("metrics_listen", "localhost:9121", "bad value \"localhost:9121\" for metrics_listen: must be an address IP:PORT, such as 127.0.0.1:9121 or [::1]:9121"),
+            ("resp_port", "70000", "bad value 70000 for resp_port: must be between 0 and 65535"),
+            ("tcp_keepalive_seconds", "-1", "bad value -1 for tcp_keepalive_seconds: must be a number of seconds, 0 or more (0 is off)"),
+            ("close_write_timeout_seconds", "0", "bad value 0 for close_write_timeout_seconds: must be a number of seconds greater than 0"),
+            ("max_topics_per_message", "0", "bad value 0 for max_topics_per_message: must be at least 1"),
+            ("max_subscriptions_per_client", "none", "bad value none for max_subscriptions_per_client: must be an integer, not an atom"),
+            ("max_topics_per_node", "-3", "bad value -3 for max_topics_per_node: must be at least 1"),
+            ("max_retro_bytes_per_router_shard", "0", "bad value 0 for max_retro_bytes_per_router_shard: must be at least 1"),
+            ("max_pending_request_bytes", "1.5", "bad value 1.5 for max_pending_request_bytes: must be an integer, not a float"),
+            ("runtime_dir", "[1]", "bad value [1] for runtime_dir: must be a file path (a string), not a list"),
         ];
         for (option, value, want) in cases {
             assert_eq!(
@@ -1757,10 +1697,10 @@ fault_injection = true
             err(&args("run"), &env(&[("KRAKEN_NUM_ROUTER_SHARD", "8")])),
             "environment variable KRAKEN_NUM_ROUTER_SHARD: unknown option 'num_router_shard' \
              (value 8); did you mean KRAKEN_NUM_ROUTER_SHARDS? (a KRAKEN_* variable must name \
-             an option or be one of KRAKEN_HOME, KRAKEN_LOG, KRAKEN_BIN, KRAKEN_PROFILE)"
+             an option or be one of KRAKEN_HOME, KRAKEN_NO_BUILD, KRAKEN_BIN, KRAKEN_LOG, KRAKEN_PROFILE)"
         );
         // Reserved variables are not options.
-        for var in RESERVED_ENV {
+        for var in TOOLING_ENV {
             assert!(
                 load_plain(&args("run"), &env(&[(var, "x")])).is_ok(),
                 "{var}"
@@ -1792,6 +1732,76 @@ fault_injection = true
                 path.display()
             )
         );
+    }
+
+    #[test]
+    fn tooling_variables_never_reach_option_parsing() {
+        // What the systemd unit and bin/kraken set.
+        let tooling = env(&[
+            ("KRAKEN_NO_BUILD", "1"),
+            ("KRAKEN_HOME", "/opt/kraken"),
+            ("KRAKEN_BIN", "/opt/kraken/target/release/kraken"),
+            ("KRAKEN_LOG", "debug"),
+            ("KRAKEN_PROFILE", "release"),
+            ("KRAKEN_NUM_ROUTER_SHARDS", "6"),
+        ]);
+        let loaded = load_plain(&args("run"), &tooling).unwrap();
+        assert_eq!(loaded.settings.num_router_shards, 6);
+        let not_default: Vec<&str> = loaded
+            .sources
+            .iter()
+            .filter(|(_, _, s)| *s != Source::Default)
+            .map(|(o, _, _)| o.as_str())
+            .collect();
+        assert_eq!(not_default, ["num_router_shards"]);
+        // Only the listed names are skipped: a near miss is still an error.
+        let e = err(&args("run"), &env(&[("KRAKEN_NO_BUILDS", "1")]));
+        assert!(
+            e.starts_with(
+                "environment variable KRAKEN_NO_BUILDS: unknown option 'no_builds' (value 1)"
+            ),
+            "{e}"
+        );
+        // Variables without the KRAKEN_ prefix (or in lower case) are not ours.
+        assert!(load_plain(
+            &args("run"),
+            &env(&[("kraken_frob", "1"), ("KRAKENX", "1")])
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn the_tooling_variables_are_documented_where_options_are() {
+        let etc = std::fs::read_to_string(repo_etc()).unwrap();
+        for var in TOOLING_ENV {
+            assert!(
+                cli::usage().contains(var),
+                "{var} missing from the usage text"
+            );
+            assert!(etc.contains(var), "{var} missing from etc/kraken.toml");
+        }
+    }
+
+    #[test]
+    fn every_layer_is_checked_even_where_a_later_one_overrides_it() {
+        let dir = TempDir::new();
+        let etc = dir.write("etc/kraken.toml", "num_router_shards = 0\n");
+        let cli = args("run -kraken num_router_shards 8");
+        assert_eq!(
+            load_with_etc(&cli, &no_env(), &etc)
+                .unwrap_err()
+                .to_string(),
+            format!(
+                "{}:1: bad value 0 for num_router_shards: must be between 1 and 65536",
+                etc.display()
+            )
+        );
+        // Errors come in layer order: the etc file's before the environment's.
+        let env = env(&[("KRAKEN_MAX_TCP_CLIENTS", "0")]);
+        assert!(load_with_etc(&cli, &env, &etc)
+            .unwrap_err()
+            .to_string()
+            .starts_with(&etc.display().to_string()));
     }
 
     #[test]

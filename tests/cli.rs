@@ -115,3 +115,24 @@ fn options_given_on_the_command_line_take_effect() {
         assert_eq!(max, "7", "{stats:?}");
     }
 }
+
+#[test]
+fn the_tooling_variables_of_the_service_unit_do_not_stop_start_up() {
+    // etc/kraken.service sets KRAKEN_NO_BUILD=1 and bin/kraken sets
+    // KRAKEN_HOME: neither is an option, and the node must start with them.
+    let node = Node::start_with(NodeOptions {
+        env: &[
+            ("KRAKEN_NO_BUILD", "1"),
+            ("KRAKEN_HOME", env!("CARGO_MANIFEST_DIR")),
+            ("KRAKEN_BIN", env!("CARGO_BIN_EXE_kraken")),
+        ],
+        ..Default::default()
+    });
+    node.connect().expect_open_and_empty();
+}
+
+#[test]
+fn an_unknown_kraken_variable_still_stops_start_up_naming_it() {
+    let (code, text) = run_expecting_exit(&[], &[("KRAKEN_NO_BUILDS", "1")]);
+    assert_refused_naming(code, &text, "kraken_no_builds");
+}

@@ -19,7 +19,6 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
@@ -210,7 +209,7 @@ impl Connection {
             return;
         }
         self.closing = true;
-        let deadline = self.env.node.settings.close_write_timeout;
+        let deadline = self.env.node.settings.close_write_timeout_seconds;
         ctx.run_later(deadline, |act, ctx| {
             if !act.out.is_empty() || !act.replies.is_empty() {
                 info!(act.env.node.log, "closing client did not take its answers in time; dropped";
@@ -517,9 +516,4 @@ impl ActorFuture<Connection> for Io {
     ) -> Poll<()> {
         act.poll_io(ctx, task)
     }
-}
-
-/// How long a closing connection may take to write its last answers.
-pub fn default_close_write_timeout() -> Duration {
-    Duration::from_secs(30)
 }

@@ -1,10 +1,23 @@
 //! The node's effective settings: every option of the original plus this
-//! project's own (SPEC §3). Loading them from files, environment and command
-//! line is the binary's job (`src/config.rs`); the actors only read them.
+//! project's own. Loading them from files, environment and command line is
+//! the binary's job (`src/config.rs`, on the `config` crate); the actors
+//! only read them.
+//!
+//! Each option is defined once, in the `settings!` table below: its name
+//! (the field), type, default, documentation and the function of
+//! [`forms`] that checks a given value and turns it into the field's type.
+//! From that one entry come the [`Settings`] struct (which derives serde's
+//! `Deserialize`), its `Default`, the list [`OPTIONS`] and
+//! [`Settings::rendered`]. The only other place an option is spelled is its
+//! documented line in `etc/kraken.toml` (a test checks they agree).
 
-use std::net::IpAddr;
+pub mod forms;
+
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use serde::Deserialize;
 
 /// Log levels the node understands, as the original named them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -36,95 +49,154 @@ impl LogLevel {
     }
 }
 
-/// Everything the node is configured with. `Default` is the built-in
-/// defaults, equal to the original's where the option is the original's.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    // --- the original's options ---
-    /// Address to listen on (`listen_ip`, default any).
-    pub listen_ip: IpAddr,
-    /// Port (`tcp_server_port`, default 12355; 0 picks a free one).
-    pub tcp_server_port: u16,
-    /// Connections beyond this are refused (`max_tcp_clients`, default 1000).
-    pub max_tcp_clients: usize,
-    /// Router shards (`num_router_shards`, default 4).
-    pub num_router_shards: usize,
-    /// Warn when one publish reaches this many subscribers (default 1000).
-    pub router_min_fanout_to_warn: usize,
-    /// Warn when one message names this many topics (default 1000).
-    pub router_min_publish_to_topics_to_warn: usize,
-    /// Retro buffer size per shard (default 10000).
-    pub messages_stored_per_router_shard: usize,
-    /// Write the OS pid here; removed on clean stop.
-    pub pid_file: Option<PathBuf>,
-    /// Log here instead of the console.
-    pub log_file: Option<PathBuf>,
-    /// Log level (default info); changeable while running.
-    pub log_level: LogLevel,
-
-    // --- this project's own ---
-    /// Close a client silent for this long (`client_idle_timeout`, seconds, default 3600).
-    pub client_idle_timeout: Duration,
-    /// Longest command line (`max_line_bytes`, default 2048).
-    pub max_line_bytes: usize,
-    /// Largest data block (`max_request_bytes`, default 16 MiB).
-    pub max_request_bytes: usize,
-    /// Longest topic (`max_topic_bytes`, default 1024).
-    pub max_topic_bytes: usize,
-    /// Most messages queued for one client (`max_queue_messages`, default 100000).
-    pub max_queue_messages: usize,
-    /// Most payload bytes queued for one client (`max_queue_bytes`, default 64 MiB).
-    pub max_queue_bytes: usize,
-    /// Unix socket of the control channel (`control_socket`; default
-    /// `/tmp/kraken-<port>.sock`).
-    pub control_socket: Option<PathBuf>,
-    /// Upstream nodes; non-empty makes this node a proxy (`upstreams`).
-    pub upstreams: Vec<String>,
-    /// Restarts allowed within `max_restart_seconds` before escalating (default 10).
-    pub max_restarts: u32,
-    /// The window for `max_restarts` (default 10 s).
-    pub max_restart_seconds: Duration,
-    /// Worker threads (arbiters) for connections; 0 = one per core.
-    pub worker_threads: usize,
-    /// Enables fault-injection commands for supervision tests (default off).
-    pub fault_injection: bool,
-    /// Payload and header bytes each shard's retro buffer keeps
-    /// (`max_retro_bytes_per_router_shard`, default 64 MiB).
-    pub max_retro_bytes_per_router_shard: usize,
-    /// How long a closing connection may take to write its last answers
-    /// before it is dropped (`close_write_timeout_seconds`, default 30).
-    pub close_write_timeout: Duration,
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line per event: time, level, message, `key: value` details.
+    Text,
+    /// One JSON object per line: `ts`, `level`, `msg` and every key-value.
+    Json,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            listen_ip: IpAddr::from([0, 0, 0, 0]),
-            tcp_server_port: 12355,
-            max_tcp_clients: 1000,
-            num_router_shards: 4,
-            router_min_fanout_to_warn: 1000,
-            router_min_publish_to_topics_to_warn: 1000,
-            messages_stored_per_router_shard: 10000,
-            pid_file: None,
-            log_file: None,
-            log_level: LogLevel::Info,
-            client_idle_timeout: Duration::from_secs(3600),
-            max_line_bytes: 2048,
-            max_request_bytes: 16 * 1024 * 1024,
-            max_topic_bytes: 1024,
-            max_queue_messages: 100_000,
-            max_queue_bytes: 64 * 1024 * 1024,
-            control_socket: None,
-            upstreams: Vec::new(),
-            max_restarts: 10,
-            max_restart_seconds: Duration::from_secs(10),
-            worker_threads: 0,
-            fault_injection: false,
-            max_retro_bytes_per_router_shard: 64 * 1024 * 1024,
-            close_write_timeout: Duration::from_secs(30),
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+/// Defines [`Settings`], its `Default`, [`OPTIONS`] and
+/// [`Settings::rendered`] from one entry per option:
+/// `doc; name: Type = default, "forms::checker";`.
+macro_rules! settings {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident: $ty:ty = $default:expr, $form:tt;
+    )*) => {
+        /// Everything the node is configured with. `Default` is the
+        /// built-in defaults, equal to the original's where the option is
+        /// the original's. Deserializing fills what is missing from the
+        /// defaults and rejects unknown options.
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        pub struct Settings {
+            $(
+                $(#[$doc])*
+                #[serde(deserialize_with = $form)]
+                pub $name: $ty,
+            )*
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Settings { $($name: $default,)* }
+            }
+        }
+
+        /// Every option, named as its [`Settings`] field, in the order
+        /// start-up lists them.
+        pub const OPTIONS: &[&str] = &[$(stringify!($name)),*];
+
+        impl Settings {
+            /// Every option (in [`OPTIONS`] order) with its value as text,
+            /// as the start-up log shows it.
+            pub fn rendered(&self) -> Vec<(&'static str, String)> {
+                vec![$((stringify!($name), forms::Render::render(&self.$name))),*]
+            }
+        }
+    };
+}
+
+settings! {
+    // --- the original's options ---
+    /// Address to listen on (`listen_ip`, default any).
+    listen_ip: IpAddr = IpAddr::from([0, 0, 0, 0]), "forms::ip";
+    /// Port (`tcp_server_port`, default 12355; 0 picks a free one).
+    tcp_server_port: u16 = 12355, "forms::port";
+    /// Connections beyond this are refused (`max_tcp_clients`, default 1000).
+    max_tcp_clients: usize = 1000, "forms::count";
+    /// Router shards (`num_router_shards`, default 4, at most 65536).
+    num_router_shards: usize = 4, "forms::router_shards";
+    /// Warn when one publish reaches this many subscribers (default 1000).
+    router_min_fanout_to_warn: usize = 1000, "forms::count";
+    /// Warn when one message names this many topics (default 1000).
+    router_min_publish_to_topics_to_warn: usize = 1000, "forms::count";
+    /// Retro buffer size per shard, in messages (default 10000).
+    messages_stored_per_router_shard: usize = 10_000, "forms::count";
+    /// Write the OS pid here; removed on clean stop.
+    pid_file: Option<PathBuf> = None, "forms::path";
+    /// Log here instead of the console.
+    log_file: Option<PathBuf> = None, "forms::path";
+    /// Log level (default info); changeable while running.
+    log_level: LogLevel = LogLevel::Info, "forms::log_level";
+
+    // --- this project's own ---
+    /// Log line format (`log_format`: text or json, default text).
+    log_format: LogFormat = LogFormat::Text, "forms::log_format";
+    /// Close a client silent for this long (`client_idle_timeout`, seconds, default 3600).
+    client_idle_timeout: Duration = Duration::from_secs(3600), "forms::seconds";
+    /// Longest command line (`max_line_bytes`, default 2048).
+    max_line_bytes: usize = 2048, "forms::count";
+    /// Largest data block (`max_request_bytes`, default 16 MiB).
+    max_request_bytes: usize = 16 * 1024 * 1024, "forms::count";
+    /// Longest topic (`max_topic_bytes`, default 1024).
+    max_topic_bytes: usize = 1024, "forms::count";
+    /// Most messages queued for one client (`max_queue_messages`, default 100000).
+    max_queue_messages: usize = 100_000, "forms::count";
+    /// Most payload bytes queued for one client (`max_queue_bytes`, default 64 MiB).
+    max_queue_bytes: usize = 64 * 1024 * 1024, "forms::count";
+    /// Unix socket of the control channel (`control_socket`; default
+    /// `/tmp/kraken-<port>.sock`).
+    control_socket: Option<PathBuf> = None, "forms::path";
+    /// Upstream nodes as `host:port`; non-empty makes this node a proxy (`upstreams`).
+    upstreams: Vec<String> = Vec::new(), "forms::upstreams";
+    /// Restarts allowed within `max_restart_seconds` before escalating (default 10).
+    max_restarts: u32 = 10, "forms::restarts";
+    /// The window for `max_restarts` (default 10 s).
+    max_restart_seconds: Duration = Duration::from_secs(10), "forms::seconds";
+    /// Worker threads (arbiters) for connections; 0 = one per core (at most 4096).
+    worker_threads: usize = 0, "forms::worker_threads";
+    /// Enables fault-injection commands for supervision tests (default off).
+    fault_injection: bool = false, "forms::boolean";
+    /// Address of the HTTP metrics and health listener (`metrics_listen`,
+    /// `IP:PORT`; default off).
+    metrics_listen: Option<SocketAddr> = None, "forms::socket_addr";
+    /// Port of the Redis-protocol (RESP) listener (`resp_port`; 0, the
+    /// default, means off).
+    resp_port: u16 = 0, "forms::port";
+    /// TCP keepalive idle time of client connections
+    /// (`tcp_keepalive_seconds`, default 60 s; zero means off).
+    tcp_keepalive_seconds: Duration = Duration::from_secs(60), "forms::seconds_or_off";
+    /// Most topics one message may name (`max_topics_per_message`, default 10000).
+    max_topics_per_message: usize = 10_000, "forms::count";
+    /// Most subscriptions one client may hold (`max_subscriptions_per_client`,
+    /// default 1000000).
+    max_subscriptions_per_client: usize = 1_000_000, "forms::count";
+    /// Most distinct topics the node holds (`max_topics_per_node`, default 10000000).
+    max_topics_per_node: usize = 10_000_000, "forms::count";
+    /// Most payload bytes the retro buffer of one router shard holds
+    /// (`max_retro_bytes_per_router_shard`, default 64 MiB).
+    max_retro_bytes_per_router_shard: usize = 64 * 1024 * 1024, "forms::count";
+    /// Node-wide budget of buffered partial requests
+    /// (`max_pending_request_bytes`, default 1 GiB).
+    max_pending_request_bytes: usize = 1024 * 1024 * 1024, "forms::count";
+    /// How long a closing connection may take to write its unwritten output
+    /// (`close_write_timeout_seconds`, default 30 s).
+    close_write_timeout_seconds: Duration = Duration::from_secs(30), "forms::seconds";
+    /// Directory for the control socket and console log (`runtime_dir`;
+    /// none, the default, means `$RUNTIME_DIRECTORY`, else a per-user 0700
+    /// directory).
+    runtime_dir: Option<PathBuf> = None, "forms::path";
 }
 
 impl Settings {
@@ -133,5 +205,63 @@ impl Settings {
         self.control_socket
             .clone()
             .unwrap_or_else(|| PathBuf::from(format!("/tmp/kraken-{}.sock", self.tcp_server_port)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forms::{tagged, Raw, Tag, TUPLE_HEAD};
+    use super::*;
+    use serde::de::value::{Error, MapDeserializer, SeqDeserializer, StrDeserializer};
+    use serde::de::IntoDeserializer;
+
+    fn from_pairs(pairs: &[(&'static str, &'static str)]) -> Result<Settings, Error> {
+        Settings::deserialize(MapDeserializer::new(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn nothing_given_is_the_defaults_and_every_option_is_listed_once() {
+        assert_eq!(from_pairs(&[]).unwrap(), Settings::default());
+        let rendered = Settings::default().rendered();
+        let names: Vec<&str> = rendered.iter().map(|(o, _)| *o).collect();
+        assert_eq!(names, OPTIONS);
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), OPTIONS.len());
+    }
+
+    #[test]
+    fn each_option_is_checked_and_unknown_ones_are_refused() {
+        let s = from_pairs(&[("num_router_shards", "\u{0}text\u{0}8")]).unwrap();
+        assert_eq!(s.num_router_shards, 8);
+        let e = from_pairs(&[("num_router_shards", "8")]).unwrap_err();
+        assert_eq!(e.to_string(), "must be an integer, not a string");
+        let e = from_pairs(&[("no_such_option", "1")]).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown field `no_such_option`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn tagged_values_read_back_as_their_kind() {
+        let read = |s: &str| Raw::deserialize(StrDeserializer::<Error>::new(s)).unwrap();
+        assert_eq!(read(&tagged(Tag::Atom, "any")), Raw::Atom("any".into()));
+        assert_eq!(read(&tagged(Tag::Text, "a:1")), Raw::Text("a:1".into()));
+        assert_eq!(
+            read(&tagged(Tag::Other, "<<1>>")),
+            Raw::Other("<<1>>".into())
+        );
+        assert_eq!(read("plain"), Raw::Str("plain".into()));
+        let tuple: Vec<String> = vec![TUPLE_HEAD.into(), tagged(Tag::Atom, "a")];
+        let seq = SeqDeserializer::<_, Error>::new(tuple.into_iter());
+        assert_eq!(
+            Raw::deserialize(seq).unwrap(),
+            Raw::Tuple(vec![Raw::Atom("a".into())])
+        );
+        let list = vec!["x".to_string()].into_deserializer();
+        let list: Result<Raw, Error> = Raw::deserialize(list);
+        assert_eq!(list.unwrap(), Raw::List(vec![Raw::Str("x".into())]));
     }
 }
