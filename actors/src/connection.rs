@@ -99,7 +99,7 @@ pub struct KickConnection(pub Kick);
 
 impl Connection {
     /// Starts a connection actor and its queue actor on the current arbiter.
-    pub fn start(env: Arc<Env>, stream: TcpStream) {
+    pub fn start(env: Arc<Env>, home: usize, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
         let peer = stream
             .peer_addr()
@@ -115,7 +115,7 @@ impl Connection {
         Connection::create(move |ctx| {
             let me = ctx.address();
             let queue =
-                ClientQueue::new(env.clone(), info.clone(), me.clone().recipient()).start();
+                ClientQueue::new(env.clone(), home, info.clone(), me.clone().recipient()).start();
             env.clients.do_send(crate::clients::Join {
                 id,
                 conn: me.clone(),
@@ -123,7 +123,7 @@ impl Connection {
                 info: info.clone(),
             });
             Connection {
-                publisher: Publisher::new(id, true, env.clone(), me.recipient()),
+                publisher: Publisher::new(id, home, true, env.clone(), me.recipient()),
                 env,
                 info,
                 queue,
@@ -517,3 +517,4 @@ impl ActorFuture<Connection> for Io {
         act.poll_io(ctx, task)
     }
 }
+

@@ -45,6 +45,7 @@
 pub mod client;
 pub mod clients;
 pub mod connection;
+pub mod courier;
 pub mod control;
 pub mod guard;
 pub mod listener;

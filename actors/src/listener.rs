@@ -154,11 +154,12 @@ impl Listener {
                 return;
             }
         };
-        let worker = &self.workers[self.next % self.workers.len()];
+        let home = self.next % self.workers.len();
+        let worker = &self.workers[home];
         self.next = self.next.wrapping_add(1);
         let env = self.env.clone();
         worker.spawn_fn(move || match TcpStream::from_std(std_stream) {
-            Ok(stream) => Connection::start(env, stream),
+            Ok(stream) => Connection::start(env, home, stream),
             Err(_) => {
                 env.node
                     .counters

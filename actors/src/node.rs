@@ -14,6 +14,7 @@ use actix::{Addr, Recipient};
 use slog::Logger;
 
 use crate::clients::ClientSupervisor;
+use crate::courier::Courier;
 use crate::loglevel::RuntimeLevel;
 use crate::proxy::Proxy;
 use crate::router::Router;
@@ -93,6 +94,8 @@ pub struct Env {
     pub node: Arc<Node>,
     pub router: Router,
     pub clients: Addr<ClientSupervisor>,
+    /// One courier per worker arbiter (index = the arbiter's).
+    pub couriers: Vec<Addr<Courier>>,
     pub proxy: Option<Arc<Proxy>>,
     /// The root supervisor's ear for fault injection (tests only).
     pub faults: Recipient<InjectFault>,

@@ -33,6 +33,7 @@ use slog::warn;
 use crate::client::FastMap;
 use crate::message::{Delivery, Message};
 use crate::node::Env;
+use crate::courier::Parcel;
 use crate::queue::{ClientQueue, Deliver};
 use crate::shard::{Owned, Route, RouteItem, Routed, ShardFailed, Sub, SubList};
 
@@ -47,6 +48,9 @@ pub type Outcome = Result<(), ShardFailed>;
 pub struct Publisher {
     /// The publisher's id: it never receives its own messages.
     id: u64,
+    /// The worker arbiter it runs on: queues there get their batches
+    /// directly, others through their arbiter's courier.
+    home: usize,
     /// Messages relayed from upstream are not reported to the proxy again.
     local: bool,
     env: Arc<Env>,
@@ -73,23 +77,26 @@ struct Batch {
 #[derive(Default)]
 struct Plan {
     index: FastMap<u64, usize>,
-    targets: Vec<(Addr<ClientQueue>, Vec<Delivery>)>,
+    targets: Vec<(usize, Addr<ClientQueue>, Vec<Delivery>)>,
+    /// Room for this many deliveries per subscriber (the batch's size).
+    room: usize,
 }
 
 impl Plan {
     fn slot(&mut self, sub: &Sub) -> usize {
-        let targets = &mut self.targets;
+        let (targets, room) = (&mut self.targets, self.room);
         *self.index.entry(sub.id).or_insert_with(|| {
-            targets.push((sub.queue.clone(), Vec::new()));
+            targets.push((sub.home, sub.queue.clone(), Vec::with_capacity(room)));
             targets.len() - 1
         })
     }
 }
 
 impl Publisher {
-    pub fn new(id: u64, local: bool, env: Arc<Env>, me: Recipient<Routed>) -> Self {
+    pub fn new(id: u64, home: usize, local: bool, env: Arc<Env>, me: Recipient<Routed>) -> Self {
         Publisher {
             id,
+            home,
             local,
             env,
             me,
@@ -239,7 +246,10 @@ impl Publisher {
         let router = &self.env.router;
         let settings = &self.env.node.settings;
         let mut cursor = vec![0usize; router.num_shards()];
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            room: b.msgs.len().min(64),
+            ..Plan::default()
+        };
         let mut failed_msgs = vec![false; b.msgs.len()];
         let mut delivered = 0u64;
         // The last single-topic list seen and its subscribers' plan slots.
@@ -281,7 +291,7 @@ impl Publisher {
                     }
                 };
                 for &slot in &slots {
-                    plan.targets[slot].1.push(Delivery::All(msg.clone()));
+                    plan.targets[slot].2.push(Delivery::All(msg.clone()));
                 }
                 recipients = slots.len();
             } else {
@@ -303,7 +313,7 @@ impl Publisher {
                 }
                 for slot in order {
                     let idx = held.remove(&slot).unwrap_or_default();
-                    plan.targets[slot].1.push(Message::delivery(msg, &idx));
+                    plan.targets[slot].2.push(Message::delivery(msg, &idx));
                     recipients += 1;
                 }
             }
@@ -313,9 +323,21 @@ impl Publisher {
                     "subscribers" => recipients, "client" => self.id);
             }
         }
-        for (queue, items) in plan.targets {
-            if !items.is_empty() {
+        let mut parcels: Vec<Vec<(Addr<ClientQueue>, Vec<Delivery>)>> =
+            (0..self.env.couriers.len()).map(|_| Vec::new()).collect();
+        for (home, queue, items) in plan.targets {
+            if items.is_empty() {
+                continue;
+            }
+            if home == self.home {
                 queue.do_send(Deliver(items));
+            } else if let Some(parcel) = parcels.get_mut(home) {
+                parcel.push((queue, items));
+            }
+        }
+        for (home, parcel) in parcels.into_iter().enumerate() {
+            if !parcel.is_empty() {
+                self.env.couriers[home].do_send(Parcel(parcel));
             }
         }
         let c = &self.env.node.counters;

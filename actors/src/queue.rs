@@ -141,6 +141,8 @@ struct InFlight {
 /// One client's queue actor.
 pub struct ClientQueue {
     env: Arc<Env>,
+    /// The worker arbiter this queue (and its connection) runs on.
+    home: usize,
     info: Arc<ClientInfo>,
     conn: Recipient<FromQueue>,
     subs: FastSet<Bytes>,
@@ -158,9 +160,15 @@ pub struct ClientQueue {
 }
 
 impl ClientQueue {
-    pub fn new(env: Arc<Env>, info: Arc<ClientInfo>, conn: Recipient<FromQueue>) -> Self {
+    pub fn new(
+        env: Arc<Env>,
+        home: usize,
+        info: Arc<ClientInfo>,
+        conn: Recipient<FromQueue>,
+    ) -> Self {
         ClientQueue {
             env,
+            home,
             info,
             conn,
             subs: FastSet::default(),
@@ -295,6 +303,7 @@ impl ClientQueue {
                 self.env.router.shard(s).send(Subscribe {
                     id,
                     queue: me.clone(),
+                    home: self.home,
                     add: std::mem::take(&mut add[s]),
                     replay: replay.map(|(h, _)| (h, std::mem::take(&mut replay_topics[s]))),
                 })
@@ -629,6 +638,7 @@ impl Handler<Resync> for ClientQueue {
         msg.reply_to.do_send(ResyncReply {
             id: self.info.id,
             queue: ctx.address(),
+            home: self.home,
             topics,
         });
     }

@@ -52,6 +52,8 @@ const RESYNC_PATIENCE: Duration = Duration::from_secs(5);
 pub struct Sub {
     pub id: u64,
     pub queue: Addr<ClientQueue>,
+    /// The worker arbiter the queue lives on (its courier's index).
+    pub home: usize,
 }
 
 /// A topic's subscribers: a shared snapshot, copied on write.
@@ -131,6 +133,7 @@ impl ShardFailed {
 pub struct Subscribe {
     pub id: u64,
     pub queue: Addr<ClientQueue>,
+    pub home: usize,
     pub add: Vec<Bytes>,
     pub replay: Option<(Horizon, Vec<Bytes>)>,
 }
@@ -165,6 +168,7 @@ pub struct Restart {
 pub struct ResyncReply {
     pub id: u64,
     pub queue: Addr<ClientQueue>,
+    pub home: usize,
     pub topics: Vec<Bytes>,
 }
 
@@ -369,6 +373,7 @@ impl RouterShard {
         let sub = Sub {
             id: msg.id,
             queue: msg.queue,
+            home: msg.home,
         };
         let check = self.rebuilding.is_some();
         let mut gained = Vec::new();
@@ -570,6 +575,7 @@ impl Handler<ResyncReply> for RouterShard {
         let sub = Sub {
             id: msg.id,
             queue: msg.queue,
+            home: msg.home,
         };
         let mut ignored = Vec::new();
         for topic in msg.topics {

@@ -107,6 +107,6 @@ mod tests {
         assert!(j.record_at(t));
         assert!(j.record_at(t + Duration::from_secs(1)));
         assert!(j.record_at(t + Duration::from_secs(12)));
-        assert_eq!(j.recent(), 2);
+        assert_eq!(j.recent(), 1);
     }
 }

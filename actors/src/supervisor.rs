@@ -27,6 +27,7 @@ use bytes::Bytes;
 use slog::{crit, error, info, warn};
 
 use crate::client::Kick;
+use crate::courier::Courier;
 use crate::clients::{self, ClientSupervisor, KickAll};
 use crate::guard::{guard, Panicked, Supervised};
 use crate::listener::{self, Listener};
@@ -111,8 +112,10 @@ pub struct Supervisor {
     /// The listening socket; each listener actor works on a clone of it, so
     /// a listener restart neither drops queued connections nor rebinds.
     socket: std::net::TcpListener,
-    /// Worker threads for connections and shards.
+    /// Worker threads for connections.
     workers: Vec<Arbiter>,
+    /// Threads of the router shards (kept for the node's lifetime).
+    _router_threads: Vec<Arbiter>,
     env: Option<Arc<Env>>,
     clients: Option<Addr<ClientSupervisor>>,
     pool: Option<Addr<ShardPool>>,
@@ -137,6 +140,11 @@ impl Supervisor {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         };
         let workers: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+        // The shards get threads of their own: a publish waits for its
+        // shards' answers, and a worker thread busy with thousands of
+        // connections would make it wait a whole round of them.
+        let shard_threads = (threads / 2).max(1);
+        let router_threads: Vec<Arbiter> = (0..shard_threads).map(|_| Arbiter::new()).collect();
         let mut env_out = None;
         let sup = Supervisor::create(|ctx| {
             let me = ctx.address();
@@ -154,13 +162,18 @@ impl Supervisor {
                 observer,
                 clients.clone(),
                 me.clone().recipient(),
-                &handles,
+                &router_threads.iter().map(|a| a.handle()).collect::<Vec<_>>(),
             );
             let proxy = links.as_ref().map(|l| l.proxy.clone());
+            let couriers = handles
+                .iter()
+                .map(|h| Courier::start_in_arbiter(h, |_| Courier))
+                .collect();
             let env = Arc::new(Env {
                 node: node.clone(),
                 router,
                 clients: clients.clone(),
+                couriers,
                 proxy: proxy.clone(),
                 faults: me.clone().recipient(),
                 local_addr: addr,
@@ -173,6 +186,7 @@ impl Supervisor {
                 node: node.clone(),
                 socket,
                 workers,
+                _router_threads: router_threads,
                 env: Some(env),
                 clients: Some(clients),
                 pool: Some(pool),

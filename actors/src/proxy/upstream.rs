@@ -314,7 +314,7 @@ impl UpstreamLink {
         let contact_ns = env.router.clock().now_ns();
         UpstreamLink {
             node: env.node.clone(),
-            publisher: Publisher::new(id, false, env.clone(), me),
+            publisher: Publisher::new(id, usize::MAX, false, env.clone(), me),
             env,
             index,
             supervisor,
