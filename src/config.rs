@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,6 +59,7 @@ pub const OPTIONS: &[&str] = &[
     "max_restart_seconds",
     "worker_threads",
     "fault_injection",
+    "metrics_listen",
 ];
 
 /// Options that some version of the original had and that mean nothing
@@ -689,6 +690,7 @@ fn set_option(s: &mut Settings, option: &str, value: &Value) -> Result<(), Strin
         "max_restart_seconds" => s.max_restart_seconds = seconds(value)?,
         "worker_threads" => s.worker_threads = int_in(value, 0, MAX_WORKER_THREADS)? as usize,
         "fault_injection" => s.fault_injection = boolean(value)?,
+        "metrics_listen" => s.metrics_listen = optional_socket_addr(value)?,
         other => return Err(format!("no such option {other}")),
     }
     Ok(())
@@ -733,6 +735,9 @@ fn render(s: &Settings, option: &str) -> String {
         "max_restart_seconds" => secs(s.max_restart_seconds),
         "worker_threads" => s.worker_threads.to_string(),
         "fault_injection" => s.fault_injection.to_string(),
+        "metrics_listen" => s
+            .metrics_listen
+            .map_or_else(|| "off".to_string(), |a| a.to_string()),
         _ => String::new(),
     }
 }
@@ -821,6 +826,16 @@ fn optional_path(value: &Value) -> Result<Option<PathBuf>, String> {
                 other.kind()
             )),
         },
+    }
+}
+
+/// `IP:PORT` (such as `127.0.0.1:9121` or `[::1]:9121`), or empty for off.
+fn optional_socket_addr(value: &Value) -> Result<Option<SocketAddr>, String> {
+    const WHAT: &str = "must be IP:PORT (such as 127.0.0.1:9121) or empty for off";
+    match value.text() {
+        Some("") => Ok(None),
+        Some(t) => t.trim().parse().map(Some).map_err(|_| WHAT.to_string()),
+        None => Err(format!("{WHAT}, not {}", value.kind())),
     }
 }
 

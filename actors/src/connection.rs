@@ -148,6 +148,7 @@ impl Connection {
     }
 
     fn publish(&mut self, data: &bytes::Bytes) -> Response {
+        let received = std::time::Instant::now();
         let settings = &self.node.settings;
         let entries = match parse_publish_block(data, settings.max_topic_bytes) {
             Ok(entries) => entries,
@@ -184,6 +185,8 @@ impl Connection {
                 Ok(published) => published,
                 Err(failed) => return failed.reply(),
             };
+            node.metrics.observe_publish_to_queue(received.elapsed());
+            node.metrics.observe_fanout(published.recipients);
             node.counters.published.fetch_add(1, Ordering::Relaxed);
             node.counters
                 .delivered
@@ -218,6 +221,7 @@ impl Connection {
         match req {
             Request::GetMessages => match self.client.take() {
                 Some(items) => {
+                    self.node.metrics.observe_poll_messages(items.len());
                     crate::message::encode_poll(&items, &mut self.out);
                     self.wake_flusher();
                 }

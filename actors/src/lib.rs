@@ -49,9 +49,11 @@
 pub mod client;
 pub mod connection;
 pub mod control;
+pub mod http;
 pub mod listener;
 pub mod loglevel;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod proxy;
 pub mod queue;

@@ -12,6 +12,7 @@ use std::time::Instant;
 use slog::Logger;
 
 use crate::loglevel::RuntimeLevel;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::router::{Registry, Router};
 use crate::settings::Settings;
@@ -49,6 +50,8 @@ pub struct Node {
     pub log: Logger,
     pub router: Router,
     pub counters: Counters,
+    /// Histograms and readiness for `/metrics` and `/readyz` (`crate::http`).
+    pub metrics: Metrics,
     /// Connections open now (accepted, not yet cleaned up).
     pub current_connections: AtomicUsize,
     /// The log level in force, changed by `change_log_level`.
@@ -75,6 +78,7 @@ impl Node {
             log,
             router,
             counters: Counters::default(),
+            metrics: Metrics::new(),
             current_connections: AtomicUsize::new(0),
             level,
             started: Instant::now(),

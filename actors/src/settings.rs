@@ -2,7 +2,7 @@
 //! project's own (SPEC §3). Loading them from files, environment and command
 //! line is the binary's job (`src/config.rs`); the actors only read them.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -88,6 +88,9 @@ pub struct Settings {
     pub worker_threads: usize,
     /// Enables fault-injection commands for supervision tests (default off).
     pub fault_injection: bool,
+    /// Address of the HTTP metrics and health listener (`metrics_listen`,
+    /// `IP:PORT`; default off).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Settings {
@@ -115,6 +118,7 @@ impl Default for Settings {
             max_restart_seconds: Duration::from_secs(10),
             worker_threads: 0,
             fault_injection: false,
+            metrics_listen: None,
         }
     }
 }

@@ -102,6 +102,8 @@ impl Supervisor {
         node.set_supervisor(sup.clone());
         node.set_local_addr(addr);
         crate::control::start(node.clone(), sup.clone())?;
+        crate::http::start(&node)?;
+        node.metrics.set_ready(true);
         info!(node.log, "accepting connections";
             "addr" => %addr, "router_shards" => node.router.num_shards(),
             "worker_threads" => threads, "max_tcp_clients" => s.max_tcp_clients);
@@ -212,6 +214,7 @@ impl Handler<Shutdown> for Supervisor {
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
         info!(self.node.log, "shutting down: draining clients";
             "clients" => self.node.current_connections.load(Ordering::Relaxed));
+        self.node.metrics.set_ready(false);
         // Stop accepting: the listener goes, and so does our socket.
         if let Some(l) = self.listener.take() {
             l.do_send(listener::Stop);
