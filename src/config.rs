@@ -1087,7 +1087,8 @@ mod tests {
              -kraken max_queue_messages 77 -kraken max_queue_bytes 8888 \
              -kraken control_socket /run/k.sock -kraken upstreams h1:1,h2:2 \
              -kraken max_restarts 3 -kraken max_restart_seconds 5 \
-             -kraken worker_threads 2 -kraken fault_injection true",
+             -kraken worker_threads 2 -kraken fault_injection true \
+             -kraken metrics_listen 127.0.0.1:9121",
         );
         let loaded = load_plain(&cli, &no_env()).unwrap();
         let want = Settings {
@@ -1113,6 +1114,7 @@ mod tests {
             max_restart_seconds: Duration::from_secs(5),
             worker_threads: 2,
             fault_injection: true,
+            metrics_listen: Some("127.0.0.1:9121".parse().unwrap()),
         };
         assert_eq!(loaded.settings, want);
         assert!(loaded
@@ -1133,7 +1135,8 @@ mod tests {
              client_idle_timeout=60 max_line_bytes=4096 max_request_bytes=1000000 \
              max_topic_bytes=512 max_queue_messages=77 max_queue_bytes=8888 \
              control_socket=/run/k.sock upstreams=h1:1,h2:2 max_restarts=3 \
-             max_restart_seconds=5 worker_threads=2 fault_injection=true"
+             max_restart_seconds=5 worker_threads=2 fault_injection=true \
+             metrics_listen=127.0.0.1:9121"
         );
     }
 
@@ -1162,6 +1165,7 @@ mod tests {
             ("MAX_RESTART_SECONDS", "60"),
             ("WORKER_THREADS", "0"),
             ("FAULT_INJECTION", "false"),
+            ("METRICS_LISTEN", "[::1]:0"),
         ]
         .iter()
         .map(|(k, v)| (format!("KRAKEN_{k}"), v.to_string()))
@@ -1192,6 +1196,7 @@ mod tests {
         assert_eq!(s.max_restart_seconds, Duration::from_secs(60));
         assert_eq!(s.worker_threads, 0);
         assert!(!s.fault_injection);
+        assert_eq!(s.metrics_listen, Some("[::1]:0".parse().unwrap()));
         for (option, value, source) in &loaded.sources {
             assert_eq!(
                 *source,
@@ -1227,6 +1232,7 @@ max_restarts = 13
 max_restart_seconds = 1.5
 worker_threads = 14
 fault_injection = true
+metrics_listen = "10.1.2.3:9121"
 "#;
 
     const EVERY_OPTION_ERLANG: &str = r#"
@@ -1252,7 +1258,8 @@ fault_injection = true
   {max_restarts, 13},
   {max_restart_seconds, 1.5},
   {worker_threads, 14},
-  {fault_injection, true}
+  {fault_injection, true},
+  {metrics_listen, "10.1.2.3:9121"}
 ]}].
 "#;
 
@@ -1280,6 +1287,7 @@ fault_injection = true
             max_restart_seconds: Duration::from_millis(1500),
             worker_threads: 14,
             fault_injection: true,
+            metrics_listen: Some("10.1.2.3:9121".parse().unwrap()),
         }
     }
 
