@@ -1,4 +1,4 @@
-//! Loads the node's [`Settings`] from every source of SPEC §3, later
+//! Loads the node's [`Settings`] from every source (README, "Configuring"), later
 //! sources winning:
 //!
 //! 1. the built-in defaults ([`Settings::default`]);

@@ -1,5 +1,4 @@
-//! `register` and `retro_subscribe` (SPEC §1 "register and retroactive
-//! subscription"). Horizons are whole unix seconds on this machine's clock.
+//! `register` and `retro_subscribe` (`docs/PROTOCOL.md` §6). Horizons are whole unix seconds on this machine's clock.
 //!
 //! Each scenario first makes sure the messages it counts as "published" have
 //! been routed (a witness subscriber has received them), because `STORED`

@@ -1,4 +1,4 @@
-//! Watching a node (SPEC §7): `stats` answers memcached-style `STAT` lines,
+//! Watching a node (`docs/PROTOCOL.md` §9): `stats` answers memcached-style `STAT` lines,
 //! `version` answers `VERSION <v>`, both usable from stock memcached
 //! tooling; and the log has one line per notable event.
 
@@ -132,7 +132,7 @@ fn stats_counts_what_spec_7_lists() {
     assert!(stat(&s, "uptime") >= 0);
 }
 
-/// One line per notable event (SPEC §7); failures and restarts are in
+/// One line per notable event (README, "What the log says"); failures and restarts are in
 /// `supervision.rs`, shutdown in `lifecycle.rs`.
 #[test]
 fn the_log_says_what_happened() {

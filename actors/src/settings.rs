@@ -1,5 +1,5 @@
 //! The node's effective settings: every option of the original plus this
-//! project's own (SPEC §3). Loading them from files, environment and command
+//! project's own (`etc/kraken.toml`). Loading them from files, environment and command
 //! line is the binary's job (`src/config.rs`); the actors only read them.
 
 use std::net::{IpAddr, SocketAddr};
