@@ -48,7 +48,7 @@ fn version_answers_the_version_line() {
 }
 
 #[test]
-fn stats_counts_what_spec_7_lists() {
+fn stats_counts_every_documented_counter() {
     let node = Node::start(&[("max_tcp_clients", "4"), ("max_queue_messages", "2")]);
     let mut c = node.connect();
     let s = c.stats();
