@@ -82,7 +82,9 @@ fn samples(page: &str) -> HashMap<String, f64> {
     page.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
-            let (name, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l:?}"));
+            let (name, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {l:?}"));
             let value = match value {
                 "+Inf" => f64::INFINITY,
                 v => v.parse().unwrap_or_else(|_| panic!("bad value in {l:?}")),
@@ -143,7 +145,11 @@ fn metrics_mirror_stats_and_count_a_publish_and_a_poll() {
             page.body
         );
         assert_eq!(sample(&before, &format!("{h}_count")), 0.0, "{h}");
-        assert_eq!(sample(&before, &format!("{h}_bucket{{le=\"+Inf\"}}")), 0.0, "{h}");
+        assert_eq!(
+            sample(&before, &format!("{h}_bucket{{le=\"+Inf\"}}")),
+            0.0,
+            "{h}"
+        );
     }
 
     // One subscriber, two published messages (one reaches it, one no one),
@@ -164,8 +170,14 @@ fn metrics_mirror_stats_and_count_a_publish_and_a_poll() {
     // Fan-out: one message to 0 subscribers, one to 1.
     assert_eq!(sample(&after, "kraken_publish_fanout_count"), 2.0);
     assert_eq!(sample(&after, "kraken_publish_fanout_sum"), 1.0);
-    assert_eq!(sample(&after, "kraken_publish_fanout_bucket{le=\"0\"}"), 1.0);
-    assert_eq!(sample(&after, "kraken_publish_fanout_bucket{le=\"1\"}"), 2.0);
+    assert_eq!(
+        sample(&after, "kraken_publish_fanout_bucket{le=\"0\"}"),
+        1.0
+    );
+    assert_eq!(
+        sample(&after, "kraken_publish_fanout_bucket{le=\"1\"}"),
+        2.0
+    );
     // Latency: both messages observed, each well under a second.
     assert_eq!(sample(&after, "kraken_publish_to_queue_seconds_count"), 2.0);
     assert_eq!(
@@ -181,7 +193,10 @@ fn metrics_mirror_stats_and_count_a_publish_and_a_poll() {
         sample(&after, "kraken_poll_messages_bucket{le=\"0\"}"),
         polls - 1.0
     );
-    assert_eq!(sample(&after, "kraken_poll_messages_bucket{le=\"1\"}"), polls);
+    assert_eq!(
+        sample(&after, "kraken_poll_messages_bucket{le=\"1\"}"),
+        polls
+    );
 }
 
 #[test]
@@ -257,7 +272,10 @@ fn healthz_and_readyz_answer_and_readyz_is_503_while_draining() {
             break;
         }
         assert_eq!(ready.status, 200);
-        assert!(Instant::now() < deadline, "/readyz stayed 200 after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "/readyz stayed 200 after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     // Still running: alive, and the page says not ready.
@@ -277,7 +295,10 @@ fn healthz_and_readyz_answer_and_readyz_is_503_while_draining() {
 fn the_listener_is_off_by_default_and_a_bad_address_is_refused() {
     let node = Node::start(&[]);
     assert!(
-        !node.log_lines().iter().any(|l| l.contains("metrics listening")),
+        !node
+            .log_lines()
+            .iter()
+            .any(|l| l.contains("metrics listening")),
         "metrics listener started without metrics_listen"
     );
     drop(node);

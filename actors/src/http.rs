@@ -29,9 +29,8 @@ pub fn start(node: &Arc<Node>) -> std::io::Result<Option<SocketAddr>> {
     let Some(addr) = node.settings.metrics_listen else {
         return Ok(None);
     };
-    let socket = std::net::TcpListener::bind(addr).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("metrics_listen {addr}: {e}"))
-    })?;
+    let socket = std::net::TcpListener::bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("metrics_listen {addr}: {e}")))?;
     let bound = socket.local_addr()?;
     let data = web::Data::new(node.clone());
     let server = HttpServer::new(move || {

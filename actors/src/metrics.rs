@@ -31,6 +31,7 @@ pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 /// whether it only grows (a counter) or goes up and down (a gauge). A
 /// numeric `stats` value not listed here is exported as a gauge with a
 /// generic help text, so a new `stats` line shows up without a change here.
+#[rustfmt::skip]
 const STATS: &[(&str, Kind, &str)] = &[
     ("pid", Kind::Gauge, "OS process id of the node."),
     ("uptime", Kind::Gauge, "Seconds since the node started."),
@@ -156,8 +157,11 @@ impl Metrics {
         for (name, value) in stats {
             if name == "version" {
                 let info = IntGauge::with_opts(
-                    Opts::new("kraken_build_info", "The node's version, as a label; always 1.")
-                        .const_label("version", value.as_str()),
+                    Opts::new(
+                        "kraken_build_info",
+                        "The node's version, as a label; always 1.",
+                    )
+                    .const_label("version", value.as_str()),
                 )
                 .expect("valid gauge options");
                 info.set(1);
@@ -192,7 +196,12 @@ fn stat_family(name: &str, value: &str) -> Option<MetricFamily> {
         .iter()
         .find(|(n, _, _)| *n == name)
         .map(|(_, kind, help)| (*kind, Cow::Borrowed(*help)))
-        .unwrap_or_else(|| (Kind::Gauge, Cow::Owned(format!("The `stats` value {name}."))));
+        .unwrap_or_else(|| {
+            (
+                Kind::Gauge,
+                Cow::Owned(format!("The `stats` value {name}.")),
+            )
+        });
     let value: f64 = value.trim().parse().ok()?;
     let metric = format!("kraken_{name}");
     let mut families = match kind {
@@ -236,12 +245,27 @@ mod tests {
             ("some_future_stat", "2.5"),
             ("not_a_number", "abc"),
         ]));
-        assert!(text.contains("# TYPE kraken_messages_published_total counter\n"), "{text}");
-        assert!(text.contains("\nkraken_messages_published_total 7\n"), "{text}");
-        assert!(text.contains("# TYPE kraken_curr_connections gauge\n"), "{text}");
+        assert!(
+            text.contains("# TYPE kraken_messages_published_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nkraken_messages_published_total 7\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE kraken_curr_connections gauge\n"),
+            "{text}"
+        );
         assert!(text.contains("\nkraken_curr_connections 3\n"), "{text}");
-        assert!(text.contains("kraken_build_info{version=\"1.0.0\"} 1\n"), "{text}");
-        assert!(text.contains("# HELP kraken_some_future_stat The `stats` value some_future_stat.\n"), "{text}");
+        assert!(
+            text.contains("kraken_build_info{version=\"1.0.0\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP kraken_some_future_stat The `stats` value some_future_stat.\n"),
+            "{text}"
+        );
         assert!(text.contains("\nkraken_some_future_stat 2.5\n"), "{text}");
         assert!(!text.contains("not_a_number"), "{text}");
         assert!(text.contains("\nkraken_ready 0\n"), "{text}");
@@ -257,15 +281,36 @@ mod tests {
         m.observe_fanout(1000);
         m.observe_publish_to_queue(Duration::from_micros(30));
         let text = m.render(&[]);
-        assert!(text.contains("kraken_poll_messages_bucket{le=\"0\"} 1\n"), "{text}");
-        assert!(text.contains("kraken_poll_messages_bucket{le=\"5\"} 2\n"), "{text}");
+        assert!(
+            text.contains("kraken_poll_messages_bucket{le=\"0\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kraken_poll_messages_bucket{le=\"5\"} 2\n"),
+            "{text}"
+        );
         assert!(text.contains("kraken_poll_messages_count 2\n"), "{text}");
         assert!(text.contains("kraken_poll_messages_sum 3\n"), "{text}");
-        assert!(text.contains("kraken_publish_fanout_bucket{le=\"500\"} 0\n"), "{text}");
-        assert!(text.contains("kraken_publish_fanout_bucket{le=\"1000\"} 1\n"), "{text}");
-        assert!(text.contains("kraken_publish_to_queue_seconds_bucket{le=\"0.00002\"} 0\n"), "{text}");
-        assert!(text.contains("kraken_publish_to_queue_seconds_bucket{le=\"0.00005\"} 1\n"), "{text}");
-        assert!(text.contains("kraken_publish_to_queue_seconds_bucket{le=\"+Inf\"} 1\n"), "{text}");
+        assert!(
+            text.contains("kraken_publish_fanout_bucket{le=\"500\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kraken_publish_fanout_bucket{le=\"1000\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kraken_publish_to_queue_seconds_bucket{le=\"0.00002\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kraken_publish_to_queue_seconds_bucket{le=\"0.00005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kraken_publish_to_queue_seconds_bucket{le=\"+Inf\"} 1\n"),
+            "{text}"
+        );
     }
 
     #[test]
