@@ -81,8 +81,12 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 
 /// The node's metrics: the histograms and the readiness flag. One per node
-/// (`Node::metrics`); observing is a few relaxed atomic adds.
+/// (`Node::metrics`). Observing is a few relaxed atomic adds when the HTTP
+/// listener is on, one predictable branch when it is off (nobody can read
+/// the histograms then, so they are not kept).
 pub struct Metrics {
+    /// Whether the histograms are kept (`metrics_listen` is set).
+    enabled: bool,
     poll_messages: Histogram,
     fanout: Histogram,
     publish_to_queue: Histogram,
@@ -91,19 +95,15 @@ pub struct Metrics {
     ready: AtomicBool,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// Metrics whose histograms are kept if `enabled`.
+    pub fn new(enabled: bool) -> Metrics {
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
                 .expect("valid histogram options")
         };
         Metrics {
+            enabled,
             poll_messages: histogram(
                 "kraken_poll_messages",
                 "Messages in one `get messages` answer (empty answers included).",
@@ -125,18 +125,24 @@ impl Metrics {
 
     /// One `get messages` answer held `n` messages.
     pub fn observe_poll_messages(&self, n: usize) {
-        self.poll_messages.observe(n as f64);
+        if self.enabled {
+            self.poll_messages.observe(n as f64);
+        }
     }
 
     /// One published message reached `n` subscribers.
     pub fn observe_fanout(&self, n: usize) {
-        self.fanout.observe(n as f64);
+        if self.enabled {
+            self.fanout.observe(n as f64);
+        }
     }
 
     /// One published message was queued for its subscribers this long after
     /// its request was read.
     pub fn observe_publish_to_queue(&self, elapsed: Duration) {
-        self.publish_to_queue.observe(elapsed.as_secs_f64());
+        if self.enabled {
+            self.publish_to_queue.observe(elapsed.as_secs_f64());
+        }
     }
 
     /// Marks the node as accepting connections (`true`) or draining (`false`).
@@ -237,7 +243,7 @@ mod tests {
 
     #[test]
     fn counters_take_total_gauges_do_not_and_text_values_are_skipped() {
-        let m = Metrics::new();
+        let m = Metrics::new(true);
         let text = m.render(&stats(&[
             ("messages_published", "7"),
             ("curr_connections", "3"),
@@ -275,7 +281,7 @@ mod tests {
 
     #[test]
     fn histograms_count_observations_into_buckets() {
-        let m = Metrics::new();
+        let m = Metrics::new(true);
         m.observe_poll_messages(0);
         m.observe_poll_messages(3);
         m.observe_fanout(1000);
@@ -309,6 +315,21 @@ mod tests {
         );
         assert!(
             text.contains("kraken_publish_to_queue_seconds_bucket{le=\"+Inf\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn histograms_stay_empty_when_disabled() {
+        let m = Metrics::new(false);
+        m.observe_poll_messages(3);
+        m.observe_fanout(3);
+        m.observe_publish_to_queue(Duration::from_millis(1));
+        let text = m.render(&[]);
+        assert!(text.contains("kraken_poll_messages_count 0\n"), "{text}");
+        assert!(text.contains("kraken_publish_fanout_count 0\n"), "{text}");
+        assert!(
+            text.contains("kraken_publish_to_queue_seconds_count 0\n"),
             "{text}"
         );
     }

@@ -68,6 +68,7 @@ pub struct Node {
 
 impl Node {
     pub fn new(settings: Settings, log: Logger, level: Arc<RuntimeLevel>) -> Arc<Node> {
+        let metrics = Metrics::new(settings.metrics_listen.is_some());
         let router = Router::new(
             settings.num_router_shards,
             settings.messages_stored_per_router_shard,
@@ -78,7 +79,7 @@ impl Node {
             log,
             router,
             counters: Counters::default(),
-            metrics: Metrics::new(),
+            metrics,
             current_connections: AtomicUsize::new(0),
             level,
             started: Instant::now(),
