@@ -1,4 +1,4 @@
-//! Start-up options on the command line and in the environment (SPEC §3):
+//! Start-up options on the command line and in the environment (README, "Configuring"):
 //! an unknown option or a bad value stops start-up with a message naming it.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The control commands of SPEC §4 (`change_log_level`, `dump_queues`,
+//! The control commands (README, "Inspect a running node": `change_log_level`, `dump_queues`,
 //! `dump_queue_topics ID`, `dump_topics`) against a running node, over its
 //! control socket, which pubsub clients cannot reach.
 

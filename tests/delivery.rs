@@ -1,5 +1,5 @@
-//! Who gets which message, how often, in what order (SPEC §1; "Delivery
-//! semantics" of erlang-wire-behaviour.md).
+//! Who gets which message, how often, in what order (`docs/PROTOCOL.md`
+//! §5), including where the Erlang original differed.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use common::*;
 
 #[test]
-fn d1_a_publisher_never_receives_its_own_message_even_when_subscribed() {
+fn a_publisher_never_receives_its_own_message_even_when_subscribed() {
     let node = Node::start(&[]);
     let mut publisher = node.connect();
     let mut other = node.connect();
@@ -21,7 +21,7 @@ fn d1_a_publisher_never_receives_its_own_message_even_when_subscribed() {
 }
 
 #[test]
-fn d2_a_message_to_two_held_topics_is_one_entry_listing_both_in_publish_order() {
+fn a_message_to_two_held_topics_is_one_entry_listing_both_in_publish_order() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -32,7 +32,7 @@ fn d2_a_message_to_two_held_topics_is_one_entry_listing_both_in_publish_order() 
 }
 
 #[test]
-fn d4_only_the_topics_the_subscriber_holds_are_listed() {
+fn only_the_topics_the_subscriber_holds_are_listed() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -43,7 +43,7 @@ fn d4_only_the_topics_the_subscriber_holds_are_listed() {
 }
 
 #[test]
-fn d5_a_repeated_topic_is_listed_twice_and_delivered_once() {
+fn a_repeated_topic_is_listed_twice_and_delivered_once() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -54,7 +54,7 @@ fn d5_a_repeated_topic_is_listed_twice_and_delivered_once() {
 }
 
 #[test]
-fn d6_subscribing_twice_to_a_topic_delivers_once() {
+fn subscribing_twice_to_a_topic_delivers_once() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -67,7 +67,7 @@ fn d6_subscribing_twice_to_a_topic_delivers_once() {
 }
 
 #[test]
-fn d7_a_message_published_before_subscribe_is_not_delivered() {
+fn a_message_published_before_subscribe_is_not_delivered() {
     let node = Node::start(&[]);
     let mut witness = node.connect();
     let mut sub = node.connect();
@@ -84,7 +84,7 @@ fn d7_a_message_published_before_subscribe_is_not_delivered() {
 }
 
 #[test]
-fn d8_three_hundred_messages_from_one_publisher_arrive_all_and_in_order() {
+fn three_hundred_messages_from_one_publisher_arrive_all_and_in_order() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -110,7 +110,7 @@ fn d8_three_hundred_messages_from_one_publisher_arrive_all_and_in_order() {
 }
 
 #[test]
-fn d10_topics_are_opaque_bytes_split_only_at_spaces() {
+fn topics_are_opaque_bytes_split_only_at_spaces() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -129,7 +129,7 @@ fn d10_topics_are_opaque_bytes_split_only_at_spaces() {
 }
 
 #[test]
-fn d10_tab_topic_entry_bytes_are_exact() {
+fn tab_topic_entry_bytes_are_exact() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();

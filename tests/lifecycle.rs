@@ -1,5 +1,5 @@
-//! `bin/kraken start|stop|status` (SPEC §4) and the drain on stop and
-//! SIGTERM (SPEC §7): `start` backgrounds the node and returns once it
+//! `bin/kraken start|stop|status` and the drain on stop and SIGTERM
+//! (README, "Start, stop, status"): `start` backgrounds the node and returns once it
 //! accepts connections, or fails with the reason; `status` exits 0 only
 //! while it runs; `stop` drains it, removes the pid file and exits 0.
 //! Each test's nodes are killed when it ends, however it ends.

@@ -1,4 +1,4 @@
-//! Bad input and limits (SPEC §2): a clear memcached-style answer, never a
+//! Bad input and limits (`docs/PROTOCOL.md` §7, §8): a clear memcached-style answer, never a
 //! crash, a hang or a partial effect; other clients never notice.
 
 mod common;
@@ -180,9 +180,8 @@ fn publish_block_whose_last_entry_lacks_its_crlf_is_accepted_memcached_value_sty
     // `set publish 0 0 16\r\nMESSAGE a 3\r\nhey\r\n`: the count leaves out
     // the last entry's own CRLF, as a client that sets the block as a plain
     // memcached value does (symmetric with what `get messages` returns).
-    // The original closed the connection silently (E17); SPEC lists it
-    // among neither the malformed shapes nor the accepted ones, and this
-    // node accepts it (protocol/src/publish.rs).
+    // The Erlang original closed the connection silently; this node accepts
+    // it (`docs/PROTOCOL.md` §3, protocol/src/publish.rs).
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();

@@ -1,4 +1,4 @@
-//! A stock memcached client library works as a Kraken client (SPEC §1):
+//! A stock memcached client library works as a Kraken client (`docs/PROTOCOL.md` §11):
 //! the Rust `memcache` crate, ASCII protocol.
 //!
 //! Notes on the crate (0.21): a `Client` is an r2d2 pool (size 1 by

@@ -1,5 +1,5 @@
-//! The wire protocol, byte for byte (SPEC §1; the "Normal commands" and
-//! "Pipelining" tables of erlang-wire-behaviour.md).
+//! The wire protocol, byte for byte (`docs/PROTOCOL.md` §2-§4): normal
+//! commands and pipelining, with the byte sequences the Erlang original used.
 
 mod common;
 
@@ -8,7 +8,7 @@ use common::*;
 // --- Normal commands ------------------------------------------------------
 
 #[test]
-fn row1_subscribe_two_topics_answers_stored_and_stays_open() {
+fn subscribe_two_topics_answers_stored_and_stays_open() {
     let node = Node::start(&[]);
     let mut c = node.connect();
     c.send(b"set subscribe 0 0 3\r\na b\r\n");
@@ -17,7 +17,7 @@ fn row1_subscribe_two_topics_answers_stored_and_stays_open() {
 }
 
 #[test]
-fn row2_unsubscribe_answers_stored_also_for_a_topic_never_subscribed() {
+fn unsubscribe_answers_stored_also_for_a_topic_never_subscribed() {
     let node = Node::start(&[]);
     let mut c = node.connect();
     c.send(b"set subscribe 0 0 3\r\na b\r\n");
@@ -30,7 +30,7 @@ fn row2_unsubscribe_answers_stored_also_for_a_topic_never_subscribed() {
 }
 
 #[test]
-fn row3_publish_one_entry_answers_stored() {
+fn publish_one_entry_answers_stored() {
     let node = Node::start(&[]);
     let mut c = node.connect();
     c.send(b"set publish 0 0 18\r\nMESSAGE a 3\r\nhey\r\n\r\n");
@@ -39,7 +39,7 @@ fn row3_publish_one_entry_answers_stored() {
 }
 
 #[test]
-fn row4_publish_three_entries_answers_stored() {
+fn publish_three_entries_answers_stored() {
     let node = Node::start(&[]);
     let mut c = node.connect();
     c.send(b"set publish 0 0 52\r\nMESSAGE a 2\r\nm1\r\nMESSAGE zz 2\r\nm2\r\nMESSAGE a 2\r\nm3\r\n\r\n");
@@ -48,7 +48,7 @@ fn row4_publish_three_entries_answers_stored() {
 }
 
 #[test]
-fn row5_publish_with_no_entries_answers_stored() {
+fn publish_with_no_entries_answers_stored() {
     let node = Node::start(&[]);
     let mut c = node.connect();
     c.send(b"set publish 0 0 0\r\n\r\n");
@@ -57,7 +57,7 @@ fn row5_publish_with_no_entries_answers_stored() {
 }
 
 #[test]
-fn row6_get_messages_on_an_empty_queue_answers_end() {
+fn get_messages_on_an_empty_queue_answers_end() {
     let node = Node::start(&[]);
     let mut c = node.connect();
     c.send(b"get messages\r\n");
@@ -67,7 +67,7 @@ fn row6_get_messages_on_an_empty_queue_answers_end() {
 }
 
 #[test]
-fn row7_row8_get_returns_the_message_framed_then_the_queue_is_drained() {
+fn get_returns_the_message_framed_then_the_queue_is_drained() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -88,7 +88,7 @@ fn row7_row8_get_returns_the_message_framed_then_the_queue_is_drained() {
 }
 
 #[test]
-fn row9_entries_of_one_block_arrive_in_order_and_unsubscribed_topics_are_skipped() {
+fn entries_of_one_block_arrive_in_order_and_unsubscribed_topics_are_skipped() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -100,7 +100,7 @@ fn row9_entries_of_one_block_arrive_in_order_and_unsubscribed_topics_are_skipped
 }
 
 #[test]
-fn row9_both_entries_queued_come_back_in_one_value_of_32_bytes() {
+fn both_entries_queued_come_back_in_one_value_of_32_bytes() {
     // Publish before the subscriber polls, and wait until a witness has
     // both, so that both are queued when the subscriber first asks.
     let node = Node::start(&[]);
@@ -131,7 +131,7 @@ fn row9_both_entries_queued_come_back_in_one_value_of_32_bytes() {
 }
 
 #[test]
-fn row10_payload_containing_crlf_and_lf_is_length_framed() {
+fn payload_containing_crlf_and_lf_is_length_framed() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -147,7 +147,7 @@ fn row10_payload_containing_crlf_and_lf_is_length_framed() {
 }
 
 #[test]
-fn row11_empty_payload_is_delivered() {
+fn empty_payload_is_delivered() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -163,7 +163,7 @@ fn row11_empty_payload_is_delivered() {
 }
 
 #[test]
-fn row12_binary_payload_with_nul_and_end_marker_is_delivered_byte_exact() {
+fn binary_payload_with_nul_and_end_marker_is_delivered_byte_exact() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -180,7 +180,7 @@ fn row12_binary_payload_with_nul_and_end_marker_is_delivered_byte_exact() {
 }
 
 #[test]
-fn row13_one_mebibyte_random_payload_round_trips_byte_exact() {
+fn one_mebibyte_random_payload_round_trips_byte_exact() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -199,7 +199,7 @@ fn row13_one_mebibyte_random_payload_round_trips_byte_exact() {
 }
 
 #[test]
-fn row14_register_answers_stored_and_its_data_is_ignored() {
+fn register_answers_stored_and_its_data_is_ignored() {
     let node = Node::start(&[]);
     let mut c = node.connect();
     c.send(b"set register 0 0 0\r\n\r\n");
@@ -210,7 +210,7 @@ fn row14_register_answers_stored_and_its_data_is_ignored() {
 }
 
 #[test]
-fn row15_flags_and_exptime_are_accepted_and_ignored() {
+fn flags_and_exptime_are_accepted_and_ignored() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -222,7 +222,7 @@ fn row15_flags_and_exptime_are_accepted_and_ignored() {
 }
 
 #[test]
-fn row16_quit_closes_the_connection_without_a_reply() {
+fn quit_closes_the_connection_without_a_reply() {
     let node = Node::start(&[]);
     let mut c = node.connect();
     c.send(b"quit\r\n");
@@ -230,7 +230,7 @@ fn row16_quit_closes_the_connection_without_a_reply() {
 }
 
 #[test]
-fn row17_subscribe_to_twenty_thousand_topics_in_one_140kb_block() {
+fn subscribe_to_twenty_thousand_topics_in_one_140kb_block() {
     let node = Node::start(&[]);
     let mut sub = node.connect();
     let mut publisher = node.connect();
@@ -248,7 +248,7 @@ fn row17_subscribe_to_twenty_thousand_topics_in_one_140kb_block() {
 }
 
 #[test]
-fn row18_trailing_space_on_a_command_line_is_ignored() {
+fn trailing_space_on_a_command_line_is_ignored() {
     let node = Node::start(&[]);
     let mut c = node.connect();
     c.send(b"get messages \r\n");

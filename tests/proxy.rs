@@ -1,4 +1,4 @@
-//! Proxy nodes and a sharded topic space (SPEC §6): several real nodes on
+//! Proxy nodes and a sharded topic space (README, "Scaling out"): several real nodes on
 //! loopback, some started with `upstreams`.
 //!
 //! Which upstream owns a topic is computed with the node's own rendezvous

@@ -1,5 +1,4 @@
-//! `register` and `retro_subscribe` (SPEC §1 "register and retroactive
-//! subscription"). Horizons are whole unix seconds on this machine's clock.
+//! `register` and `retro_subscribe` (`docs/PROTOCOL.md` §6). Horizons are whole unix seconds on this machine's clock.
 //!
 //! Each scenario first makes sure the messages it counts as "published" have
 //! been routed (a witness subscriber has received them), because `STORED`
@@ -283,6 +282,41 @@ fn retention_overflow_answers_not_found_but_subscribes_and_within_retention_repl
         let got = poll_until(c, |m| m.iter().any(|m| m.payload == b"live"), ASYNC_TIMEOUT);
         assert_eq!(got.last().unwrap(), &Msg::new(&["b"], b"live"));
     }
+}
+
+/// `NOT_FOUND` only when a message the replay needs was evicted: a full
+/// buffer whose evicted messages all predate the horizon still answers
+/// `STORED` and replays everything since. (The Erlang original compared
+/// the horizon with the oldest message kept, and said `NOT_FOUND` here.)
+#[test]
+fn evicting_only_messages_older_than_the_horizon_still_answers_stored() {
+    let node = Node::start(&[
+        ("messages_stored_per_router_shard", "5"),
+        ("num_router_shards", "1"),
+    ]);
+    let mut publisher = node.connect();
+    node.fresh_horizon();
+    for i in 0..5 {
+        publisher.publish1("b", format!("old{i}").as_bytes());
+    }
+    // Every old message is of an earlier second than the horizon.
+    let horizon = wait_for_next_second().to_string();
+    // Five more, to another topic of the same (only) shard: the old ones
+    // are all evicted.
+    for i in 0..5 {
+        publisher.publish1("c", format!("new{i}").as_bytes());
+    }
+    let mut sub = node.connect();
+    sub.send(&retro_request(&horizon, &["c"]));
+    sub.expect(b"STORED\r\n");
+    let got = poll_exactly(&mut sub, 5);
+    assert_eq!(payloads(&got), ["new0", "new1", "new2", "new3", "new4"]);
+
+    // One more evicts `new0`, published after the horizon: now NOT_FOUND.
+    publisher.publish1("c", b"new5");
+    let mut late = node.connect();
+    late.send(&retro_request(&horizon, &["c"]));
+    late.expect(b"NOT_FOUND\r\n");
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Watching a node (SPEC §7): `stats` answers memcached-style `STAT` lines,
+//! Watching a node (`docs/PROTOCOL.md` §9): `stats` answers memcached-style `STAT` lines,
 //! `version` answers `VERSION <v>`, both usable from stock memcached
 //! tooling; and the log has one line per notable event.
 
@@ -48,7 +48,7 @@ fn version_answers_the_version_line() {
 }
 
 #[test]
-fn stats_counts_what_spec_7_lists() {
+fn stats_counts_every_documented_counter() {
     let node = Node::start(&[("max_tcp_clients", "4"), ("max_queue_messages", "2")]);
     let mut c = node.connect();
     let s = c.stats();
@@ -132,7 +132,7 @@ fn stats_counts_what_spec_7_lists() {
     assert!(stat(&s, "uptime") >= 0);
 }
 
-/// One line per notable event (SPEC §7); failures and restarts are in
+/// One line per notable event (README, "What the log says"); failures and restarts are in
 /// `supervision.rs`, shutdown in `lifecycle.rs`.
 #[test]
 fn the_log_says_what_happened() {

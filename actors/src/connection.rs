@@ -465,7 +465,10 @@ impl Handler<FromQueue> for Connection {
         guard(self, ctx, |a, ctx| match msg {
             FromQueue::Answer { ticket, response } => a.resolve(ticket, Ready::Response(response)),
             FromQueue::Taken { ticket, taken } => match taken {
-                Taken::Items(items) => a.resolve(ticket, Ready::Poll(items)),
+                Taken::Items(items) => {
+                    a.env.node.metrics.observe_poll_messages(items.len());
+                    a.resolve(ticket, Ready::Poll(items))
+                }
                 Taken::Overflowed => a.kicked(Kick::SlowConsumer, ctx),
             },
             FromQueue::Kick(why) => a.kicked(why, ctx),

@@ -35,6 +35,8 @@
 //!   owns the client's subscriptions and inbox.
 //! - [`message`] — a published message and what an inbox holds of it;
 //!   [`client`] — a client's identity and figures.
+//! - [`metrics`] and [`http`] — the optional Prometheus `/metrics` and
+//!   `/healthz`, `/readyz` listener (`metrics_listen`).
 //! - [`control`] — the control socket; [`proxy`] — proxy nodes' upstream
 //!   links; [`node`] — what actors are started with; [`settings`],
 //!   [`loglevel`].
@@ -48,9 +50,11 @@ pub mod connection;
 pub mod courier;
 pub mod control;
 pub mod guard;
+pub mod http;
 pub mod listener;
 pub mod loglevel;
 pub mod message;
+pub mod metrics;
 pub mod node;
 pub mod proxy;
 pub mod publish;

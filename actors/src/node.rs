@@ -16,6 +16,7 @@ use slog::Logger;
 use crate::clients::ClientSupervisor;
 use crate::courier::Courier;
 use crate::loglevel::RuntimeLevel;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::router::Router;
 use crate::settings::Settings;
@@ -64,6 +65,8 @@ pub struct Node {
     pub settings: Settings,
     pub log: Logger,
     pub counters: Counters,
+    /// Histograms and readiness for the HTTP metrics listener.
+    pub metrics: Metrics,
     /// The log level in force, changed by `change_log_level`.
     pub level: Arc<RuntimeLevel>,
     pub started: Instant,
@@ -72,7 +75,9 @@ pub struct Node {
 
 impl Node {
     pub fn new(settings: Settings, log: Logger, level: Arc<RuntimeLevel>) -> Arc<Node> {
+        let metrics = Metrics::new(settings.metrics_listen.is_some());
         Arc::new(Node {
+            metrics,
             settings,
             log,
             counters: Counters::default(),

@@ -318,6 +318,11 @@ impl Publisher {
                 }
             }
             delivered += recipients as u64;
+            let metrics = &self.env.node.metrics;
+            metrics.observe_fanout(recipients);
+            metrics.observe_publish_to_queue(std::time::Duration::from_nanos(
+                router.clock().now_ns().saturating_sub(msg.seq),
+            ));
             if recipients >= settings.router_min_fanout_to_warn {
                 warn!(self.env.node.log, "message fanned out widely";
                     "subscribers" => recipients, "client" => self.id);

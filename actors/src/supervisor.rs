@@ -198,6 +198,8 @@ impl Supervisor {
         });
         let env = env_out.expect("env built");
         crate::control::start(env.clone(), sup.clone())?;
+        crate::http::start(&env)?;
+        node.metrics.set_ready(true);
         info!(node.log, "accepting connections";
             "addr" => %addr, "router_shards" => env.router.num_shards(),
             "worker_threads" => threads, "max_tcp_clients" => s.max_tcp_clients);
@@ -342,6 +344,7 @@ impl Handler<Shutdown> for Supervisor {
             return;
         }
         self.stopping = true;
+        self.node.metrics.set_ready(false);
         info!(self.node.log, "shutting down: draining clients";
             "clients" => self.node.counters.current_connections.load(Ordering::Relaxed));
         // Stop accepting: the listener goes, and so does our socket.

@@ -2,8 +2,8 @@
 //!
 //! [`KrakenCodec`] turns a byte stream of pipelined memcached-text requests
 //! into [`Request`]s and writes [`Response`]s, for `tokio_util`'s
-//! `FramedRead`/`FramedWrite`. It owns the framing rules of SPEC §1 and the
-//! framing limits of SPEC §2:
+//! `FramedRead`/`FramedWrite`. It owns the framing rules and the framing
+//! limits of `docs/PROTOCOL.md` (§2, §8):
 //!
 //! - a command line ends at LF; a CR just before it is dropped (a bare LF is
 //!   accepted); tokens are split on runs of spaces; commands are
@@ -34,7 +34,7 @@ use crate::num::{format_usize, parse_i64, parse_u32, parse_usize};
 use crate::request::{Rejection, Request, SetKey};
 use crate::response::Response;
 
-/// Size limits the decoder enforces (SPEC §2).
+/// Size limits the decoder enforces (`docs/PROTOCOL.md` §8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Longest command line, without its line end (default 2048).

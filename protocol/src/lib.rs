@@ -1,5 +1,5 @@
 //! Kraken's wire protocol: the memcached text dialect the original Erlang node
-//! speaks (`../shared/SPEC.md` §1, §2), as pure data and a `tokio_util` codec.
+//! speaks (`docs/PROTOCOL.md`), as pure data and a `tokio_util` codec.
 //!
 //! # Layout
 //! - [`request`]: what a client can ask ([`Request`], [`SetKey`]) and the

@@ -2,7 +2,7 @@
 //!
 //! The decoder in [`crate::codec`] only frames a `set`; what its data block
 //! means is decided here, after framing, so that a malformed body is answered
-//! with `CLIENT_ERROR <why>` and the connection stays open (SPEC §2). Every
+//! with `CLIENT_ERROR <why>` and the connection stays open. Every
 //! parser is all-or-nothing and zero-copy: topics and payloads are
 //! [`Bytes::slice`]s of the data block.
 
@@ -84,7 +84,7 @@ pub fn parse_topics(data: &Bytes, max_topic_bytes: usize) -> Result<Vec<Bytes>, 
 /// topic lies between. The payload is taken by length, so it may hold
 /// anything (`\r\n`, `END`, NULs). The last entry may stop right after its
 /// payload, without its `\r\n`, as a client that sets the block as a plain
-/// memcached value does (the original's `E17` closed the connection here).
+/// memcached value does (the Erlang original closed the connection here).
 ///
 /// Any other shape is [`BodyError::BadPublishBlock`]; a topic longer than
 /// `max_topic_bytes` is [`BodyError::TopicTooLong`]. On error nothing of the

@@ -48,9 +48,9 @@ pub enum Request {
     /// `quit\r\n`: close without answering. The decoder yields nothing after
     /// it: requests pipelined behind `quit` are never run.
     Quit,
-    /// `stats\r\n` (SPEC §7).
+    /// `stats\r\n`: memcached-style `STAT` lines.
     Stats,
-    /// `version\r\n` (SPEC §7; stock clients probe with it).
+    /// `version\r\n` (stock memcached clients probe with it).
     Version,
     /// A request the decoder refused; answer `reply`, then close if `close`.
     Invalid(Rejection),

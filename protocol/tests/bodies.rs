@@ -1,6 +1,6 @@
 //! `set` bodies against exact bytes: topic lists, publish blocks, retro
-//! bodies (SPEC §1, §2; rows 1-5, D10-D12, E16-E17, R6-R10 of
-//! `shared/erlang-wire-behaviour.md`).
+//! bodies (`docs/PROTOCOL.md` §3), including the shapes the Erlang original
+//! accepted or refused differently (`docs/SPEC-DEVIATIONS.md`).
 
 use bytes::Bytes;
 use kraken_protocol::{
@@ -49,7 +49,7 @@ fn topics_split_on_spaces() {
 
 #[test]
 fn runs_of_spaces_are_one_separator() {
-    // D11: the original subscribed the empty topic (accident).
+    // The original subscribed the empty topic here (an accident).
     assert_eq!(topics(b"a  b").unwrap(), [&b"a"[..], b"b"]);
     assert_eq!(topics(b"   a   b   ").unwrap(), [&b"a"[..], b"b"]);
 }
@@ -63,7 +63,7 @@ fn empty_or_blank_body_is_no_topics() {
 
 #[test]
 fn only_the_space_byte_separates() {
-    // D10: tabs and UTF-8 are topic bytes.
+    // Tabs and UTF-8 are topic bytes.
     assert_eq!(
         topics("a\tb caf\u{e9} \u{1f419}".as_bytes()).unwrap(),
         [&b"a\tb"[..], "caf\u{e9}".as_bytes(), "\u{1f419}".as_bytes()]
@@ -111,7 +111,7 @@ fn topics_are_slices_of_the_body() {
 // ---- Publish blocks -------------------------------------------------------------
 
 #[test]
-fn row3_one_entry() {
+fn one_entry() {
     assert_eq!(
         block(b"MESSAGE a 3\r\nhey\r\n").unwrap(),
         [entry(&[b"a"], b"hey")]
@@ -119,7 +119,7 @@ fn row3_one_entry() {
 }
 
 #[test]
-fn row4_three_entries_in_order() {
+fn three_entries_in_order() {
     assert_eq!(
         block(b"MESSAGE a 2\r\nm1\r\nMESSAGE zz 2\r\nm2\r\nMESSAGE a 2\r\nm3\r\n").unwrap(),
         [
@@ -131,13 +131,13 @@ fn row4_three_entries_in_order() {
 }
 
 #[test]
-fn row5_empty_block_is_no_entries() {
+fn empty_block_is_no_entries() {
     assert_eq!(block(b"").unwrap(), []);
 }
 
 #[test]
 fn several_topics_in_publish_order_with_repeats() {
-    // D2, D4, D5.
+    // Topics in publish order, a repeated one kept.
     assert_eq!(
         block(b"MESSAGE c b y 3\r\ncby\r\nMESSAGE b b 2\r\nbb\r\n").unwrap(),
         [
@@ -160,7 +160,7 @@ fn header_tokens_split_on_runs_of_spaces() {
 }
 
 #[test]
-fn row10_payload_may_hold_line_ends() {
+fn payload_may_hold_line_ends() {
     assert_eq!(
         block(b"MESSAGE a 6\r\nx\r\ny\nz\r\n").unwrap(),
         [entry(&[b"a"], b"x\r\ny\nz")]
@@ -168,7 +168,7 @@ fn row10_payload_may_hold_line_ends() {
 }
 
 #[test]
-fn row11_empty_payload() {
+fn empty_payload() {
     assert_eq!(
         block(b"MESSAGE a 0\r\n\r\n").unwrap(),
         [entry(&[b"a"], b"")]
@@ -177,7 +177,7 @@ fn row11_empty_payload() {
 }
 
 #[test]
-fn row12_binary_payload_with_end_and_message_inside() {
+fn binary_payload_with_end_and_message_inside() {
     let payload = b"\x00\xff\r\nEND\r\n\nVALUE x\r\nMESSAGE b 1\r\nz\r\n";
     let mut data = format!("MESSAGE a {}\r\n", payload.len()).into_bytes();
     data.extend_from_slice(payload);
@@ -189,7 +189,7 @@ fn row12_binary_payload_with_end_and_message_inside() {
 }
 
 #[test]
-fn row13_one_mib_payload() {
+fn one_mib_payload() {
     let payload: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 256) as u8).collect();
     let mut data = format!("MESSAGE big {}\r\n", payload.len()).into_bytes();
     data.extend_from_slice(&payload);
@@ -201,7 +201,7 @@ fn row13_one_mib_payload() {
 }
 
 #[test]
-fn e17_last_entry_may_omit_its_crlf() {
+fn last_entry_may_omit_its_crlf() {
     // memcached-value style: the count stops at the last payload byte. The
     // original closed the connection silently.
     assert_eq!(
@@ -215,16 +215,16 @@ fn e17_last_entry_may_omit_its_crlf() {
 }
 
 #[test]
-fn e16_d12_malformed_blocks_are_refused() {
+fn malformed_blocks_are_refused() {
     for data in [
-        // Not starting with MESSAGE (E16).
+        // Not starting with MESSAGE.
         &b"hello"[..],
         b"message a 3\r\nhey\r\n",
         b"MESSAGES a 3\r\nhey\r\n",
         b"MESSAGEa 3\r\nhey\r\n",
         b"\r\n",
         b"\r\nMESSAGE a 3\r\nhey\r\n",
-        // No topic (D12: the original said STORED and dropped it).
+        // No topic (the original said STORED and dropped it).
         b"MESSAGE 3\r\nhey\r\n",
         b"MESSAGE\r\n",
         b"MESSAGE a\r\n",
@@ -264,7 +264,7 @@ fn e16_d12_malformed_blocks_are_refused() {
 }
 
 #[test]
-fn d14_one_bad_entry_refuses_the_whole_block() {
+fn one_bad_entry_refuses_the_whole_block() {
     assert_eq!(
         block(b"MESSAGE a 2\r\nm1\r\nMESSAGE b\r\nm2\r\n"),
         Err(BodyError::BadPublishBlock)
@@ -319,7 +319,7 @@ fn rb(horizon_secs: i64, topics: &[&[u8]]) -> RetroBody {
 }
 
 #[test]
-fn r6_horizon_then_topics() {
+fn horizon_then_topics() {
     assert_eq!(
         retro(b"1700000000\r\nx").unwrap(),
         rb(1_700_000_000, &[b"x"])
@@ -331,7 +331,7 @@ fn r6_horizon_then_topics() {
 }
 
 #[test]
-fn r8_horizon_may_be_zero_or_negative() {
+fn horizon_may_be_zero_or_negative() {
     assert_eq!(retro(b"1\r\na").unwrap(), rb(1, &[b"a"]));
     assert_eq!(retro(b"0\r\na").unwrap(), rb(0, &[b"a"]));
     assert_eq!(retro(b"-5\r\na").unwrap(), rb(-5, &[b"a"]));
@@ -346,7 +346,7 @@ fn r8_horizon_may_be_zero_or_negative() {
 }
 
 #[test]
-fn r10_empty_or_missing_topics() {
+fn empty_or_missing_topics() {
     assert_eq!(retro(b"1700000000\r\n").unwrap(), rb(1_700_000_000, &[]));
     // The original closed silently here.
     assert_eq!(retro(b"1700000000").unwrap(), rb(1_700_000_000, &[]));
@@ -360,7 +360,7 @@ fn a_trailing_crlf_after_the_topics_is_allowed() {
 }
 
 #[test]
-fn r10_more_lines_are_bad_topics() {
+fn more_lines_are_bad_topics() {
     assert_eq!(retro(b"5\r\nt\r\nu"), Err(BodyError::BadTopic));
     assert_eq!(retro(b"5\r\nt\r\n\r\n"), Err(BodyError::BadTopic));
     assert_eq!(retro(b"5\r\nt\nu"), Err(BodyError::BadTopic));
@@ -374,7 +374,7 @@ fn horizon_is_trimmed_of_spaces() {
 }
 
 #[test]
-fn r10_non_numeric_horizon_is_bad() {
+fn non_numeric_horizon_is_bad() {
     for data in [
         &b""[..],
         b"\r\na",

@@ -1,6 +1,7 @@
-//! The request decoder against exact bytes: the original's observed vectors
-//! (`shared/erlang-wire-behaviour.md`) where SPEC agrees, SPEC's rules where it
-//! differs, and every limit at its boundary. Every vector is also fed in
+//! The request decoder against exact bytes: the byte sequences the Erlang
+//! original was seen to accept, where this node agrees, the rules of
+//! `docs/PROTOCOL.md` where it differs (`docs/SPEC-DEVIATIONS.md`), and every
+//! limit at its boundary. Every vector is also fed in
 //! 1-, 2- and 3-byte pieces, which must not change the result.
 
 mod common;
@@ -12,10 +13,10 @@ fn d(input: &[u8]) -> Vec<Request> {
     decode_every_way(input, Limits::default())
 }
 
-// ---- Normal commands (table rows 1-18) ------------------------------------
+// ---- Normal commands --------------------------------------------------------
 
 #[test]
-fn row1_subscribe() {
+fn subscribe_with_two_topics() {
     assert_eq!(
         d(b"set subscribe 0 0 3\r\na b\r\n"),
         [set(SetKey::Subscribe, b"a b")]
@@ -23,7 +24,7 @@ fn row1_subscribe() {
 }
 
 #[test]
-fn row2_unsubscribe() {
+fn unsubscribe_one_topic() {
     assert_eq!(
         d(b"set unsubscribe 0 0 1\r\nb\r\n"),
         [set(SetKey::Unsubscribe, b"b")]
@@ -31,7 +32,7 @@ fn row2_unsubscribe() {
 }
 
 #[test]
-fn row3_publish_counts_the_last_entrys_crlf() {
+fn publish_counts_the_last_entrys_crlf() {
     assert_eq!(
         d(b"set publish 0 0 18\r\nMESSAGE a 3\r\nhey\r\n\r\n"),
         [set(SetKey::Publish, b"MESSAGE a 3\r\nhey\r\n")]
@@ -39,7 +40,7 @@ fn row3_publish_counts_the_last_entrys_crlf() {
 }
 
 #[test]
-fn row4_publish_three_entries() {
+fn publish_three_entries() {
     let block = b"MESSAGE a 2\r\nm1\r\nMESSAGE zz 2\r\nm2\r\nMESSAGE a 2\r\nm3\r\n";
     assert_eq!(block.len(), 52);
     let mut input = b"set publish 0 0 52\r\n".to_vec();
@@ -49,17 +50,17 @@ fn row4_publish_three_entries() {
 }
 
 #[test]
-fn row5_empty_publish() {
+fn empty_publish() {
     assert_eq!(d(b"set publish 0 0 0\r\n\r\n"), [set(SetKey::Publish, b"")]);
 }
 
 #[test]
-fn row6_get_messages() {
+fn get_messages_line() {
     assert_eq!(d(b"get messages\r\n"), [Request::GetMessages]);
 }
 
 #[test]
-fn row10_payload_with_line_ends_is_framed_by_length() {
+fn payload_with_line_ends_is_framed_by_length() {
     assert_eq!(
         d(b"set publish 0 0 21\r\nMESSAGE a 6\r\nx\r\ny\nz\r\n\r\n"),
         [set(SetKey::Publish, b"MESSAGE a 6\r\nx\r\ny\nz\r\n")]
@@ -67,7 +68,7 @@ fn row10_payload_with_line_ends_is_framed_by_length() {
 }
 
 #[test]
-fn row11_empty_payload() {
+fn publish_with_an_empty_payload() {
     assert_eq!(
         d(b"set publish 0 0 15\r\nMESSAGE a 0\r\n\r\n\r\n"),
         [set(SetKey::Publish, b"MESSAGE a 0\r\n\r\n")]
@@ -75,7 +76,7 @@ fn row11_empty_payload() {
 }
 
 #[test]
-fn row12_binary_payload_with_end_inside() {
+fn binary_payload_with_end_inside() {
     let payload = b"\x00\xff\r\nEND\r\n\nVALUE x";
     let mut block = format!("MESSAGE a {}\r\n", payload.len()).into_bytes();
     block.extend_from_slice(payload);
@@ -90,7 +91,7 @@ fn row12_binary_payload_with_end_inside() {
 }
 
 #[test]
-fn row13_one_mib_block() {
+fn one_mib_block() {
     // Deterministic "random" bytes, including CR, LF and NUL.
     let mut x: u32 = 0x9e37_79b9;
     let payload: Vec<u8> = (0..1 << 20)
@@ -113,7 +114,7 @@ fn row13_one_mib_block() {
 }
 
 #[test]
-fn row14_register_data_is_framed_like_any_other() {
+fn register_data_is_framed_like_any_other() {
     assert_eq!(
         d(b"set register 0 0 0\r\n\r\nset register 0 0 3\r\nabc\r\n"),
         [set(SetKey::Register, b""), set(SetKey::Register, b"abc")]
@@ -121,7 +122,7 @@ fn row14_register_data_is_framed_like_any_other() {
 }
 
 #[test]
-fn row15_flags_and_exptime_are_ignored() {
+fn flags_and_exptime_are_ignored() {
     assert_eq!(
         d(b"set subscribe 123 456 1\r\na\r\n"),
         [set(SetKey::Subscribe, b"a")]
@@ -137,12 +138,12 @@ fn row15_flags_and_exptime_are_ignored() {
 }
 
 #[test]
-fn row16_quit() {
+fn quit_line() {
     assert_eq!(d(b"quit\r\n"), [Request::Quit]);
 }
 
 #[test]
-fn row17_large_data_block_with_a_short_command_line() {
+fn large_data_block_with_a_short_command_line() {
     let topics: Vec<String> = (0..20_000).map(|i| format!("topic{i}")).collect();
     let data = topics.join(" ");
     assert!(data.len() > 100_000);
@@ -157,21 +158,21 @@ fn row17_large_data_block_with_a_short_command_line() {
 }
 
 #[test]
-fn row18_trailing_and_repeated_spaces_are_dropped() {
+fn trailing_and_repeated_spaces_are_dropped() {
     assert_eq!(d(b"get messages \r\n"), [Request::GetMessages]);
     assert_eq!(d(b"  get   messages  \r\n"), [Request::GetMessages]);
     assert_eq!(
         d(b"set subscribe 0 0 1 \r\na\r\n"),
         [set(SetKey::Subscribe, b"a")]
     );
-    // The original closed here (E14); SPEC: tokens split on runs of spaces.
+    // The original closed here; tokens are split on runs of spaces.
     assert_eq!(
         d(b"set  subscribe  0  0  1\r\na\r\n"),
         [set(SetKey::Subscribe, b"a")]
     );
 }
 
-// ---- Commands beyond the original (SPEC §2, §7) ---------------------------
+// ---- Commands beyond the original --------------------------------------------
 
 #[test]
 fn noreply_is_memcacheds_flag() {
@@ -218,17 +219,17 @@ fn stats_and_version() {
 
 #[test]
 fn bare_lf_is_accepted() {
-    // E5 and `quit\n` of E1: the original answered ERROR or closed silently.
+    // `get messages\n`, `quit\n`: the original answered ERROR or closed silently.
     assert_eq!(d(b"get messages\n"), [Request::GetMessages]);
     assert_eq!(d(b"quit\n"), [Request::Quit]);
-    // E14's last case: a bare LF after the command line.
+    // A bare LF after the command line (the original closed silently).
     assert_eq!(
         d(b"set subscribe 0 0 1\na\r\nstats\n"),
         [set(SetKey::Subscribe, b"a"), Request::Stats]
     );
 }
 
-// ---- Errors: ERROR, then close (E1-E8, E13-E15) ---------------------------
+// ---- Errors: ERROR, then close ---------------------------------------------
 
 #[test]
 fn unknown_commands_are_error_then_close() {
@@ -268,7 +269,7 @@ fn get_of_anything_but_messages_is_error_then_close() {
         b"get messages messages\r\n",
         b"get \r\n",
         b"get\r\n",
-        b"get register\r\n", // E7: the original registered (accident).
+        b"get register\r\n", // The original registered the client (an accident).
         b"get quit\r\n",
         b"get subscribe\r\n",
     ] {
@@ -307,7 +308,7 @@ fn malformed_set_lines_are_error_then_close() {
         b"set subscribe 0\r\n",
         b"set subscribe 0 0\r\n",
         b"set subscribe 0 0 x\r\n",
-        b"set subscribe 0 0 -1\r\n", // E15: the original waited.
+        b"set subscribe 0 0 -1\r\n", // The original waited for more bytes.
         b"set subscribe 0 0 +1\r\n",
         b"set subscribe 0 0 1x\r\n",
         b"set subscribe 0 0 0x1\r\n",
@@ -331,11 +332,11 @@ fn malformed_set_lines_are_error_then_close() {
     }
 }
 
-// ---- Data blocks: bad data chunk, then close (E9-E12) ---------------------
+// ---- Data blocks: bad data chunk, then close --------------------------------
 
 #[test]
 fn block_longer_than_announced_is_bad_data_chunk() {
-    // E9: the original answered ERROR.
+    // The original answered ERROR.
     assert_eq!(
         d(b"set subscribe 0 0 1\r\nabc\r\n"),
         [client_error("bad data chunk", true)]
@@ -344,7 +345,7 @@ fn block_longer_than_announced_is_bad_data_chunk() {
 
 #[test]
 fn block_shorter_than_announced_swallows_the_next_request() {
-    // E10: waits; the `get` line becomes data and overflows.
+    // Waits; the `get` line becomes data and overflows.
     assert_eq!(d(b"set subscribe 0 0 10\r\nabc\r\n"), []);
     assert_eq!(
         d(b"set subscribe 0 0 10\r\nabc\r\nget messages\r\n"),
@@ -354,7 +355,7 @@ fn block_shorter_than_announced_swallows_the_next_request() {
 
 #[test]
 fn block_framing_is_by_length_only() {
-    // E11: the next line is taken as part of the block.
+    // The next line is taken as part of the block.
     assert_eq!(
         d(b"set subscribe 0 0 7\r\nabc\r\nzz\r\n"),
         [set(SetKey::Subscribe, b"abc\r\nzz")]
@@ -363,7 +364,7 @@ fn block_framing_is_by_length_only() {
 
 #[test]
 fn block_must_end_with_crlf() {
-    // E12: the original dropped the last two bytes unchecked.
+    // The original dropped the last two bytes unchecked.
     for input in [
         &b"set subscribe 0 0 3\r\nabcd\n"[..],
         b"set subscribe 0 0 3\r\nabc\n\n",

@@ -1,6 +1,6 @@
 //! The response encoder against exact bytes, including the `get messages`
 //! framing where the value length `k` leaves out the last entry's CRLF
-//! (SPEC §1; observed rows 6-13 of `shared/erlang-wire-behaviour.md`).
+//! (`docs/PROTOCOL.md` §4), byte for byte as the Erlang original framed it.
 
 mod common;
 
@@ -36,7 +36,7 @@ fn simple_replies() {
         ))),
         b"CLIENT_ERROR line too long\r\n"
     );
-    // E18: sent unprompted to a client over `max_tcp_clients`.
+    // Sent unprompted to a client over `max_tcp_clients`.
     assert_eq!(
         encode(Response::ServerError("Too many clients".into())),
         b"SERVER_ERROR Too many clients\r\n"
@@ -61,12 +61,12 @@ fn stats() {
 }
 
 #[test]
-fn row6_no_messages_is_end() {
+fn no_messages_is_end() {
     assert_eq!(encode(Response::Messages(vec![])), b"END\r\n");
 }
 
 #[test]
-fn row7_one_message() {
+fn one_message() {
     assert_eq!(
         encode(Response::Messages(vec![out(&[b"a"], b"hey")])),
         b"VALUE messages 0 16\r\nMESSAGE a 3\r\nhey\r\nEND\r\n"
@@ -74,7 +74,7 @@ fn row7_one_message() {
 }
 
 #[test]
-fn row9_two_messages_in_order() {
+fn two_messages_in_order() {
     assert_eq!(
         encode(Response::Messages(vec![
             out(&[b"a"], b"m1"),
@@ -85,7 +85,7 @@ fn row9_two_messages_in_order() {
 }
 
 #[test]
-fn row10_payload_with_line_ends() {
+fn payload_with_line_ends() {
     assert_eq!(
         encode(Response::Messages(vec![out(&[b"a"], b"x\r\ny\nz")])),
         b"VALUE messages 0 19\r\nMESSAGE a 6\r\nx\r\ny\nz\r\nEND\r\n"
@@ -93,7 +93,7 @@ fn row10_payload_with_line_ends() {
 }
 
 #[test]
-fn row11_empty_payload() {
+fn empty_payload() {
     assert_eq!(
         encode(Response::Messages(vec![out(&[b"a"], b"")])),
         b"VALUE messages 0 13\r\nMESSAGE a 0\r\n\r\nEND\r\n"
@@ -101,7 +101,7 @@ fn row11_empty_payload() {
 }
 
 #[test]
-fn d2_several_topics_in_one_entry() {
+fn several_topics_in_one_entry() {
     assert_eq!(
         encode(Response::Messages(vec![out(&[b"b", b"c"], b"bc")])),
         b"VALUE messages 0 17\r\nMESSAGE b c 2\r\nbc\r\nEND\r\n"
@@ -109,7 +109,7 @@ fn d2_several_topics_in_one_entry() {
 }
 
 #[test]
-fn row12_binary_payload_is_length_framed() {
+fn binary_payload_is_length_framed() {
     let payload = b"\x00\xff\r\nEND\r\n\nVALUE x";
     let mut expected = b"VALUE messages 0 31\r\nMESSAGE a 17\r\n".to_vec();
     expected.extend_from_slice(payload);
@@ -121,7 +121,7 @@ fn row12_binary_payload_is_length_framed() {
 }
 
 #[test]
-fn row13_one_mib_payload() {
+fn one_mib_payload() {
     let payload: Vec<u8> = (0..1u32 << 20).map(|i| (i * 31 % 251) as u8).collect();
     let bytes = encode(Response::Messages(vec![out(&[b"big"], &payload)]));
     let header = b"MESSAGE big 1048576\r\n";

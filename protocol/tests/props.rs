@@ -339,7 +339,7 @@ proptest! {
 
     /// A `get messages` reply read as a memcached client reads it (k bytes
     /// after the VALUE line) is itself a valid publish block of the same
-    /// entries: the framing SPEC §1 describes.
+    /// entries: the framing `docs/PROTOCOL.md` §4 describes.
     #[test]
     fn delivered_values_parse_as_publish_blocks(entries in entries()) {
         let messages: Vec<OutMessage> = entries

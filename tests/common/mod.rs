@@ -8,7 +8,7 @@
 //!   protocol (`subscribe`, `publish`, `poll`, ...) and check its framing
 //!   strictly.
 //! - [`poll_until`] and friends wait, in bounded time, for the effects of an
-//!   asynchronous publish (SPEC: `STORED` may precede the fan-out).
+//!   asynchronous effect (a delivery, a cleanup, a counter).
 //!
 //! Every wait is bounded; nothing here talks to anything but 127.0.0.1.
 
@@ -120,7 +120,7 @@ pub fn retro_request(horizon: &str, topics: &[&str]) -> Vec<u8> {
     )
 }
 
-/// The exact `get messages` reply for these entries (SPEC §1 framing:
+/// The exact `get messages` reply for these entries (`docs/PROTOCOL.md` §4:
 /// `<k>` is the entries' length minus the final CRLF).
 pub fn messages_reply(entries: &[u8]) -> Vec<u8> {
     if entries.is_empty() {

@@ -27,7 +27,8 @@ pub enum Reply {
     /// `END` on its own: an empty `get messages`.
     End,
     /// `VALUE messages 0 <k>`: the entries, `k + 2` bytes ending in `\r\n`
-    /// (the value terminator is the last entry's own line end, SPEC §1).
+    /// (the value terminator is the last entry's own line end,
+    /// `docs/PROTOCOL.md` §4).
     Messages(Bytes),
     /// `STAT <name> <value>` lines, then `END`.
     Stats(Vec<(String, String)>),
