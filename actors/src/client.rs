@@ -84,7 +84,8 @@ impl ClientInfo {
 
     /// Notes a poll.
     pub fn polled(&self) {
-        self.last_poll_ms.store(self.now_ms() + 1, Ordering::Relaxed);
+        self.last_poll_ms
+            .store(self.now_ms() + 1, Ordering::Relaxed);
     }
 
     /// Time since the last request (or the connection, if none).

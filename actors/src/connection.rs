@@ -145,7 +145,8 @@ impl Connection {
     }
 
     fn ready(&mut self, response: Response) {
-        self.replies.push_back(Slot::Ready(Ready::Response(response)));
+        self.replies
+            .push_back(Slot::Ready(Ready::Response(response)));
     }
 
     fn waiting(&mut self, noreply: bool) -> u64 {
@@ -162,7 +163,10 @@ impl Connection {
         if let Some(slot) = self.replies.get_mut(at as usize) {
             if let Slot::Waiting { noreply } = *slot {
                 let quiet = noreply
-                    && matches!(&ready, Ready::Response(Response::Stored | Response::NotFound));
+                    && matches!(
+                        &ready,
+                        Ready::Response(Response::Stored | Response::NotFound)
+                    );
                 *slot = Slot::Ready(if quiet { Ready::Quiet } else { ready });
             }
         }
@@ -520,4 +524,3 @@ impl ActorFuture<Connection> for Io {
         act.poll_io(ctx, task)
     }
 }
-

@@ -37,8 +37,8 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::clients::{DumpQueues, QueueTopics, DUMP_QUEUES_HEADER};
 use crate::node::{Env, Node, VERSION};
-use crate::shard::DumpTopics;
 use crate::settings::LogLevel;
+use crate::shard::DumpTopics;
 use crate::supervisor::{Shutdown, Supervisor};
 
 /// The longest request line the node reads.
@@ -260,7 +260,12 @@ async fn dump_queue_topics(env: &Env, id: &str) -> Option<Vec<u8>> {
 
 /// `topic\tcount` lines, most subscribers first (ties by name).
 async fn dump_topics(env: &Env) -> Vec<u8> {
-    let asks: Vec<_> = env.router.shards().iter().map(|s| s.send(DumpTopics)).collect();
+    let asks: Vec<_> = env
+        .router
+        .shards()
+        .iter()
+        .map(|s| s.send(DumpTopics))
+        .collect();
     let mut all: Vec<(bytes::Bytes, usize)> = futures_util::future::join_all(asks)
         .await
         .into_iter()

@@ -47,8 +47,8 @@
 pub mod client;
 pub mod clients;
 pub mod connection;
-pub mod courier;
 pub mod control;
+pub mod courier;
 pub mod guard;
 pub mod http;
 pub mod listener;

@@ -31,9 +31,9 @@ use bytes::Bytes;
 use slog::warn;
 
 use crate::client::FastMap;
+use crate::courier::Parcel;
 use crate::message::{Delivery, Message};
 use crate::node::Env;
-use crate::courier::Parcel;
 use crate::queue::{ClientQueue, Deliver};
 use crate::shard::{Owned, Route, RouteItem, Routed, ShardFailed, Sub, SubList};
 
@@ -151,13 +151,18 @@ impl Publisher {
                 return Vec::new();
             }
             if self.in_flight.is_empty() {
-                return self.open_tickets.drain(..).map(|(t, _)| (t, Ok(()))).collect();
+                return self
+                    .open_tickets
+                    .drain(..)
+                    .map(|(t, _)| (t, Ok(())))
+                    .collect();
             }
             // Complete with the last batch in flight (keeps answers in order).
             let tickets = std::mem::take(&mut self.open_tickets);
             let last = self.in_flight.back_mut().expect("in flight");
             let n = last.msgs.len();
-            last.tickets.extend(tickets.into_iter().map(|(t, _)| (t, n)));
+            last.tickets
+                .extend(tickets.into_iter().map(|(t, _)| (t, n)));
             return Vec::new();
         }
         let router = &self.env.router;
@@ -274,26 +279,25 @@ impl Publisher {
             }
             let mut recipients = 0usize;
             if lists.len() == 1 {
-                let Some(list) = lists.pop().and_then(|(_, l)| l) else {
-                    continue;
-                };
-                let ptr = Arc::as_ptr(&list);
-                let slots = match &last {
-                    Some((p, slots)) if *p == ptr => slots.clone(),
-                    _ => {
-                        let slots: Vec<usize> = list
-                            .iter()
-                            .filter(|s| s.id != self.id)
-                            .map(|s| plan.slot(s))
-                            .collect();
-                        last = Some((ptr, slots.clone()));
-                        slots
+                if let Some(list) = lists.pop().and_then(|(_, l)| l) {
+                    let ptr = Arc::as_ptr(&list);
+                    let slots = match &last {
+                        Some((p, slots)) if *p == ptr => slots.clone(),
+                        _ => {
+                            let slots: Vec<usize> = list
+                                .iter()
+                                .filter(|s| s.id != self.id)
+                                .map(|s| plan.slot(s))
+                                .collect();
+                            last = Some((ptr, slots.clone()));
+                            slots
+                        }
+                    };
+                    for &slot in &slots {
+                        plan.targets[slot].2.push(Delivery::All(msg.clone()));
                     }
-                };
-                for &slot in &slots {
-                    plan.targets[slot].2.push(Delivery::All(msg.clone()));
+                    recipients = slots.len();
                 }
-                recipients = slots.len();
             } else {
                 // Several topics: one entry per subscriber, listing the
                 // topics it holds.
@@ -348,7 +352,8 @@ impl Publisher {
         let c = &self.env.node.counters;
         c.delivered.fetch_add(delivered, Ordering::Relaxed);
         if self.local {
-            c.published.fetch_add(b.msgs.len() as u64, Ordering::Relaxed);
+            c.published
+                .fetch_add(b.msgs.len() as u64, Ordering::Relaxed);
         }
         let mut start = 0;
         for (ticket, upto) in b.tickets {

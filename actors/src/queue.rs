@@ -399,7 +399,8 @@ impl ClientQueue {
             .collect();
         if !deliveries.is_empty() {
             let f = self.in_flight_mut();
-            f.replayed.extend(deliveries.iter().map(|d| d.message().seq));
+            f.replayed
+                .extend(deliveries.iter().map(|d| d.message().seq));
             self.env
                 .node
                 .counters
@@ -432,16 +433,17 @@ impl ClientQueue {
             return self.answer(ticket, Response::Stored);
         }
         self.in_flight_mut().unsubscribed = true;
-        let fut = async move { join_all(asks).await }.into_actor(self).map(
-            move |answers, act, _ctx| {
-                let response = if answers.iter().all(|a| a.is_ok()) {
-                    Response::Stored
-                } else {
-                    ShardFailed.reply()
-                };
-                act.answer(ticket, response);
-            },
-        );
+        let fut =
+            async move { join_all(asks).await }
+                .into_actor(self)
+                .map(move |answers, act, _ctx| {
+                    let response = if answers.iter().all(|a| a.is_ok()) {
+                        Response::Stored
+                    } else {
+                        ShardFailed.reply()
+                    };
+                    act.answer(ticket, response);
+                });
         ctx.wait(fut);
     }
 
@@ -538,7 +540,6 @@ enum Upstream {
 impl Actor for ClientQueue {
     type Context = Context<Self>;
 
-
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.remove_everywhere();
         let node = &self.env.node;
@@ -548,7 +549,9 @@ impl Actor for ClientQueue {
         node.counters
             .current_connections
             .fetch_sub(1, Ordering::Relaxed);
-        self.env.clients.do_send(crate::clients::Leave(self.info.id));
+        self.env
+            .clients
+            .do_send(crate::clients::Leave(self.info.id));
         debug!(node.log, "client gone"; "client" => self.info.id);
     }
 }

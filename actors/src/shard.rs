@@ -422,7 +422,8 @@ impl RouterShard {
     fn reset(&mut self) {
         let previous: FastSet<Bytes> = self.topics.keys().cloned().collect();
         let c = &self.node.counters;
-        c.topics.fetch_sub(self.topics.len() as u64, Ordering::Relaxed);
+        c.topics
+            .fetch_sub(self.topics.len() as u64, Ordering::Relaxed);
         c.subscriptions
             .fetch_sub(self.subscriptions as u64, Ordering::Relaxed);
         self.topics = FastMap::default();
@@ -502,7 +503,6 @@ impl RouterShard {
 
 impl Actor for RouterShard {
     type Context = Context<Self>;
-
 }
 
 impl Supervised for RouterShard {
@@ -607,7 +607,12 @@ mod tests {
     use super::*;
 
     fn m(seq: u64) -> Arc<Message> {
-        Arc::new(Message::new(seq, 1, vec![Bytes::from_static(b"t")], Bytes::from_static(b"p")))
+        Arc::new(Message::new(
+            seq,
+            1,
+            vec![Bytes::from_static(b"t")],
+            Bytes::from_static(b"p"),
+        ))
     }
 
     #[test]

@@ -79,11 +79,15 @@ impl ShardPool {
     /// Restarts shard `i` from the client queues.
     fn restart(&mut self, i: usize, ctx: &mut Context<Self>) {
         let shard = self.shards[i].clone();
-        let fut = self.clients.send(Queues).into_actor(self).map(move |queues, _, _| {
-            shard.do_send(Restart {
-                queues: queues.unwrap_or_default(),
+        let fut = self
+            .clients
+            .send(Queues)
+            .into_actor(self)
+            .map(move |queues, _, _| {
+                shard.do_send(Restart {
+                    queues: queues.unwrap_or_default(),
+                });
             });
-        });
         ctx.spawn(fut);
     }
 }
@@ -111,7 +115,12 @@ impl Handler<ShardDown> for ShardPool {
             if a.gave_up {
                 return;
             }
-            let restarts = a.node.counters.shard_restarts.fetch_add(1, Ordering::Relaxed) + 1;
+            let restarts = a
+                .node
+                .counters
+                .shard_restarts
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
             if !a.intensity.record() {
                 a.gave_up = true;
                 crit!(a.node.log, "too many restarts of router shards; the pool gives up";

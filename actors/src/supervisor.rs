@@ -27,8 +27,8 @@ use bytes::Bytes;
 use slog::{crit, error, info, warn};
 
 use crate::client::Kick;
-use crate::courier::Courier;
 use crate::clients::{self, ClientSupervisor, KickAll};
+use crate::courier::Courier;
 use crate::guard::{guard, Panicked, Supervised};
 use crate::listener::{self, Listener};
 use crate::node::{Env, Node};
@@ -149,8 +149,7 @@ impl Supervisor {
         let sup = Supervisor::create(|ctx| {
             let me = ctx.address();
             let handles: Vec<_> = workers.iter().map(|a| a.handle()).collect();
-            let clients =
-                ClientSupervisor::new(node.clone(), me.clone().recipient()).start();
+            let clients = ClientSupervisor::new(node.clone(), me.clone().recipient()).start();
             let clock = Arc::new(SeqClock::new());
             // A proxy's links get their mailboxes first: the shards report
             // to them, and they publish through the shards.
@@ -162,7 +161,10 @@ impl Supervisor {
                 observer,
                 clients.clone(),
                 me.clone().recipient(),
-                &router_threads.iter().map(|a| a.handle()).collect::<Vec<_>>(),
+                &router_threads
+                    .iter()
+                    .map(|a| a.handle())
+                    .collect::<Vec<_>>(),
             );
             let proxy = links.as_ref().map(|l| l.proxy.clone());
             let couriers = handles
@@ -356,7 +358,11 @@ impl Handler<Shutdown> for Supervisor {
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         ctx.run_interval(Duration::from_millis(20), move |act, _ctx| {
-            let open = act.node.counters.current_connections.load(Ordering::Relaxed);
+            let open = act
+                .node
+                .counters
+                .current_connections
+                .load(Ordering::Relaxed);
             if open == 0 || Instant::now() > deadline {
                 info!(act.node.log, "stopped"; "clients_left" => open);
                 System::current().stop();

@@ -552,7 +552,11 @@ impl UpstreamLink {
         let n = topics.len();
         let why = why.to_string();
         let ask = self.env.clients.send(KickHolders(set));
-        let (counters, log, name) = (self.counters.clone(), self.node.log.clone(), self.name.clone());
+        let (counters, log, name) = (
+            self.counters.clone(),
+            self.node.log.clone(),
+            self.name.clone(),
+        );
         actix::spawn(async move {
             let closed = ask.await.unwrap_or(0);
             counters.clients_closed.fetch_add(closed, Ordering::Relaxed);
