@@ -51,9 +51,11 @@ pub const OPTIONS: &[&str] = &[
     "max_line_bytes",
     "max_request_bytes",
     "max_topic_bytes",
+    "max_topics_per_message",
     "max_queue_messages",
     "max_queue_bytes",
     "control_socket",
+    "runtime_dir",
     "upstreams",
     "max_restarts",
     "max_restart_seconds",
@@ -681,9 +683,11 @@ fn set_option(s: &mut Settings, option: &str, value: &Value) -> Result<(), Strin
         "max_line_bytes" => s.max_line_bytes = size(value, 1)?,
         "max_request_bytes" => s.max_request_bytes = size(value, 1)?,
         "max_topic_bytes" => s.max_topic_bytes = size(value, 1)?,
+        "max_topics_per_message" => s.max_topics_per_message = size(value, 1)?,
         "max_queue_messages" => s.max_queue_messages = size(value, 1)?,
         "max_queue_bytes" => s.max_queue_bytes = size(value, 1)?,
         "control_socket" => s.control_socket = optional_path(value)?,
+        "runtime_dir" => s.runtime_dir = optional_path(value)?,
         "upstreams" => s.upstreams = upstreams(value)?,
         "max_restarts" => s.max_restarts = int_in(value, 0, i128::from(u32::MAX))? as u32,
         "max_restart_seconds" => s.max_restart_seconds = seconds(value)?,
@@ -724,9 +728,11 @@ fn render(s: &Settings, option: &str) -> String {
         "max_line_bytes" => s.max_line_bytes.to_string(),
         "max_request_bytes" => s.max_request_bytes.to_string(),
         "max_topic_bytes" => s.max_topic_bytes.to_string(),
+        "max_topics_per_message" => s.max_topics_per_message.to_string(),
         "max_queue_messages" => s.max_queue_messages.to_string(),
         "max_queue_bytes" => s.max_queue_bytes.to_string(),
         "control_socket" => s.control_socket_path().display().to_string(),
+        "runtime_dir" => s.runtime_dir_path().display().to_string(),
         "upstreams" if s.upstreams.is_empty() => "none".to_string(),
         "upstreams" => s.upstreams.join(","),
         "max_restarts" => s.max_restarts.to_string(),
@@ -1007,10 +1013,9 @@ mod tests {
         assert!(loaded.sources.iter().all(|(_, _, s)| *s == Source::Default));
         assert_eq!(source_of(&loaded, "listen_ip").0, "0.0.0.0");
         assert_eq!(source_of(&loaded, "pid_file").0, "none");
-        assert_eq!(
-            source_of(&loaded, "control_socket").0,
-            "/tmp/kraken-12355.sock"
-        );
+        assert!(source_of(&loaded, "control_socket")
+            .0
+            .ends_with("/kraken-12355.sock"));
         assert_eq!(source_of(&loaded, "client_idle_timeout").0, "3600");
         assert_eq!(source_of(&loaded, "upstreams").0, "none");
         assert!(loaded.files.is_empty());
@@ -1025,7 +1030,13 @@ mod tests {
         assert_eq!(loaded.files, vec![etc.clone()]);
         // Every option with a default is written out in it.
         for (option, _, source) in &loaded.sources {
-            let commented = ["pid_file", "log_file", "control_socket", "upstreams"];
+            let commented = [
+                "pid_file",
+                "log_file",
+                "control_socket",
+                "runtime_dir",
+                "upstreams",
+            ];
             if commented.contains(&option.as_str()) {
                 assert_eq!(*source, Source::Default, "{option}");
             } else {
@@ -1069,8 +1080,10 @@ mod tests {
              -kraken log_file /var/log/kraken.log -kraken log_level debug \
              -kraken client_idle_timeout 60 -kraken max_line_bytes 4096 \
              -kraken max_request_bytes 1000000 -kraken max_topic_bytes 512 \
+             -kraken max_topics_per_message 99 \
              -kraken max_queue_messages 77 -kraken max_queue_bytes 8888 \
-             -kraken control_socket /run/k.sock -kraken upstreams h1:1,h2:2 \
+             -kraken control_socket /run/k.sock -kraken runtime_dir /run/k \
+             -kraken upstreams h1:1,h2:2 \
              -kraken max_restarts 3 -kraken max_restart_seconds 5 \
              -kraken worker_threads 2 -kraken fault_injection true",
         );
@@ -1090,9 +1103,11 @@ mod tests {
             max_line_bytes: 4096,
             max_request_bytes: 1_000_000,
             max_topic_bytes: 512,
+            max_topics_per_message: 99,
             max_queue_messages: 77,
             max_queue_bytes: 8888,
             control_socket: Some("/run/k.sock".into()),
+            runtime_dir: Some("/run/k".into()),
             upstreams: vec!["h1:1".into(), "h2:2".into()],
             max_restarts: 3,
             max_restart_seconds: Duration::from_secs(5),
@@ -1116,8 +1131,9 @@ mod tests {
              router_min_publish_to_topics_to_warn=20 messages_stored_per_router_shard=30 \
              pid_file=/var/run/kraken.pid log_file=/var/log/kraken.log log_level=debug \
              client_idle_timeout=60 max_line_bytes=4096 max_request_bytes=1000000 \
-             max_topic_bytes=512 max_queue_messages=77 max_queue_bytes=8888 \
-             control_socket=/run/k.sock upstreams=h1:1,h2:2 max_restarts=3 \
+             max_topic_bytes=512 max_topics_per_message=99 max_queue_messages=77 \
+             max_queue_bytes=8888 control_socket=/run/k.sock runtime_dir=/run/k \
+             upstreams=h1:1,h2:2 max_restarts=3 \
              max_restart_seconds=5 worker_threads=2 fault_injection=true"
         );
     }
@@ -1139,9 +1155,11 @@ mod tests {
             ("MAX_LINE_BYTES", "100"),
             ("MAX_REQUEST_BYTES", "200"),
             ("MAX_TOPIC_BYTES", "300"),
+            ("MAX_TOPICS_PER_MESSAGE", "350"),
             ("MAX_QUEUE_MESSAGES", "400"),
             ("MAX_QUEUE_BYTES", "500"),
             ("CONTROL_SOCKET", "/tmp/c.sock"),
+            ("RUNTIME_DIR", "/tmp/rd"),
             ("UPSTREAMS", " a:1 , b:2 "),
             ("MAX_RESTARTS", "0"),
             ("MAX_RESTART_SECONDS", "60"),
@@ -1172,6 +1190,8 @@ mod tests {
         );
         assert_eq!((s.max_queue_messages, s.max_queue_bytes), (400, 500));
         assert_eq!(s.control_socket, Some("/tmp/c.sock".into()));
+        assert_eq!(s.runtime_dir, Some("/tmp/rd".into()));
+        assert_eq!(s.max_topics_per_message, 350);
         assert_eq!(s.upstreams, vec!["a:1".to_string(), "b:2".to_string()]);
         assert_eq!(s.max_restarts, 0);
         assert_eq!(s.max_restart_seconds, Duration::from_secs(60));
@@ -1204,9 +1224,11 @@ client_idle_timeout = 7
 max_line_bytes = 8
 max_request_bytes = 9
 max_topic_bytes = 10
+max_topics_per_message = 15
 max_queue_messages = 11
 max_queue_bytes = 12
 control_socket = "/c.sock"
+runtime_dir = "/r"
 upstreams = ["u1:1", "u2:2"]
 max_restarts = 13
 max_restart_seconds = 1.5
@@ -1230,9 +1252,11 @@ fault_injection = true
   {max_line_bytes, 8},
   {max_request_bytes, 9},
   {max_topic_bytes, 10},
+  {max_topics_per_message, 15},
   {max_queue_messages, 11},
   {max_queue_bytes, 12},
   {control_socket, '/c.sock'},
+  {runtime_dir, "/r"},
   {upstreams, ["u1:1", {"u2", 2}]},
   {max_restarts, 13},
   {max_restart_seconds, 1.5},
@@ -1257,9 +1281,11 @@ fault_injection = true
             max_line_bytes: 8,
             max_request_bytes: 9,
             max_topic_bytes: 10,
+            max_topics_per_message: 15,
             max_queue_messages: 11,
             max_queue_bytes: 12,
             control_socket: Some("/c.sock".into()),
+            runtime_dir: Some("/r".into()),
             upstreams: vec!["u1:1".into(), "u2:2".into()],
             max_restarts: 13,
             max_restart_seconds: Duration::from_millis(1500),

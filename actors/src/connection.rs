@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 
 use actix::prelude::*;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use kraken_protocol::{
-    parse_publish_block, parse_retro_body, parse_topics, KrakenCodec, Limits, Request, Response,
-    SetKey,
+    parse_publish_block, parse_retro_body, parse_topics, BodyLimits, KrakenCodec, Limits, Request,
+    Response, SetKey,
 };
 use slog::{info, warn};
 use tokio::io::AsyncWrite;
@@ -149,7 +149,11 @@ impl Connection {
 
     fn publish(&mut self, data: &bytes::Bytes) -> Response {
         let settings = &self.node.settings;
-        let entries = match parse_publish_block(data, settings.max_topic_bytes) {
+        let limits = BodyLimits {
+            max_topic_bytes: settings.max_topic_bytes,
+            max_topics_per_message: settings.max_topics_per_message,
+        };
+        let entries = match parse_publish_block(data, &limits) {
             Ok(entries) => entries,
             Err(e) => return Response::ClientError(e.message().into()),
         };
@@ -229,23 +233,20 @@ impl Connection {
                     let response = self.publish(&data);
                     self.reply(response, noreply);
                 }
-                SetKey::Subscribe | SetKey::Unsubscribe => {
-                    match parse_topics(&held_apart(key, data), max_topic) {
-                        Ok(topics) => {
-                            self.fault_injection(&topics);
-                            let req = if key == SetKey::Subscribe {
-                                QueueRequest::Subscribe(topics)
-                            } else {
-                                QueueRequest::Unsubscribe(topics)
-                            };
-                            self.ask_queue(req, noreply, ctx);
-                        }
-                        Err(e) => self.write(Response::ClientError(e.message().into())),
+                SetKey::Subscribe | SetKey::Unsubscribe => match parse_topics(&data, max_topic) {
+                    Ok(topics) => {
+                        self.fault_injection(&topics);
+                        let req = if key == SetKey::Subscribe {
+                            QueueRequest::Subscribe(topics)
+                        } else {
+                            QueueRequest::Unsubscribe(topics)
+                        };
+                        self.ask_queue(req, noreply, ctx);
                     }
-                }
+                    Err(e) => self.write(Response::ClientError(e.message().into())),
+                },
                 SetKey::Register => self.ask_queue(QueueRequest::Register, noreply, ctx),
-                SetKey::RetroSubscribe => match parse_retro_body(&held_apart(key, data), max_topic)
-                {
+                SetKey::RetroSubscribe => match parse_retro_body(&data, max_topic) {
                     Ok(body) => self.ask_queue(QueueRequest::RetroSubscribe(body), noreply, ctx),
                     Err(e) => self.write(Response::ClientError(e.message().into())),
                 },
@@ -363,16 +364,6 @@ impl Handler<KickConnection> for Connection {
 
     fn handle(&mut self, msg: KickConnection, _ctx: &mut Context<Self>) {
         self.kicked(msg.0);
-    }
-}
-
-/// The data block of a request whose topics the node keeps (subscribe,
-/// retro_subscribe), copied out of the read buffer in one allocation so the
-/// topics, slices of it, do not pin the whole read buffer; others as they are.
-fn held_apart(key: SetKey, data: Bytes) -> Bytes {
-    match key {
-        SetKey::Subscribe | SetKey::RetroSubscribe => Bytes::copy_from_slice(&data),
-        _ => data,
     }
 }
 

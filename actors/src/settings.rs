@@ -71,13 +71,20 @@ pub struct Settings {
     pub max_request_bytes: usize,
     /// Longest topic (`max_topic_bytes`, default 1024).
     pub max_topic_bytes: usize,
+    /// Most distinct topics one published message may name
+    /// (`max_topics_per_message`, default 10000).
+    pub max_topics_per_message: usize,
     /// Most messages queued for one client (`max_queue_messages`, default 100000).
     pub max_queue_messages: usize,
     /// Most payload bytes queued for one client (`max_queue_bytes`, default 64 MiB).
     pub max_queue_bytes: usize,
     /// Unix socket of the control channel (`control_socket`; default
-    /// `/tmp/kraken-<port>.sock`).
+    /// `kraken-<port>.sock` in the runtime directory).
     pub control_socket: Option<PathBuf>,
+    /// Directory of the control socket and the console log (`runtime_dir`;
+    /// default `$RUNTIME_DIRECTORY`, else `$XDG_RUNTIME_DIR/kraken`, else
+    /// `/tmp/kraken-<uid>`; see [`crate::control::default_runtime_dir`]).
+    pub runtime_dir: Option<PathBuf>,
     /// Upstream nodes; non-empty makes this node a proxy (`upstreams`).
     pub upstreams: Vec<String>,
     /// Restarts allowed within `max_restart_seconds` before escalating (default 10).
@@ -107,9 +114,11 @@ impl Default for Settings {
             max_line_bytes: 2048,
             max_request_bytes: 16 * 1024 * 1024,
             max_topic_bytes: 1024,
+            max_topics_per_message: 10_000,
             max_queue_messages: 100_000,
             max_queue_bytes: 64 * 1024 * 1024,
             control_socket: None,
+            runtime_dir: None,
             upstreams: Vec::new(),
             max_restarts: 10,
             max_restart_seconds: Duration::from_secs(10),
@@ -122,8 +131,16 @@ impl Default for Settings {
 impl Settings {
     /// The control socket path in effect.
     pub fn control_socket_path(&self) -> PathBuf {
-        self.control_socket
+        self.control_socket.clone().unwrap_or_else(|| {
+            self.runtime_dir_path()
+                .join(format!("kraken-{}.sock", self.tcp_server_port))
+        })
+    }
+
+    /// The runtime directory in effect (`runtime_dir`, else the default).
+    pub fn runtime_dir_path(&self) -> PathBuf {
+        self.runtime_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("/tmp/kraken-{}.sock", self.tcp_server_port)))
+            .unwrap_or_else(crate::control::default_runtime_dir)
     }
 }
