@@ -32,7 +32,9 @@
 //!
 //! A data block smaller than half of the read buffer behind it is copied
 //! out, so that a small request kept for long (a queued message) does not
-//! keep a buffer that grew for a large one; a larger block is a slice of it.
+//! keep a buffer that grew for a large one; a larger block is a slice of it,
+//! and the decoder then moves what follows it to a new small buffer, so
+//! that the big one is freed with the block and not kept by the connection.
 //!
 //! What a `set` body means (topics, publish entries, horizons) is decided
 //! later, by [`crate::publish`].
@@ -199,9 +201,7 @@ impl Decoder for KrakenCodec {
                         src.reserve(left.min(DISCARD_READ_BYTES as u64) as usize);
                         return Ok(None);
                     }
-                    if src.capacity() > SHRINK_ABOVE && src.len() <= SHRINK_ABOVE / 4 {
-                        *src = BytesMut::from(&src[..]);
-                    }
+                    shrink(src);
                     self.state = State::Line { scanned: 0 };
                 }
                 State::Data { key, len, noreply } => {
@@ -219,12 +219,16 @@ impl Decoder for KrakenCodec {
                     }
                     let data = if len < src.capacity() / 2 {
                         let data = Bytes::copy_from_slice(&src[..len]);
-                        src.advance(len);
+                        src.advance(needed);
                         data
                     } else {
-                        src.split_to(len).freeze()
+                        let data = src.split_to(len).freeze();
+                        src.advance(2);
+                        // The buffer is shared with the block now: let it
+                        // go with the block instead of reading on into it.
+                        shrink(src);
+                        data
                     };
-                    src.advance(2);
                     self.state = State::Line { scanned: 0 };
                     self.refusals.accepted();
                     return Ok(Some(Request::Set { key, data, noreply }));
@@ -311,6 +315,18 @@ impl KrakenCodec {
         self.state = State::Closed;
         src.clear();
         Request::Invalid(rejection)
+    }
+}
+
+/// Replaces a read buffer larger than [`SHRINK_ABOVE`] that holds little
+/// with a small copy of what it holds: after a large block was skipped or
+/// handed out, a connection should not keep (or keep alive) room it no
+/// longer needs.
+fn shrink(src: &mut BytesMut) {
+    if src.capacity() > SHRINK_ABOVE && src.len() <= SHRINK_ABOVE / 4 {
+        let mut small = BytesMut::with_capacity(src.len().max(256));
+        small.extend_from_slice(src);
+        *src = small;
     }
 }
 

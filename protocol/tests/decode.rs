@@ -746,3 +746,27 @@ fn a_small_block_from_a_large_buffer_is_copied_out_of_it() {
         start + b"set publish 0 0 1000\r\n".len()
     );
 }
+
+#[test]
+fn after_a_large_block_the_connection_reads_on_into_a_small_buffer() {
+    use bytes::BytesMut;
+    use kraken_protocol::KrakenCodec;
+    use tokio_util::codec::Decoder;
+
+    let mut codec = KrakenCodec::new(Limits::default());
+    let n = 1 << 20;
+    let mut buf = BytesMut::with_capacity(2 * n);
+    buf.extend_from_slice(format!("set publish 0 0 {n}\r\n").as_bytes());
+    buf.resize(buf.len() + n, b'x');
+    buf.extend_from_slice(b"\r\nvers");
+    let Some(Request::Set { data, .. }) = codec.decode(&mut buf).unwrap() else {
+        panic!("expected a set");
+    };
+    assert_eq!(data.len(), n);
+    // What follows the block was moved out of the big buffer, so dropping
+    // the block frees it.
+    assert_eq!(&buf[..], b"vers");
+    assert!(buf.capacity() <= 4096, "capacity {}", buf.capacity());
+    buf.extend_from_slice(b"ion\r\n");
+    assert_eq!(codec.decode(&mut buf).unwrap(), Some(Request::Version));
+}
