@@ -405,7 +405,12 @@ fn the_control_client_refuses_a_socket_served_by_another_user() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(std::fs::metadata(&socket).unwrap().uid(), NOBODY);
-    let status = kraken(&["status", "-kraken", "control_socket", socket.to_str().unwrap()]);
+    let status = kraken(&[
+        "status",
+        "-kraken",
+        "control_socket",
+        socket.to_str().unwrap(),
+    ]);
     let _ = impostor.kill();
     let _ = impostor.wait();
     assert_eq!(status.code, Some(1), "{}", status.text());

@@ -67,7 +67,11 @@ fn check_topics(block: &Bytes, max_topic: usize) {
 
 fn check_publish(block: &Bytes, limits: &BodyLimits) {
     let got = parse_publish_block(block, limits);
-    assert_eq!(got, ref_publish(block, limits), "parse_publish_block vs model");
+    assert_eq!(
+        got,
+        ref_publish(block, limits),
+        "parse_publish_block vs model"
+    );
     let Ok(entries) = got else { return };
     for entry in &entries {
         assert!(!entry.topics.is_empty(), "entry without topics");

@@ -22,8 +22,7 @@
 use bytes::{Bytes, BytesMut};
 use kraken_protocol::{
     message_header, parse_publish_block, BodyLimits, KrakenCodec, Limits, OutMessage, PublishEntry,
-    Request,
-    Response, SetKey,
+    Request, Response, SetKey,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -136,8 +135,9 @@ pub fn check(data: &[u8]) {
 }
 
 fn assert_same(block: &[u8], entries: &[(Vec<Vec<u8>>, Vec<u8>)], what: &str) {
-    let parsed: Vec<PublishEntry> = parse_publish_block(&Bytes::copy_from_slice(block), &BodyLimits::default())
-        .unwrap_or_else(|e| panic!("{what} does not parse: {e:?}"));
+    let parsed: Vec<PublishEntry> =
+        parse_publish_block(&Bytes::copy_from_slice(block), &BodyLimits::default())
+            .unwrap_or_else(|e| panic!("{what} does not parse: {e:?}"));
     assert_eq!(parsed.len(), entries.len(), "{what}: entry count");
     for (i, (p, (topics, payload))) in parsed.iter().zip(entries).enumerate() {
         assert_eq!(&p.topics, topics, "{what}: topics of entry {i}");
