@@ -68,11 +68,17 @@ impl Default for Limits {
     }
 }
 
-/// Refused data blocks in a row after which the connection is closed: the
-/// last one is answered `CLIENT_ERROR data block too large` and closes.
-/// Any request decoded between two refusals starts the count again. A
-/// connection that also refuses bodies (`bad publish block`, ...) can count
-/// those with a [`RefusalStreak`] of its own.
+/// Refused requests in a row after which the connection is closed.
+///
+/// The decoder applies it to the data blocks it refuses: the last one is
+/// answered `CLIENT_ERROR data block too large` and closes. Any request it
+/// decodes in between starts its count again, including one whose body the
+/// connection will refuse, which the decoder cannot know. So a connection
+/// should keep a [`RefusalStreak`] of its own over both kinds: count every
+/// non-closing [`Rejection`] it is handed and every body it refuses
+/// (`bad publish block`, `too many topics in one message`, ...), reset it
+/// on a request it carries out, and close when it says so. Then a client
+/// alternating the two kinds is closed too.
 pub const MAX_CONSECUTIVE_REFUSALS: u32 = 8;
 
 /// How much room the decoder asks of the read buffer while skipping a
