@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use kraken_actors::control::{parse_reply, Reply};
+use std::os::fd::AsFd;
+
+use kraken_actors::control::{check_peer, parse_reply, peer_uid, Reply};
 use kraken_actors::{LogLevel, Settings};
 
 /// How long a control request may take (dumps of a big node included).
@@ -25,6 +27,9 @@ pub enum CtlError {
 }
 
 /// Sends one request line to the node's control socket and returns its reply.
+///
+/// Before sending anything it checks who answers (`SO_PEERCRED`): a process
+/// of another user (one that took the socket's name first) is refused.
 pub fn request(path: &Path, line: &str, timeout: Duration) -> Result<Reply, CtlError> {
     let shown = path.display();
     let mut stream = UnixStream::connect(path).map_err(|e| match e.kind() {
@@ -40,6 +45,12 @@ pub fn request(path: &Path, line: &str, timeout: Duration) -> Result<Reply, CtlE
     let failed = |e: std::io::Error| {
         CtlError::Failed(format!("control socket {shown}: {e} (is the node stuck?)"))
     };
+    let peer = peer_uid(stream.as_fd()).map_err(failed)?;
+    check_peer(peer).map_err(|why| {
+        CtlError::Failed(format!(
+            "control socket {shown}: {why}; not a node of this user, refusing to talk to it"
+        ))
+    })?;
     stream.set_read_timeout(Some(timeout)).map_err(failed)?;
     stream.set_write_timeout(Some(timeout)).map_err(failed)?;
     stream

@@ -3,8 +3,10 @@
 //! `start` runs this same executable as `kraken run` with the same options
 //! (and environment) in a new session, with stdin from `/dev/null` and
 //! stdout/stderr appended to `log_file`, or, without one, to the *console
-//! file* next to the control socket (`/tmp/kraken-12355.log` for the default
-//! `/tmp/kraken-12355.sock`). It returns once the node answers `status` on
+//! file* `kraken-<port>.log` in the runtime directory (see
+//! `kraken_actors::control`: a directory only the node's user can write).
+//! Either is opened without following a symlink, and refused unless it is a
+//! regular file of this user. It returns once the node answers `status` on
 //! its control socket (and has written `pid_file`, if set), or fails with
 //! what the node printed if it exits first or does not answer in time.
 //!
@@ -36,15 +38,44 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where a background node's stdout and stderr go when `log_file` is unset.
 pub fn console_file(settings: &Settings) -> PathBuf {
-    let socket = settings.control_socket_path();
-    let file = socket.with_extension("log");
-    if file == socket {
-        let mut name = socket.into_os_string();
-        name.push(".log");
-        PathBuf::from(name)
-    } else {
-        file
+    settings
+        .runtime_dir_path()
+        .join(format!("kraken-{}.log", settings.tcp_server_port))
+}
+
+/// Opens a log for appending (mode 0600 if created) without following a
+/// symlink at its path, and refuses anything but a regular file of this
+/// user: a file planted by someone else must not receive the node's log.
+pub fn open_log(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::MetadataExt;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::new(e.kind(), "it is a symlink; refusing to follow it")
+            } else {
+                e
+            }
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
     }
+    let me = kraken_actors::control::euid();
+    if meta.uid() != me {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "it belongs to uid {}, not to this user (uid {me})",
+                meta.uid()
+            ),
+        ));
+    }
+    Ok(file)
 }
 
 /// `kraken start`.
@@ -55,16 +86,17 @@ pub fn start(cli: &Cli, settings: &Settings) -> ExitCode {
         eprintln!("kraken: already running: {shown}");
         return ExitCode::from(1);
     }
+    if settings.log_file.is_none() {
+        if let Err(e) = kraken_actors::control::ensure_private_dir(&settings.runtime_dir_path()) {
+            eprintln!("kraken: {e}");
+            return ExitCode::from(1);
+        }
+    }
     let output_path = settings
         .log_file
         .clone()
         .unwrap_or_else(|| console_file(settings));
-    let output = match OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&output_path)
-    {
+    let output = match open_log(&output_path) {
         Ok(f) => f,
         Err(e) => {
             eprintln!(

@@ -2,7 +2,6 @@
 //! event, filtered by a level that `change_log_level` can change while the
 //! node runs.
 
-use std::fs::OpenOptions;
 use std::sync::{Arc, Mutex};
 
 use kraken_actors::loglevel::{RuntimeLevel, RuntimeLevelFilter};
@@ -14,7 +13,9 @@ pub fn build(settings: &Settings) -> std::io::Result<(Logger, Arc<RuntimeLevel>)
     let level = RuntimeLevel::new(settings.log_level);
     let logger = match &settings.log_file {
         Some(path) => {
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            let file = crate::daemon::open_log(path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("log_file {}: {e}", path.display()))
+            })?;
             let decorator = slog_term::PlainSyncDecorator::new(file);
             let drain = slog_term::FullFormat::new(decorator).build().fuse();
             wrap(drain, &level)

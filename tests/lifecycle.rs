@@ -316,13 +316,14 @@ fn several_nodes_on_one_machine_are_each_addressable_by_their_port() {
     let mut bg = Background::new("several");
     let ports = [free_port(), free_port()];
     let mut addrs = Vec::new();
+    // The default runtime directory, as the node works it out from the same
+    // environment.
+    let runtime = kraken_actors::control::default_runtime_dir();
     for port in ports {
         let port = port.to_string();
-        // The default control socket, /tmp/kraken-<port>.sock, tells them apart.
-        bg.files
-            .push(PathBuf::from(format!("/tmp/kraken-{port}.sock")));
-        bg.files
-            .push(PathBuf::from(format!("/tmp/kraken-{port}.log")));
+        // The default control socket, kraken-<port>.sock, tells them apart.
+        bg.files.push(runtime.join(format!("kraken-{port}.sock")));
+        bg.files.push(runtime.join(format!("kraken-{port}.log")));
         let out = bg.start(&[
             "-kraken",
             "listen_ip",
@@ -333,7 +334,8 @@ fn several_nodes_on_one_machine_are_each_addressable_by_their_port() {
         ]);
         assert_eq!(out.code, Some(0), "{}", out.text());
         assert!(
-            out.stdout.contains(&format!("/tmp/kraken-{port}.sock")),
+            out.stdout
+                .contains(&format!("{}/kraken-{port}.sock", runtime.display())),
             "{}",
             out.text()
         );
@@ -373,8 +375,9 @@ fn several_nodes_on_one_machine_are_each_addressable_by_their_port() {
         &ports[1].to_string(),
     ]);
     assert_eq!(status.code, Some(0), "{}", status.text());
-    // Without a log_file, the node's output went next to its control socket.
-    let console = std::fs::read_to_string(format!("/tmp/kraken-{}.log", ports[1])).unwrap();
+    // Without a log_file, the node's output went to the runtime directory.
+    let console =
+        std::fs::read_to_string(runtime.join(format!("kraken-{}.log", ports[1]))).unwrap();
     assert!(console.contains("accepting connections"), "{console}");
     let stop = kraken(&["stop", "-kraken", "tcp_server_port", &ports[1].to_string()]);
     assert_eq!(stop.code, Some(0), "{}", stop.text());

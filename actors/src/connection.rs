@@ -23,8 +23,8 @@ use std::task::Poll;
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
 use kraken_protocol::{
-    parse_publish_block, parse_retro_body, parse_topics, KrakenCodec, Limits, Request, Response,
-    SetKey,
+    parse_publish_block, parse_retro_body, parse_topics, BodyLimits, KrakenCodec, Limits, Request,
+    Response, SetKey,
 };
 use slog::{error, info, warn};
 use tokio::io::AsyncWrite;
@@ -49,7 +49,7 @@ pub const FAULT_CONNECTION_PANIC: &[u8] = b"__kraken_fault_connection_panic__";
 /// so this is most of what an idle connection costs.
 const READ_BUFFER_INITIAL: usize = 64;
 
-/// Largest write or read buffer a connection keeps once it is empty.
+/// Largest write buffer a connection keeps once it is empty.
 const BUFFER_KEEP: usize = 16 * 1024;
 
 /// Answers outstanding at once; past it, reading pauses.
@@ -240,7 +240,11 @@ impl Connection {
 
     fn publish(&mut self, data: &Bytes) -> Option<Response> {
         let settings = &self.env.node.settings;
-        let entries = match parse_publish_block(data, settings.max_topic_bytes) {
+        let limits = BodyLimits {
+            max_topic_bytes: settings.max_topic_bytes,
+            max_topics_per_message: settings.max_topics_per_message,
+        };
+        let entries = match parse_publish_block(data, &limits) {
             Ok(entries) => entries,
             Err(e) => return Some(Response::ClientError(e.message().into())),
         };
@@ -282,23 +286,20 @@ impl Connection {
                         self.publisher.ticket(ticket);
                     }
                 },
-                SetKey::Subscribe | SetKey::Unsubscribe => {
-                    match parse_topics(&held_apart(key, data), max_topic) {
-                        Ok(topics) => {
-                            self.fault_injection(&topics);
-                            let req = if key == SetKey::Subscribe {
-                                QueueRequest::Subscribe(topics)
-                            } else {
-                                QueueRequest::Unsubscribe(topics)
-                            };
-                            self.ask(req, noreply);
-                        }
-                        Err(e) => self.ready(Response::ClientError(e.message().into())),
+                SetKey::Subscribe | SetKey::Unsubscribe => match parse_topics(&data, max_topic) {
+                    Ok(topics) => {
+                        self.fault_injection(&topics);
+                        let req = if key == SetKey::Subscribe {
+                            QueueRequest::Subscribe(topics)
+                        } else {
+                            QueueRequest::Unsubscribe(topics)
+                        };
+                        self.ask(req, noreply);
                     }
-                }
+                    Err(e) => self.ready(Response::ClientError(e.message().into())),
+                },
                 SetKey::Register => self.ask(QueueRequest::Register, noreply),
-                SetKey::RetroSubscribe => match parse_retro_body(&held_apart(key, data), max_topic)
-                {
+                SetKey::RetroSubscribe => match parse_retro_body(&data, max_topic) {
                     Ok(body) => self.ask(QueueRequest::RetroSubscribe(body), noreply),
                     Err(e) => self.ready(Response::ClientError(e.message().into())),
                 },
@@ -384,11 +385,10 @@ impl Connection {
             if !self.can_read() {
                 break;
             }
-            if self.rbuf.is_empty() && self.rbuf.capacity() > BUFFER_KEEP {
-                self.rbuf = BytesMut::with_capacity(READ_BUFFER_INITIAL);
-            }
-            if self.rbuf.capacity() - self.rbuf.len() < READ_BUFFER_INITIAL {
-                self.rbuf.reserve(READ_BUFFER_INITIAL.max(self.rbuf.len()));
+            // The decoder reserves room for what it expects (and gives back
+            // a large buffer once a large request is done); keep a little.
+            if self.rbuf.capacity() == self.rbuf.len() {
+                self.rbuf.reserve(READ_BUFFER_INITIAL);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.reader), task, &mut self.rbuf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
@@ -496,16 +496,6 @@ impl Handler<KickConnection> for Connection {
 
     fn handle(&mut self, msg: KickConnection, ctx: &mut Context<Self>) {
         guard(self, ctx, |a, ctx| a.kicked(msg.0, ctx));
-    }
-}
-
-/// The data block of a request whose topics the node keeps (subscribe,
-/// retro_subscribe), copied out of the read buffer in one allocation so the
-/// topics, slices of it, do not pin the whole read buffer; others as they are.
-fn held_apart(key: SetKey, data: Bytes) -> Bytes {
-    match key {
-        SetKey::Subscribe | SetKey::RetroSubscribe => Bytes::copy_from_slice(&data),
-        _ => data,
     }
 }
 

@@ -6,6 +6,23 @@
 //! is created owner-only (mode 0600), and a peer whose uid is neither the
 //! node's nor root's is refused even if the file's mode was widened.
 //!
+//! # Where it lives
+//!
+//! Other local users must not be able to take the socket's name first (and
+//! so answer the control commands in the node's place) or point it
+//! elsewhere. By default the socket is `kraken-<port>.sock` in the *runtime
+//! directory* ([`default_runtime_dir`]: `$RUNTIME_DIRECTORY` under systemd,
+//! else `$XDG_RUNTIME_DIR/kraken`, else `/tmp/kraken-<uid>`; option
+//! `runtime_dir`), which [`ensure_private_dir`] creates mode 0700 and
+//! refuses unless it is a real directory (not a symlink) owned by the
+//! node's user and writable by no one else. A `control_socket` set
+//! explicitly must sit in a directory owned by the node's user or root and
+//! writable by no one else, or sticky (as `/tmp`); a symlink or another
+//! user's file at the path is refused. Control clients check, with
+//! `SO_PEERCRED`, that the process answering on the socket runs as their
+//! own user or root ([`check_peer`]), and the node checks its callers the
+//! same way.
+//!
 //! # Protocol
 //!
 //! One request per connection: a line such as `status`, `stop`,
@@ -52,6 +69,11 @@ pub const END: &[u8] = b"END";
 pub fn start(env: Arc<Env>, supervisor: Addr<Supervisor>) -> io::Result<()> {
     let node = env.node.clone();
     let path = node.settings.control_socket_path();
+    if node.settings.control_socket.is_none() {
+        ensure_private_dir(&node.settings.runtime_dir_path())?;
+    } else {
+        check_socket_dir(&path)?;
+    }
     let (listener, file) = bind(&path)?;
     info!(node.log, "control socket ready"; "path" => %path.display());
     actix::spawn(async move {
@@ -97,6 +119,23 @@ fn bind(path: &Path) -> io::Result<(UnixListener, SocketFile)> {
     let shown = path.display();
     let error = |kind: io::ErrorKind, why: String| io::Error::new(kind, why);
     if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_symlink() {
+            return Err(error(
+                io::ErrorKind::PermissionDenied,
+                format!("control socket {shown} is a symlink; refusing to follow it"),
+            ));
+        }
+        if meta.uid() != euid() {
+            return Err(error(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "control socket {shown} belongs to uid {}, not to this node's user (uid {}); \
+                     refusing it",
+                    meta.uid(),
+                    euid()
+                ),
+            ));
+        }
         if !meta.file_type().is_socket() {
             return Err(error(
                 io::ErrorKind::AlreadyExists,
@@ -132,6 +171,148 @@ fn bind(path: &Path) -> io::Result<(UnixListener, SocketFile)> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     std_listener.set_nonblocking(true)?;
     Ok((UnixListener::from_std(std_listener)?, file))
+}
+
+/// This process's effective uid.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() }
+}
+
+/// The runtime directory when `runtime_dir` is unset: `$RUNTIME_DIRECTORY`
+/// (set by systemd's `RuntimeDirectory=`; the first, if it lists several),
+/// else `$XDG_RUNTIME_DIR/kraken` (the login session's private directory),
+/// else `/tmp/kraken-<euid>`. Only absolute paths from the environment
+/// count.
+pub fn default_runtime_dir() -> PathBuf {
+    let from_env = |name: &str| {
+        let value = std::env::var_os(name)?;
+        let first = match value.to_str() {
+            Some(text) => PathBuf::from(text.split(':').next().unwrap_or_default()),
+            None => PathBuf::from(value),
+        };
+        first.is_absolute().then_some(first)
+    };
+    if let Some(dir) = from_env("RUNTIME_DIRECTORY") {
+        return dir;
+    }
+    if let Some(dir) = from_env("XDG_RUNTIME_DIR") {
+        return dir.join("kraken");
+    }
+    PathBuf::from(format!("/tmp/kraken-{}", euid()))
+}
+
+/// Makes sure `dir` is a directory only this process's user can write:
+/// creates it (mode 0700, not its parents) if missing, then refuses it
+/// unless it is a real directory, not a symlink, owned by the effective
+/// uid, without group or other write permission.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let shown = dir.display();
+    if let Err(e) = std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        if e.kind() != io::ErrorKind::AlreadyExists {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("cannot create runtime directory {shown}: {e}"),
+            ));
+        }
+    }
+    let refuse = |why: String| {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("runtime directory {shown} {why}; refusing it (set runtime_dir)"),
+        ))
+    };
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() {
+        return refuse("is a symlink".into());
+    }
+    if !meta.is_dir() {
+        return refuse("is not a directory".into());
+    }
+    if meta.uid() != euid() {
+        return refuse(format!(
+            "belongs to uid {}, not to this user (uid {})",
+            meta.uid(),
+            euid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "is writable by others (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an explicitly set control socket whose directory someone else
+/// could write to: the directory must belong to this user or root and be
+/// writable by no one else, unless it is sticky (as `/tmp`, where others
+/// cannot remove or rename this user's files).
+fn check_socket_dir(socket: &Path) -> io::Result<()> {
+    let dir = match socket.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(meta) = std::fs::metadata(dir) else {
+        // bind reports the missing directory.
+        return Ok(());
+    };
+    let sticky = meta.mode() & 0o1000 != 0;
+    let owner_ok = meta.uid() == euid() || meta.uid() == 0;
+    if !owner_ok || (meta.mode() & 0o022 != 0 && !sticky) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "control socket directory {} (uid {}, mode {:o}) can be written by other users; \
+                 refusing it",
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The uid of the process at the other end of a Unix socket (`SO_PEERCRED`).
+pub fn peer_uid(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given, and
+    // `fd` is an open socket for the duration of the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// The rule both ends apply: a control peer must run as this process's
+/// user or as root.
+pub fn check_peer(peer_uid: u32) -> Result<(), String> {
+    if peer_uid == euid() || peer_uid == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the peer runs as uid {peer_uid}, neither this user (uid {}) nor root",
+            euid()
+        ))
+    }
 }
 
 /// Answers one control connection.

@@ -202,9 +202,19 @@ settings! {
 impl Settings {
     /// The control socket path in effect.
     pub fn control_socket_path(&self) -> PathBuf {
-        self.control_socket
+        self.control_socket.clone().unwrap_or_else(|| {
+            self.runtime_dir_path()
+                .join(format!("kraken-{}.sock", self.tcp_server_port))
+        })
+    }
+
+    /// The runtime directory in effect (`runtime_dir`, else the default:
+    /// `$RUNTIME_DIRECTORY`, else `$XDG_RUNTIME_DIR/kraken`, else
+    /// `/tmp/kraken-<uid>`; see [`crate::control::default_runtime_dir`]).
+    pub fn runtime_dir_path(&self) -> PathBuf {
+        self.runtime_dir
             .clone()
-            .unwrap_or_else(|| PathBuf::from(format!("/tmp/kraken-{}.sock", self.tcp_server_port)))
+            .unwrap_or_else(crate::control::default_runtime_dir)
     }
 }
 

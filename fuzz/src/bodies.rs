@@ -1,7 +1,8 @@
 //! Target `bodies`: `parse_publish_block`, `parse_topics` and
 //! `parse_retro_body` on arbitrary bytes.
 //!
-//! Input layout: byte 0 chooses `max_topic_bytes` from [`MAX_TOPIC`]; the
+//! Input layout: byte 0 chooses `max_topic_bytes` from [`MAX_TOPIC`] (bits
+//! 0-2) and `max_topics_per_message` from [`MAX_TOPICS`] (bits 3-4); the
 //! rest is the `set` data block, given to all three parsers.
 //!
 //! Invariants:
@@ -9,8 +10,10 @@
 //! - each agrees exactly (value or error) with a small, independent
 //!   reference model written from the doc comments in `publish.rs`;
 //! - what they return is well formed (topics non-empty, without space, CR or
-//!   LF, within the limit) and zero-copy (every topic and payload is a slice
-//!   of the data block);
+//!   LF, within the limit, distinct within a publish entry) and holds no
+//!   more of the block than it must: topics are copies, never slices of the
+//!   block, and a payload is a slice of it exactly when it is at least half
+//!   of it;
 //! - a successful parse, written back out canonically, parses to the same
 //!   value (publish blocks also without the last entry's CRLF);
 //! - a publish block accepted with a topic limit is accepted, unchanged,
@@ -18,17 +21,25 @@
 
 use bytes::Bytes;
 use kraken_protocol::{
-    parse_publish_block, parse_retro_body, parse_topics, BodyError, PublishEntry, RetroBody,
+    parse_publish_block, parse_retro_body, parse_topics, BodyError, BodyLimits, PublishEntry,
+    RetroBody,
 };
 
 use crate::Input;
 
 /// The topic limits byte 0 chooses between.
 const MAX_TOPIC: [usize; 8] = [0, 1, 2, 3, 8, 16, 1024, usize::MAX];
+/// The distinct-topics-per-entry limits bits 3-4 of byte 0 choose between.
+const MAX_TOPICS: [usize; 4] = [usize::MAX, 1, 2, 3];
 
 pub fn check(data: &[u8]) {
     let mut input = Input::new(data);
-    let max_topic = MAX_TOPIC[usize::from(input.byte() & 7)];
+    let header = input.byte();
+    let max_topic = MAX_TOPIC[usize::from(header & 7)];
+    let limits = BodyLimits {
+        max_topic_bytes: max_topic,
+        max_topics_per_message: MAX_TOPICS[usize::from((header >> 3) & 3)],
+    };
     // A block with spare bytes on both sides, so that a slice escaping the
     // data block could not hide in the allocation's bounds.
     let mut padded = b"[pad]".to_vec();
@@ -38,7 +49,7 @@ pub fn check(data: &[u8]) {
     let block = padded.slice(5..padded.len() - 5);
 
     check_topics(&block, max_topic);
-    check_publish(&block, max_topic);
+    check_publish(&block, &limits);
     check_retro(&block, max_topic);
 }
 
@@ -54,39 +65,50 @@ fn check_topics(block: &Bytes, max_topic: usize) {
     }
 }
 
-fn check_publish(block: &Bytes, max_topic: usize) {
-    let got = parse_publish_block(block, max_topic);
+fn check_publish(block: &Bytes, limits: &BodyLimits) {
+    let got = parse_publish_block(block, limits);
     assert_eq!(
         got,
-        ref_publish(block, max_topic),
+        ref_publish(block, limits),
         "parse_publish_block vs model"
     );
     let Ok(entries) = got else { return };
     for entry in &entries {
         assert!(!entry.topics.is_empty(), "entry without topics");
-        for topic in &entry.topics {
-            check_topic(topic, block, max_topic);
-        }
         assert!(
-            within(&entry.payload, block),
-            "payload is not a slice of the block"
+            entry.topics.len() <= limits.max_topics_per_message,
+            "more topics than the limit"
         );
+        for (i, topic) in entry.topics.iter().enumerate() {
+            check_topic(topic, block, limits.max_topic_bytes);
+            assert!(!entry.topics[..i].contains(topic), "topic listed twice");
+        }
+        let big = entry.payload.len() * 2 >= block.len();
+        if !entry.payload.is_empty() {
+            assert_eq!(
+                within(&entry.payload, block),
+                big,
+                "a payload of {} bytes of a {}-byte block: slice {big} expected",
+                entry.payload.len(),
+                block.len()
+            );
+        }
     }
     assert_eq!(
-        parse_publish_block(block, usize::MAX).as_ref(),
+        parse_publish_block(block, &BodyLimits::UNLIMITED).as_ref(),
         Ok(&entries),
-        "accepted with a topic limit but not without one"
+        "accepted with limits but not without"
     );
     let mut canonical = write_publish(&entries);
     assert_eq!(
-        parse_publish_block(&Bytes::from(canonical.clone()), max_topic).as_ref(),
+        parse_publish_block(&Bytes::from(canonical.clone()), limits).as_ref(),
         Ok(&entries),
         "publish block does not round-trip"
     );
     if !entries.is_empty() {
         canonical.truncate(canonical.len() - 2);
         assert_eq!(
-            parse_publish_block(&Bytes::from(canonical), max_topic).as_ref(),
+            parse_publish_block(&Bytes::from(canonical), limits).as_ref(),
             Ok(&entries),
             "publish block without the last CRLF does not round-trip"
         );
@@ -113,7 +135,7 @@ fn check_retro(block: &Bytes, max_topic: usize) {
     );
 }
 
-/// A returned topic: non-empty, no separator, within the limit, zero-copy.
+/// A returned topic: non-empty, no separator, within the limit, a copy.
 fn check_topic(topic: &Bytes, block: &Bytes, max_topic: usize) {
     assert!(!topic.is_empty(), "empty topic");
     assert!(topic.len() <= max_topic, "topic over the limit");
@@ -121,10 +143,10 @@ fn check_topic(topic: &Bytes, block: &Bytes, max_topic: usize) {
         !topic.iter().any(|b| matches!(b, b' ' | b'\r' | b'\n')),
         "topic with a separator: {topic:?}"
     );
-    assert!(within(topic, block), "topic is not a slice of the block");
+    assert!(!within(topic, block), "topic keeps the block alive");
 }
 
-/// Whether `part` points into `whole`'s bytes (the parsers promise slices).
+/// Whether `part` points into `whole`'s bytes.
 fn within(part: &Bytes, whole: &Bytes) -> bool {
     if part.is_empty() {
         return true;
@@ -209,8 +231,8 @@ fn find_crlf(bytes: &[u8], from: usize) -> Option<usize> {
     (from..bytes.len().saturating_sub(1)).find(|&i| bytes[i] == b'\r' && bytes[i + 1] == b'\n')
 }
 
-fn ref_publish(block: &Bytes, max_topic: usize) -> Result<Vec<PublishEntry>, BodyError> {
-    use BodyError::{BadPublishBlock as BAD, TopicTooLong};
+fn ref_publish(block: &Bytes, limits: &BodyLimits) -> Result<Vec<PublishEntry>, BodyError> {
+    use BodyError::{BadPublishBlock as BAD, TooManyTopics, TopicTooLong};
     let bytes = &block[..];
     let mut entries = Vec::new();
     let mut pos = 0;
@@ -230,9 +252,20 @@ fn ref_publish(block: &Bytes, max_topic: usize) -> Result<Vec<PublishEntry>, Bod
         let Some((&(ls, le), topics)) = rest.split_last() else {
             return Err(BAD);
         };
-        // Topic lengths are checked before the shape of the rest.
-        if topics.iter().any(|&(s, e)| e - s > max_topic) {
-            return Err(TopicTooLong);
+        // Topics are checked in order, before the shape of the rest: each
+        // for its length, then (if not named before) against the count.
+        let mut distinct: Vec<&[u8]> = Vec::new();
+        for &(s, e) in topics {
+            if e - s > limits.max_topic_bytes {
+                return Err(TopicTooLong);
+            }
+            let topic = &bytes[s..e];
+            if !distinct.contains(&topic) {
+                if distinct.len() == limits.max_topics_per_message {
+                    return Err(TooManyTopics);
+                }
+                distinct.push(topic);
+            }
         }
         if topics.is_empty() {
             return Err(BAD);
@@ -245,7 +278,7 @@ fn ref_publish(block: &Bytes, max_topic: usize) -> Result<Vec<PublishEntry>, Bod
         }
         let payload_end = payload_start + len as usize;
         entries.push(PublishEntry {
-            topics: topics.iter().map(|&(s, e)| block.slice(s..e)).collect(),
+            topics: distinct.into_iter().map(Bytes::copy_from_slice).collect(),
             payload: block.slice(payload_start..payload_end),
         });
         let after = &bytes[payload_end..];

@@ -4,8 +4,9 @@
 //! Input layout, repeated until the input runs out (at most 64 entries): one
 //! byte `t` (topic count `t % 4 + 1`); per topic one length byte
 //! (`% 16 + 1`) and that many bytes, with space, CR and LF remapped so that
-//! topics are valid; two bytes of little-endian payload length (`% 4096`)
-//! and that many raw payload bytes (fewer if the input ends).
+//! topics are valid (a topic repeated within an entry is dropped, as a
+//! node lists it once); two bytes of little-endian payload length
+//! (`% 4096`) and that many raw payload bytes (fewer if the input ends).
 //!
 //! Invariants:
 //! - no entries encode as `END\r\n`;
@@ -20,8 +21,8 @@
 
 use bytes::{Bytes, BytesMut};
 use kraken_protocol::{
-    message_header, parse_publish_block, KrakenCodec, Limits, OutMessage, PublishEntry, Request,
-    Response, SetKey,
+    message_header, parse_publish_block, BodyLimits, KrakenCodec, Limits, OutMessage, PublishEntry,
+    Request, Response, SetKey,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -36,7 +37,7 @@ pub fn entries(data: &[u8]) -> Vec<(Vec<Vec<u8>>, Vec<u8>)> {
     let mut entries = Vec::new();
     while !input.is_empty() && entries.len() < MAX_ENTRIES {
         let topic_count = usize::from(input.byte() % 4) + 1;
-        let topics = (0..topic_count)
+        let mut topics: Vec<Vec<u8>> = (0..topic_count)
             .map(|_| {
                 let len = usize::from(input.byte() % 16) + 1;
                 let mut topic = input.take(len).to_vec();
@@ -49,6 +50,12 @@ pub fn entries(data: &[u8]) -> Vec<(Vec<Vec<u8>>, Vec<u8>)> {
                 topic
             })
             .collect();
+        let mut seen = Vec::new();
+        topics.retain(|t| {
+            let new = !seen.contains(t);
+            seen.push(t.clone());
+            new
+        });
         let len = usize::from(u16::from_le_bytes([input.byte(), input.byte()]) % 4096);
         let payload = input.take(len).to_vec();
         entries.push((topics, payload));
@@ -128,8 +135,9 @@ pub fn check(data: &[u8]) {
 }
 
 fn assert_same(block: &[u8], entries: &[(Vec<Vec<u8>>, Vec<u8>)], what: &str) {
-    let parsed: Vec<PublishEntry> = parse_publish_block(&Bytes::copy_from_slice(block), 16)
-        .unwrap_or_else(|e| panic!("{what} does not parse: {e:?}"));
+    let parsed: Vec<PublishEntry> =
+        parse_publish_block(&Bytes::copy_from_slice(block), &BodyLimits::default())
+            .unwrap_or_else(|e| panic!("{what} does not parse: {e:?}"));
     assert_eq!(parsed.len(), entries.len(), "{what}: entry count");
     for (i, (p, (topics, payload))) in parsed.iter().zip(entries).enumerate() {
         assert_eq!(&p.topics, topics, "{what}: topics of entry {i}");

@@ -7,7 +7,9 @@ use std::path::Path;
 use bytes::Bytes;
 use kraken_fuzz::decoder::{decode, Case, SMALL};
 use kraken_fuzz::{bodies, decoder, roundtrip};
-use kraken_protocol::{parse_publish_block, parse_retro_body, Request, Response, SetKey};
+use kraken_protocol::{
+    parse_publish_block, parse_retro_body, BodyLimits, Request, Response, SetKey,
+};
 
 fn seed(target: &str, name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -100,7 +102,7 @@ fn decoder_seeds_mean_what_they_say() {
 fn body_seeds_mean_what_they_say() {
     let data = seed("bodies", "publish-binary");
     let block = Bytes::copy_from_slice(&data[1..]);
-    let entries = parse_publish_block(&block, usize::MAX).unwrap();
+    let entries = parse_publish_block(&block, &BodyLimits::UNLIMITED).unwrap();
     assert_eq!(entries.len(), 1);
     assert!(entries[0].payload.windows(3).any(|w| w == b"END"));
 

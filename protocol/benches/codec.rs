@@ -27,12 +27,16 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use kraken_protocol::{
-    message_header, parse_publish_block, KrakenCodec, Limits, OutMessage, Request, Response,
+    message_header, parse_publish_block, BodyLimits, KrakenCodec, Limits, OutMessage, Request,
+    Response,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
-/// The node's default `max_topic_bytes`.
-const MAX_TOPIC_BYTES: usize = 1024;
+/// The node's default `max_topic_bytes` and `max_topics_per_message`.
+const LIMITS: BodyLimits = BodyLimits {
+    max_topic_bytes: 1024,
+    max_topics_per_message: 10_000,
+};
 /// Payload size of every entry.
 const PAYLOAD_BYTES: usize = 64;
 /// Requests in the `get messages` pipeline.
@@ -92,7 +96,7 @@ fn decode_all(codec: &mut KrakenCodec, buf: &mut BytesMut) -> usize {
 /// Frames one `set publish` and parses its block; returns the entry count.
 fn decode_publish(codec: &mut KrakenCodec, buf: &mut BytesMut) -> usize {
     match codec.decode(buf).expect("decoding never fails") {
-        Some(Request::Set { data, .. }) => parse_publish_block(&data, MAX_TOPIC_BYTES)
+        Some(Request::Set { data, .. }) => parse_publish_block(&data, &LIMITS)
             .expect("a valid block")
             .len(),
         other => panic!("expected a set, got {other:?}"),
@@ -152,12 +156,12 @@ fn parse(c: &mut Criterion) {
     for entries in [1, 16] {
         let block = Bytes::from(publish_block(entries));
         assert_eq!(
-            parse_publish_block(&block, MAX_TOPIC_BYTES).map(|e| e.len()),
+            parse_publish_block(&block, &LIMITS).map(|e| e.len()),
             Ok(entries)
         );
         group.throughput(Throughput::Elements(entries as u64));
         group.bench_with_input(BenchmarkId::from_parameter(entries), &block, |b, block| {
-            b.iter(|| parse_publish_block(black_box(block), MAX_TOPIC_BYTES))
+            b.iter(|| parse_publish_block(black_box(block), &LIMITS))
         });
     }
     group.finish();

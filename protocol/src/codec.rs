@@ -14,21 +14,37 @@
 //!   followed by `\r\n` (`CLIENT_ERROR bad data chunk`, close); a block larger
 //!   than [`Limits::max_request_bytes`] is refused with
 //!   `CLIENT_ERROR data block too large` and its bytes are skipped as they
-//!   arrive, so the connection stays usable;
+//!   arrive, so the connection stays usable; but the
+//!   [`MAX_CONSECUTIVE_REFUSALS`]th such refusal in a row (no request
+//!   accepted in between) also closes the connection: a client that keeps
+//!   sending what will be refused is not worth reading;
 //! - anything else it cannot parse is `ERROR`, then close.
 //!
 //! The decoder never buffers more than it must: at most one command line, or
 //! one data block of at most `max_request_bytes` (+2), whatever `<n>` says. It
-//! never reserves buffer space on the strength of `<n>`. Once it has yielded a
-//! closing [`Rejection`] (or [`Request::Quit`]) it yields nothing more.
+//! never reserves buffer space on the strength of `<n>`, except that while it
+//! skips a refused block it asks for room for [`DISCARD_READ_BYTES`] at a
+//! time, so that the reader skips it in large reads (a connection's buffer
+//! starts at a few dozen bytes, and one read per few dozen bytes costs far
+//! more than the bytes); the buffer is shrunk back when the skip ends. Once
+//! it has yielded a closing [`Rejection`] (or [`Request::Quit`]) it yields
+//! nothing more.
+//!
+//! A data block smaller than half of the read buffer behind it is copied
+//! out, so that a small request kept for long (a queued message) does not
+//! keep a buffer that grew for a large one; a larger block is a slice of it,
+//! and the decoder then moves what follows it to a new small buffer, so
+//! that the big one is freed with the block and not kept by the connection.
 //!
 //! What a `set` body means (topics, publish entries, horizons) is decided
 //! later, by [`crate::publish`].
 
 use std::borrow::Cow;
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
+
+use memchr::memchr;
 
 use crate::num::{format_usize, parse_i64, parse_u32, parse_usize};
 use crate::request::{Rejection, Request, SetKey};
@@ -52,6 +68,55 @@ impl Default for Limits {
     }
 }
 
+/// Refused requests in a row after which the connection is closed.
+///
+/// The decoder applies it to the data blocks it refuses: the last one is
+/// answered `CLIENT_ERROR data block too large` and closes. Any request it
+/// decodes in between starts its count again, including one whose body the
+/// connection will refuse, which the decoder cannot know. So a connection
+/// should keep a [`RefusalStreak`] of its own over both kinds: count every
+/// non-closing [`Rejection`] it is handed and every body it refuses
+/// (`bad publish block`, `too many topics in one message`, ...), reset it
+/// on a request it carries out, and close when it says so. Then a client
+/// alternating the two kinds is closed too.
+pub const MAX_CONSECUTIVE_REFUSALS: u32 = 8;
+
+/// How much room the decoder asks of the read buffer while skipping a
+/// refused block (at most what is left to skip).
+pub const DISCARD_READ_BYTES: usize = 64 * 1024;
+
+/// A read buffer larger than this is shrunk once a skip has ended, if it
+/// holds little.
+const SHRINK_ABOVE: usize = 4 * 1024;
+
+/// Counts consecutive refused requests: the rule behind
+/// [`MAX_CONSECUTIVE_REFUSALS`], for the decoder and for a connection
+/// counting the bodies it refuses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefusalStreak {
+    /// Refusals since the last accepted request.
+    count: u32,
+}
+
+impl RefusalStreak {
+    /// Counts one refusal; true if it is the one that must close the
+    /// connection ([`MAX_CONSECUTIVE_REFUSALS`] in a row).
+    pub fn refused(&mut self) -> bool {
+        self.count = self.count.saturating_add(1);
+        self.count >= MAX_CONSECUTIVE_REFUSALS
+    }
+
+    /// An accepted request: the streak is over.
+    pub fn accepted(&mut self) {
+        self.count = 0;
+    }
+
+    /// Refusals in a row so far.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+}
+
 /// Kraken's codec: decodes [`Request`]s, encodes [`Response`]s.
 ///
 /// One codec serves one connection: the decoder is a state machine that
@@ -63,6 +128,8 @@ pub struct KrakenCodec {
     /// Where the decoder is in the request stream. Bytes may arrive one at a
     /// time, so everything needed to resume lives here, not on the stack.
     state: State,
+    /// Oversized blocks refused in a row.
+    refusals: RefusalStreak,
 }
 
 impl KrakenCodec {
@@ -70,6 +137,7 @@ impl KrakenCodec {
         KrakenCodec {
             limits,
             state: State::Line { scanned: 0 },
+            refusals: RefusalStreak::default(),
         }
     }
 }
@@ -132,11 +200,14 @@ impl Decoder for KrakenCodec {
                     let skip = remaining.min(src.len() as u64);
                     src.advance(skip as usize);
                     if skip < remaining {
-                        self.state = State::Discard {
-                            remaining: remaining - skip,
-                        };
+                        let left = remaining - skip;
+                        self.state = State::Discard { remaining: left };
+                        // Room for one large read, so the reader does not
+                        // skip the block a few dozen bytes per read.
+                        src.reserve(left.min(DISCARD_READ_BYTES as u64) as usize);
                         return Ok(None);
                     }
+                    shrink(src);
                     self.state = State::Line { scanned: 0 };
                 }
                 State::Data { key, len, noreply } => {
@@ -152,9 +223,20 @@ impl Decoder for KrakenCodec {
                     if &src[len..needed] != b"\r\n" {
                         return Ok(Some(self.close(src, client_error("bad data chunk"))));
                     }
-                    let data = src.split_to(len).freeze();
-                    src.advance(2);
+                    let data = if len < src.capacity() / 2 {
+                        let data = Bytes::copy_from_slice(&src[..len]);
+                        src.advance(needed);
+                        data
+                    } else {
+                        let data = src.split_to(len).freeze();
+                        src.advance(2);
+                        // The buffer is shared with the block now: let it
+                        // go with the block instead of reading on into it.
+                        shrink(src);
+                        data
+                    };
                     self.state = State::Line { scanned: 0 };
+                    self.refusals.accepted();
                     return Ok(Some(Request::Set { key, data, noreply }));
                 }
                 State::Line { scanned } => {
@@ -163,11 +245,7 @@ impl Decoder for KrakenCodec {
                     let window = src.len().min(max.saturating_add(2));
                     // `min`: robust against a caller that shrank the buffer.
                     let scanned = scanned.min(window);
-                    let Some(lf) = src[scanned..window]
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .map(|i| scanned + i)
-                    else {
+                    let Some(lf) = memchr(b'\n', &src[scanned..window]).map(|i| scanned + i) else {
                         let waiting_for_lf_after_cr =
                             src.len() == max.saturating_add(1) && src.last() == Some(&b'\r');
                         if src.len() > max && !waiting_for_lf_after_cr {
@@ -197,14 +275,21 @@ impl Decoder for KrakenCodec {
                             src.clear();
                             return Ok(Some(Request::Quit));
                         }
-                        Command::Done(request) => return Ok(Some(request)),
+                        Command::Done(request) => {
+                            self.refusals.accepted();
+                            return Ok(Some(request));
+                        }
                         Command::Set { len, .. } if len > self.limits.max_request_bytes => {
+                            let too_large = client_error("data block too large");
+                            if self.refusals.refused() {
+                                return Ok(Some(self.close(src, too_large)));
+                            }
                             self.state = State::Discard {
                                 remaining: (len as u64).saturating_add(2),
                             };
                             return Ok(Some(Request::Invalid(Rejection {
-                                reply: Response::ClientError(Cow::Borrowed("data block too large")),
                                 close: false,
+                                ..too_large
                             })));
                         }
                         Command::Set { key, len, noreply } => {
@@ -236,6 +321,18 @@ impl KrakenCodec {
         self.state = State::Closed;
         src.clear();
         Request::Invalid(rejection)
+    }
+}
+
+/// Replaces a read buffer larger than [`SHRINK_ABOVE`] that holds little
+/// with a small copy of what it holds: after a large block was skipped or
+/// handed out, a connection should not keep (or keep alive) room it no
+/// longer needs.
+fn shrink(src: &mut BytesMut) {
+    if src.capacity() > SHRINK_ABOVE && src.len() <= SHRINK_ABOVE / 4 {
+        let mut small = BytesMut::with_capacity(src.len().max(256));
+        small.extend_from_slice(src);
+        *src = small;
     }
 }
 

@@ -21,9 +21,10 @@ pub mod publish;
 pub mod request;
 pub mod response;
 
-pub use codec::{KrakenCodec, Limits};
+pub use codec::{KrakenCodec, Limits, RefusalStreak, DISCARD_READ_BYTES, MAX_CONSECUTIVE_REFUSALS};
 pub use publish::{
-    parse_publish_block, parse_retro_body, parse_topics, BodyError, PublishEntry, RetroBody,
+    parse_publish_block, parse_retro_body, parse_topics, BodyError, BodyLimits, PublishEntry,
+    RetroBody,
 };
 pub use request::{Rejection, Request, SetKey};
 pub use response::{message_header, OutMessage, Response};

@@ -3,10 +3,27 @@
 //! The decoder in [`crate::codec`] only frames a `set`; what its data block
 //! means is decided here, after framing, so that a malformed body is answered
 //! with `CLIENT_ERROR <why>` and the connection stays open. Every
-//! parser is all-or-nothing and zero-copy: topics and payloads are
-//! [`Bytes::slice`]s of the data block.
+//! parser is all-or-nothing.
+//!
+//! # Hostile bodies
+//! - Scanning runs near memory speed whatever the block holds: line ends are
+//!   found with `memchr`, runs of spaces are skipped 32 bytes at a time, and
+//!   no byte is looked at more than a fixed number of times.
+//! - What a parse returns holds about as much memory as it is accounted for,
+//!   not the whole block: the topics of one list or one entry are copied
+//!   into one compact allocation, and a payload is a slice of the block only
+//!   when it is at least half of it (else it is copied). A subscribe of one
+//!   short topic padded with 16 MiB of spaces keeps a few bytes, not 16 MiB.
+//! - A topic named twice in one publish entry counts once: the entry lists
+//!   each distinct topic once, in the order of its first naming, and an
+//!   entry naming more distinct topics than
+//!   [`BodyLimits::max_topics_per_message`] is refused
+//!   ([`BodyError::TooManyTopics`]).
 
-use bytes::Bytes;
+use std::collections::HashSet;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use memchr::{memchr, memchr2};
 
 use crate::num::{parse_i64, parse_usize};
 
@@ -21,6 +38,10 @@ pub enum BodyError {
     BadTopic,
     /// A retro horizon that is not an integer: `CLIENT_ERROR bad horizon`.
     BadHorizon,
+    /// A publish entry naming more distinct topics than
+    /// [`BodyLimits::max_topics_per_message`]:
+    /// `CLIENT_ERROR too many topics in one message`.
+    TooManyTopics,
 }
 
 impl BodyError {
@@ -31,6 +52,36 @@ impl BodyError {
             BodyError::TopicTooLong => "topic too long",
             BodyError::BadTopic => "bad topic",
             BodyError::BadHorizon => "bad horizon",
+            BodyError::TooManyTopics => "too many topics in one message",
+        }
+    }
+}
+
+/// Limits on what one publish block may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// Longest topic (`max_topic_bytes`, default 1024).
+    pub max_topic_bytes: usize,
+    /// Most distinct topics one entry may name (`max_topics_per_message`,
+    /// default 10000). The router sizes a message's recipients from its
+    /// topics, so this bounds what one entry can make it allocate.
+    pub max_topics_per_message: usize,
+}
+
+impl BodyLimits {
+    /// No limit: for blocks from a trusted peer (an upstream node, which
+    /// already held its clients to its own limits).
+    pub const UNLIMITED: BodyLimits = BodyLimits {
+        max_topic_bytes: usize::MAX,
+        max_topics_per_message: usize::MAX,
+    };
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        BodyLimits {
+            max_topic_bytes: 1024,
+            max_topics_per_message: 10_000,
         }
     }
 }
@@ -38,9 +89,11 @@ impl BodyError {
 /// One entry of a publish block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishEntry {
-    /// Topics in publish order (repeats kept), each a slice of the block.
+    /// The distinct topics, in the order they are first named; slices of
+    /// one allocation that holds just them.
     pub topics: Vec<Bytes>,
-    /// The payload, a slice of the block (no copy).
+    /// The payload: a slice of the block when it is at least half of it,
+    /// else a copy.
     pub payload: Bytes,
 }
 
@@ -59,20 +112,23 @@ pub struct RetroBody {
 /// UTF-8 are topic bytes (the original treats topics as opaque). Leading and
 /// trailing spaces are ignored, so an empty or all-space body is an empty
 /// list. A topic containing `\r` or `\n` is [`BodyError::BadTopic`]; one longer
-/// than `max_topic_bytes` is [`BodyError::TopicTooLong`].
+/// than `max_topic_bytes` is [`BodyError::TopicTooLong`] (the first bad topic
+/// decides). The topics are returned in order, repeats kept, as slices of one
+/// allocation holding just them.
 pub fn parse_topics(data: &Bytes, max_topic_bytes: usize) -> Result<Vec<Bytes>, BodyError> {
-    let mut topics = Vec::new();
+    // The first CR or LF: the topic holding it is bad; no topic before it is.
+    let first_line_end = memchr2(b'\r', b'\n', data).unwrap_or(usize::MAX);
+    let mut found = Vec::new();
     for (start, end) in spans(data, 0, data.len()) {
-        let topic = &data[start..end];
-        if topic.iter().any(|&b| b == b'\r' || b == b'\n') {
+        if (start..end).contains(&first_line_end) {
             return Err(BodyError::BadTopic);
         }
-        if topic.len() > max_topic_bytes {
+        if end - start > max_topic_bytes {
             return Err(BodyError::TopicTooLong);
         }
-        topics.push(data.slice(start..end));
+        found.push((start, end));
     }
-    Ok(topics)
+    Ok(compact(data, &found))
 }
 
 /// Parses a whole publish block; all or nothing.
@@ -86,22 +142,30 @@ pub fn parse_topics(data: &Bytes, max_topic_bytes: usize) -> Result<Vec<Bytes>, 
 /// payload, without its `\r\n`, as a client that sets the block as a plain
 /// memcached value does (the Erlang original closed the connection here).
 ///
-/// Any other shape is [`BodyError::BadPublishBlock`]; a topic longer than
-/// `max_topic_bytes` is [`BodyError::TopicTooLong`]. On error nothing of the
-/// block is returned, so nothing of it is published.
+/// Any other shape is [`BodyError::BadPublishBlock`]. The topics of a header
+/// are checked in order: the first longer than `max_topic_bytes` is
+/// [`BodyError::TopicTooLong`], and the first new one past
+/// `max_topics_per_message` distinct topics is [`BodyError::TooManyTopics`];
+/// both before the shape of the rest of the entry. A topic named again in
+/// the same entry is dropped. On error nothing of the block is returned, so
+/// nothing of it is published.
 pub fn parse_publish_block(
     data: &Bytes,
-    max_topic_bytes: usize,
+    limits: &BodyLimits,
 ) -> Result<Vec<PublishEntry>, BodyError> {
     const BAD: BodyError = BodyError::BadPublishBlock;
     let bytes = &data[..];
     let mut entries = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
-        let header_end = find_crlf(bytes, pos).ok_or(BAD)?;
-        let header = &bytes[pos..header_end];
-        // A lone CR or LF inside the header line is not a separator.
-        if header.iter().any(|&b| b == b'\r' || b == b'\n') {
+        // The header ends at the first LF, which must follow a CR; any other
+        // CR before it is a lone CR inside the header, not a separator.
+        let lf = memchr(b'\n', &bytes[pos..]).ok_or(BAD)? + pos;
+        if lf == pos || bytes[lf - 1] != b'\r' {
+            return Err(BAD);
+        }
+        let header_end = lf - 1;
+        if memchr(b'\r', &bytes[pos..header_end]).is_some() {
             return Err(BAD);
         }
         let mut tokens = spans(bytes, pos, header_end);
@@ -110,17 +174,17 @@ pub fn parse_publish_block(
             _ => return Err(BAD),
         }
         // Every token but the last is a topic; the last is the length.
-        let mut topics = Vec::new();
+        let mut topics = DistinctTopics::new(bytes);
         let mut last = tokens.next().ok_or(BAD)?;
         for token in tokens {
             let (s, e) = last;
-            if e - s > max_topic_bytes {
+            if e - s > limits.max_topic_bytes {
                 return Err(BodyError::TopicTooLong);
             }
-            topics.push(data.slice(s..e));
+            topics.add(s, e, limits.max_topics_per_message)?;
             last = token;
         }
-        if topics.is_empty() {
+        if topics.spans.is_empty() {
             return Err(BAD);
         }
         let len = parse_usize(&bytes[last.0..last.1]).ok_or(BAD)?;
@@ -129,10 +193,7 @@ pub fn parse_publish_block(
             .checked_add(len)
             .filter(|&end| end <= bytes.len())
             .ok_or(BAD)?;
-        entries.push(PublishEntry {
-            topics,
-            payload: data.slice(payload_start..payload_end),
-        });
+        entries.push((topics.spans, payload_start, payload_end));
         pos = match &bytes[payload_end..] {
             // The last entry, memcached-value style: no trailing CRLF.
             [] => payload_end,
@@ -140,7 +201,14 @@ pub fn parse_publish_block(
             _ => return Err(BAD),
         };
     }
-    Ok(entries)
+    // Copies are made only once the whole block is known to be good.
+    Ok(entries
+        .into_iter()
+        .map(|(topics, start, end)| PublishEntry {
+            topics: compact(data, &topics),
+            payload: held_part(data, start, end),
+        })
+        .collect())
 }
 
 /// Parses `<horizon>\r\n<topics>`.
@@ -168,40 +236,150 @@ pub fn parse_retro_body(data: &Bytes, max_topic_bytes: usize) -> Result<RetroBod
     })
 }
 
+/// The distinct topics of one header, as index ranges of the block, in the
+/// order they are first named.
+struct DistinctTopics<'a> {
+    bytes: &'a [u8],
+    spans: Vec<(usize, usize)>,
+    /// The topics seen, once there are more than a linear scan handles well.
+    seen: Option<HashSet<&'a [u8]>>,
+}
+
+impl<'a> DistinctTopics<'a> {
+    /// Up to this many distinct topics, a repeat is found by comparing with
+    /// each; past it, by hashing.
+    const LINEAR: usize = 8;
+
+    fn new(bytes: &'a [u8]) -> Self {
+        DistinctTopics {
+            bytes,
+            spans: Vec::new(),
+            seen: None,
+        }
+    }
+
+    /// Adds `bytes[start..end]` unless already named; refuses a topic that
+    /// would make more than `max` distinct ones.
+    fn add(&mut self, start: usize, end: usize, max: usize) -> Result<(), BodyError> {
+        let bytes = self.bytes;
+        let topic = &bytes[start..end];
+        let new = match &mut self.seen {
+            Some(seen) => seen.insert(topic),
+            None => !self.spans.iter().any(|&(s, e)| &bytes[s..e] == topic),
+        };
+        if !new {
+            return Ok(());
+        }
+        if self.spans.len() >= max {
+            return Err(BodyError::TooManyTopics);
+        }
+        self.spans.push((start, end));
+        if self.seen.is_none() && self.spans.len() > Self::LINEAR {
+            self.seen = Some(self.spans.iter().map(|&(s, e)| &bytes[s..e]).collect());
+        }
+        Ok(())
+    }
+}
+
+/// `data[s..e]` for every span, copied into one allocation of just their
+/// bytes, so that they do not keep the block alive.
+fn compact(data: &Bytes, spans: &[(usize, usize)]) -> Vec<Bytes> {
+    let total = spans.iter().map(|&(s, e)| e - s).sum();
+    let mut arena = BytesMut::with_capacity(total);
+    for &(s, e) in spans {
+        arena.put_slice(&data[s..e]);
+    }
+    let arena = arena.freeze();
+    let mut at = 0;
+    spans
+        .iter()
+        .map(|&(s, e)| {
+            at += e - s;
+            arena.slice(at - (e - s)..at)
+        })
+        .collect()
+}
+
+/// `data[start..end]` as a value to keep: a slice of `data` when it is at
+/// least half of it (keeping the block costs at most twice the part), else
+/// a copy.
+fn held_part(data: &Bytes, start: usize, end: usize) -> Bytes {
+    if (end - start) * 2 >= data.len() {
+        data.slice(start..end)
+    } else {
+        Bytes::copy_from_slice(&data[start..end])
+    }
+}
+
 /// The position of the first `\r\n` in `bytes[from..]`, as an index of `bytes`.
 fn find_crlf(bytes: &[u8], from: usize) -> Option<usize> {
-    bytes[from..]
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map(|i| from + i)
+    let mut at = from;
+    loop {
+        let lf = memchr(b'\n', &bytes[at..])? + at;
+        if lf > from && bytes[lf - 1] == b'\r' {
+            return Some(lf - 1);
+        }
+        at = lf + 1;
+    }
 }
 
 /// `bytes` without leading and trailing spaces.
 fn trim_spaces(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|&b| b != b' ').unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|&b| b != b' ')
-        .map_or(start, |i| i + 1);
+    let start = skip_spaces(bytes, 0, bytes.len());
+    let mut end = bytes.len();
+    while end >= start + 32 && bytes[end - 32..end] == [b' '; 32] {
+        end -= 32;
+    }
+    while end > start && bytes[end - 1] == b' ' {
+        end -= 1;
+    }
     &bytes[start..end]
+}
+
+/// The first index in `pos..to` not holding a space (or `to`). Short runs
+/// (the usual one space) are stepped over byte by byte, long ones a 32-byte
+/// chunk at a time (the comparison vectorises).
+fn skip_spaces(bytes: &[u8], mut pos: usize, to: usize) -> usize {
+    const CHUNK: usize = 32;
+    for _ in 0..CHUNK {
+        if pos == to || bytes[pos] != b' ' {
+            return pos;
+        }
+        pos += 1;
+    }
+    while pos + CHUNK <= to && bytes[pos..pos + CHUNK] == [b' '; CHUNK] {
+        pos += CHUNK;
+    }
+    while pos < to && bytes[pos] == b' ' {
+        pos += 1;
+    }
+    pos
+}
+
+/// The first index in `pos..to` holding a space (or `to`): short tokens
+/// byte by byte, long ones with `memchr`.
+fn token_end(bytes: &[u8], mut pos: usize, to: usize) -> usize {
+    for _ in 0..16 {
+        if pos == to || bytes[pos] == b' ' {
+            return pos;
+        }
+        pos += 1;
+    }
+    memchr(b' ', &bytes[pos..to]).map_or(to, |i| pos + i)
 }
 
 /// The `(start, end)` index ranges of the space-separated tokens of
 /// `bytes[from..to]`; runs of spaces are one separator and empty tokens are
-/// never produced.
+/// never produced. Linear in `to - from`.
 fn spans(bytes: &[u8], from: usize, to: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
     let mut pos = from;
     std::iter::from_fn(move || {
-        while pos < to && bytes[pos] == b' ' {
-            pos += 1;
-        }
+        pos = skip_spaces(bytes, pos, to);
         if pos == to {
             return None;
         }
         let start = pos;
-        while pos < to && bytes[pos] != b' ' {
-            pos += 1;
-        }
+        pos = token_end(bytes, pos, to);
         Some((start, pos))
     })
 }
@@ -238,5 +416,118 @@ mod tests {
         assert_eq!(trim_spaces(b"   "), b"");
         assert_eq!(trim_spaces(b""), b"");
         assert_eq!(trim_spaces(b"\t5\t"), b"\t5\t");
+    }
+}
+
+#[cfg(test)]
+mod held_memory {
+    //! What the parsers return keeps about as much memory as it is
+    //! accounted for, however the block was padded.
+
+    use super::*;
+
+    const MIB: usize = 1024 * 1024;
+
+    /// Whether `part`'s bytes lie inside `whole`'s.
+    fn inside(part: &Bytes, whole: &Bytes) -> bool {
+        let (w, p) = (whole.as_ptr() as usize, part.as_ptr() as usize);
+        p >= w && p + part.len() <= w + whole.len()
+    }
+
+    /// Whether the parts are laid end to end in one allocation.
+    fn one_compact_allocation(parts: &[Bytes]) -> bool {
+        parts
+            .windows(2)
+            .all(|w| w[0].as_ptr() as usize + w[0].len() == w[1].as_ptr() as usize)
+    }
+
+    #[test]
+    fn a_short_topic_padded_with_megabytes_of_spaces_does_not_keep_the_block() {
+        let data = Bytes::from(format!("a{}bc", " ".repeat(16 * MIB)));
+        let topics = parse_topics(&data, 1024).unwrap();
+        assert_eq!(topics, [&b"a"[..], b"bc"]);
+        assert!(topics.iter().all(|t| !inside(t, &data)));
+        assert!(one_compact_allocation(&topics));
+    }
+
+    #[test]
+    fn retro_topics_are_copied_out_too() {
+        let data = Bytes::from(format!("5\r\nx{}y", " ".repeat(MIB)));
+        let body = parse_retro_body(&data, 1024).unwrap();
+        assert_eq!(body.topics, [&b"x"[..], b"y"]);
+        assert!(body.topics.iter().all(|t| !inside(t, &data)));
+    }
+
+    #[test]
+    fn publish_topics_are_copied_and_small_payloads_too() {
+        let data = Bytes::from(format!(
+            "MESSAGE a{}b 3\r\nhey\r\nMESSAGE c 2\r\nho",
+            " ".repeat(MIB)
+        ));
+        let entries = parse_publish_block(&data, &BodyLimits::default()).unwrap();
+        assert_eq!(entries.len(), 2);
+        for entry in &entries {
+            assert!(entry.topics.iter().all(|t| !inside(t, &data)));
+            assert!(!inside(&entry.payload, &data));
+            assert!(one_compact_allocation(&entry.topics));
+        }
+        assert_eq!(&entries[0].payload[..], b"hey");
+    }
+
+    #[test]
+    fn a_payload_that_is_most_of_the_block_stays_a_slice_of_it() {
+        let payload = vec![b'p'; MIB];
+        let mut block = format!("MESSAGE a {}\r\n", payload.len()).into_bytes();
+        block.extend_from_slice(&payload);
+        let data = Bytes::from(block);
+        let entries = parse_publish_block(&data, &BodyLimits::default()).unwrap();
+        assert!(inside(&entries[0].payload, &data));
+        assert_eq!(entries[0].payload.len(), MIB);
+    }
+
+    #[test]
+    fn a_topic_named_many_times_is_listed_once_in_first_naming_order() {
+        let data = Bytes::from(format!("MESSAGE b {}a b 1\r\nx", "a b ".repeat(100_000)));
+        let entries = parse_publish_block(&data, &BodyLimits::default()).unwrap();
+        assert_eq!(entries[0].topics, [&b"b"[..], b"a"]);
+    }
+
+    #[test]
+    fn repeats_are_found_past_the_linear_scan() {
+        let names: Vec<String> = (0..50).map(|i| format!("t{i}")).collect();
+        let line = names.join(" ");
+        let data = Bytes::from(format!("MESSAGE {line} {line} {line} 0\r\n"));
+        let entries = parse_publish_block(&data, &BodyLimits::default()).unwrap();
+        let got: Vec<&[u8]> = entries[0].topics.iter().map(|t| &t[..]).collect();
+        let want: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn distinct_topics_are_capped_and_repeats_do_not_count() {
+        let limits = BodyLimits {
+            max_topic_bytes: 1024,
+            max_topics_per_message: 3,
+        };
+        let ok = Bytes::from_static(b"MESSAGE a b c a b c c 1\r\nx");
+        assert_eq!(
+            parse_publish_block(&ok, &limits).unwrap()[0].topics.len(),
+            3
+        );
+        let over = Bytes::from_static(b"MESSAGE a b c a d 1\r\nx");
+        assert_eq!(
+            parse_publish_block(&over, &limits),
+            Err(BodyError::TooManyTopics)
+        );
+        // Nothing of the block is returned when a later entry is refused.
+        let later = Bytes::from_static(b"MESSAGE a 1\r\nx\r\nMESSAGE a b c d 1\r\ny");
+        assert_eq!(
+            parse_publish_block(&later, &limits),
+            Err(BodyError::TooManyTopics)
+        );
+        assert_eq!(
+            BodyError::TooManyTopics.message(),
+            "too many topics in one message"
+        );
     }
 }

@@ -4,10 +4,18 @@
 
 use bytes::Bytes;
 use kraken_protocol::{
-    parse_publish_block, parse_retro_body, parse_topics, BodyError, PublishEntry, RetroBody,
+    parse_publish_block, parse_retro_body, parse_topics, BodyError, BodyLimits, PublishEntry,
+    RetroBody,
 };
 
 const MAX: usize = 1024;
+
+/// The limits publish blocks are parsed with: `MAX`-byte topics, the
+/// default topic count.
+const LIMITS: BodyLimits = BodyLimits {
+    max_topic_bytes: MAX,
+    max_topics_per_message: 10_000,
+};
 
 fn b(bytes: &[u8]) -> Bytes {
     Bytes::copy_from_slice(bytes)
@@ -18,7 +26,7 @@ fn topics(data: &[u8]) -> Result<Vec<Bytes>, BodyError> {
 }
 
 fn block(data: &[u8]) -> Result<Vec<PublishEntry>, BodyError> {
-    parse_publish_block(&b(data), MAX)
+    parse_publish_block(&b(data), &LIMITS)
 }
 
 fn retro(data: &[u8]) -> Result<RetroBody, BodyError> {
@@ -101,11 +109,14 @@ fn topic_length_limit_at_its_boundary() {
 }
 
 #[test]
-fn topics_are_slices_of_the_body() {
+fn topics_are_copied_out_of_the_body_into_one_allocation() {
+    // So that a few short topics padded with spaces do not keep the body.
     let data = b(b"alpha  beta gamma");
     let parsed = parse_topics(&data, MAX).unwrap();
     assert_eq!(parsed.len(), 3);
-    assert!(parsed.iter().all(|t| is_slice_of(t, &data)));
+    assert!(parsed.iter().all(|t| !is_slice_of(t, &data)));
+    assert_eq!(parsed[0].as_ptr_range().end, parsed[1].as_ptr());
+    assert_eq!(parsed[1].as_ptr_range().end, parsed[2].as_ptr());
 }
 
 // ---- Publish blocks -------------------------------------------------------------
@@ -136,14 +147,45 @@ fn empty_block_is_no_entries() {
 }
 
 #[test]
-fn several_topics_in_publish_order_with_repeats() {
-    // Topics in publish order, a repeated one kept.
+fn several_topics_in_publish_order_and_a_repeated_topic_once() {
+    // The original listed a repeated topic twice; here a topic
+    // named twice in one entry counts once.
     assert_eq!(
-        block(b"MESSAGE c b y 3\r\ncby\r\nMESSAGE b b 2\r\nbb\r\n").unwrap(),
+        block(b"MESSAGE c b y 3\r\ncby\r\nMESSAGE b b 2\r\nbb\r\nMESSAGE y x y x z 1\r\n!")
+            .unwrap(),
         [
             entry(&[b"c", b"b", b"y"], b"cby"),
-            entry(&[b"b", b"b"], b"bb")
+            entry(&[b"b"], b"bb"),
+            entry(&[b"y", b"x", b"z"], b"!"),
         ]
+    );
+}
+
+#[test]
+fn an_entry_with_too_many_distinct_topics_refuses_the_whole_block() {
+    let limits = BodyLimits {
+        max_topic_bytes: MAX,
+        max_topics_per_message: 2,
+    };
+    let parse = |data: &[u8]| parse_publish_block(&b(data), &limits);
+    assert_eq!(parse(b"MESSAGE a b a b a 1\r\n!").unwrap().len(), 1);
+    assert_eq!(
+        parse(b"MESSAGE a 1\r\n!\r\nMESSAGE a b c 1\r\n!"),
+        Err(BodyError::TooManyTopics)
+    );
+    // The first bad topic decides: too long before too many, and the other
+    // way round.
+    let long = format!("MESSAGE a b c {} 1\r\n!", "t".repeat(MAX + 1));
+    assert_eq!(parse(long.as_bytes()), Err(BodyError::TooManyTopics));
+    // One topic both too long and one too many: its length is checked first.
+    let long = format!("MESSAGE a b {} 1\r\n!", "t".repeat(MAX + 1));
+    assert_eq!(parse(long.as_bytes()), Err(BodyError::TopicTooLong));
+    let long = format!("MESSAGE a {} b c 1\r\n!", "t".repeat(MAX + 1));
+    assert_eq!(parse(long.as_bytes()), Err(BodyError::TopicTooLong));
+    // Counted before the shape of the rest of the entry.
+    assert_eq!(
+        parse(b"MESSAGE a b c x\r\n!"),
+        Err(BodyError::TooManyTopics)
     );
 }
 
@@ -195,8 +237,9 @@ fn one_mib_payload() {
     data.extend_from_slice(&payload);
     data.extend_from_slice(b"\r\n");
     let data = b(&data);
-    let entries = parse_publish_block(&data, MAX).unwrap();
+    let entries = parse_publish_block(&data, &LIMITS).unwrap();
     assert_eq!(entries, [entry(&[b"big"], &payload)]);
+    // Most of the block: kept as a slice of it, not copied.
     assert!(is_slice_of(&entries[0].payload, &data));
 }
 
@@ -300,12 +343,13 @@ fn publish_topics_are_opaque_bytes() {
 }
 
 #[test]
-fn publish_entries_are_slices_of_the_block() {
+fn small_parts_of_a_publish_block_are_copied_out_of_it() {
+    // Topics always; payloads under half of the block.
     let data = b(b"MESSAGE a b 3\r\nhey\r\nMESSAGE c 2\r\nyo\r\n");
-    let entries = parse_publish_block(&data, MAX).unwrap();
+    let entries = parse_publish_block(&data, &LIMITS).unwrap();
     for e in &entries {
-        assert!(is_slice_of(&e.payload, &data));
-        assert!(e.topics.iter().all(|t| is_slice_of(t, &data)));
+        assert!(!is_slice_of(&e.payload, &data));
+        assert!(e.topics.iter().all(|t| !is_slice_of(t, &data)));
     }
 }
 

@@ -642,3 +642,132 @@ fn waiting_for_a_block_reserves_no_more_than_arrived() {
     assert_eq!(codec.decode(&mut buf).unwrap(), None);
     assert!(buf.capacity() <= 4096, "capacity {}", buf.capacity());
 }
+
+// ---- Hostile streams --------------------------------------------------------
+
+/// `set publish` announcing one byte over `SMALL`'s limit, with its block.
+fn oversized() -> Vec<u8> {
+    let n = SMALL.max_request_bytes + 1;
+    let mut input = format!("set publish 0 0 {n}\r\n").into_bytes();
+    input.resize(input.len() + n, b'x');
+    input.extend_from_slice(b"\r\n");
+    input
+}
+
+#[test]
+fn refusals_in_a_row_close_the_connection_at_the_limit() {
+    use kraken_protocol::MAX_CONSECUTIVE_REFUSALS;
+    let n = MAX_CONSECUTIVE_REFUSALS as usize;
+    let mut input = oversized().repeat(n);
+    input.extend_from_slice(b"version\r\n");
+    let mut expected = vec![client_error("data block too large", false); n - 1];
+    expected.push(client_error("data block too large", true));
+    assert_eq!(decode_every_way(&input, SMALL), expected);
+}
+
+#[test]
+fn an_accepted_request_ends_a_streak_of_refusals() {
+    use kraken_protocol::MAX_CONSECUTIVE_REFUSALS;
+    let n = MAX_CONSECUTIVE_REFUSALS as usize - 1;
+    let streak = oversized().repeat(n);
+    let mut input = streak.clone();
+    input.extend_from_slice(b"version\r\n");
+    input.extend_from_slice(&streak);
+    input.extend_from_slice(b"version\r\n");
+    let refused = vec![client_error("data block too large", false); n];
+    let mut expected = refused.clone();
+    expected.push(Request::Version);
+    expected.extend(refused);
+    expected.push(Request::Version);
+    assert_eq!(decode_every_way(&input, SMALL), expected);
+}
+
+#[test]
+fn a_skip_asks_for_large_reads_and_gives_the_room_back_when_done() {
+    use bytes::BytesMut;
+    use kraken_protocol::{KrakenCodec, DISCARD_READ_BYTES};
+    use tokio_util::codec::Decoder;
+
+    let mut codec = KrakenCodec::new(Limits::default());
+    let n = 1 << 20;
+    let mut buf = BytesMut::with_capacity(64);
+    buf.extend_from_slice(format!("set publish 0 0 {}\r\n", 17 << 20).as_bytes());
+    assert_eq!(
+        codec.decode(&mut buf).unwrap(),
+        Some(client_error("data block too large", false))
+    );
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    // The reader may now read this much at once, not 64 bytes per read.
+    assert!(buf.capacity() >= DISCARD_READ_BYTES, "{}", buf.capacity());
+    let chunk = vec![b'x'; n];
+    for _ in 0..17 {
+        buf.extend_from_slice(&chunk);
+        assert_eq!(codec.decode(&mut buf).unwrap(), None);
+        assert!(buf.is_empty());
+    }
+    buf.extend_from_slice(b"\r\nversion\r\n");
+    assert_eq!(codec.decode(&mut buf).unwrap(), Some(Request::Version));
+    assert!(buf.capacity() <= 4096, "capacity {}", buf.capacity());
+}
+
+#[test]
+fn a_small_block_from_a_large_buffer_is_copied_out_of_it() {
+    use bytes::BytesMut;
+    use kraken_protocol::KrakenCodec;
+    use tokio_util::codec::Decoder;
+
+    let mut codec = KrakenCodec::new(Limits::default());
+    let mut buf = BytesMut::with_capacity(1 << 20);
+    buf.extend_from_slice(b"set publish 0 0 3\r\nhey\r\n");
+    let range = buf.as_ptr_range();
+    let start = range.start as usize;
+    let end = start + buf.capacity();
+    let Some(Request::Set { data, .. }) = codec.decode(&mut buf).unwrap() else {
+        panic!("expected a set");
+    };
+    assert_eq!(&data[..], b"hey");
+    let p = data.as_ptr() as usize;
+    assert!(
+        p < start || p >= end,
+        "the 3-byte block keeps the 1 MiB buffer"
+    );
+
+    // A block that is most of its buffer is not copied.
+    let mut codec = KrakenCodec::new(Limits::default());
+    let mut buf = BytesMut::with_capacity(1024);
+    buf.extend_from_slice(b"set publish 0 0 1000\r\n");
+    buf.extend_from_slice(&[b'x'; 1000]);
+    buf.extend_from_slice(b"\r\n");
+    let start = buf.as_ptr() as usize;
+    let Some(Request::Set { data, .. }) = codec.decode(&mut buf).unwrap() else {
+        panic!("expected a set");
+    };
+    assert_eq!(
+        data.as_ptr() as usize,
+        start + b"set publish 0 0 1000\r\n".len()
+    );
+}
+
+#[test]
+fn after_a_large_block_the_connection_reads_on_into_a_small_buffer() {
+    use bytes::BytesMut;
+    use kraken_protocol::KrakenCodec;
+    use tokio_util::codec::Decoder;
+
+    let mut codec = KrakenCodec::new(Limits::default());
+    let n = 1 << 20;
+    let mut buf = BytesMut::with_capacity(2 * n);
+    buf.extend_from_slice(format!("set publish 0 0 {n}\r\n").as_bytes());
+    buf.resize(buf.len() + n, b'x');
+    buf.extend_from_slice(b"\r\nvers");
+    let Some(Request::Set { data, .. }) = codec.decode(&mut buf).unwrap() else {
+        panic!("expected a set");
+    };
+    assert_eq!(data.len(), n);
+    // What follows the block was moved out of the big buffer, so dropping
+    // the block frees it.
+    assert_eq!(&buf[..], b"vers");
+    assert!(buf.capacity() <= 4096, "capacity {}", buf.capacity());
+    buf.extend_from_slice(b"ion\r\n");
+    assert_eq!(codec.decode(&mut buf).unwrap(), Some(Request::Version));
+}

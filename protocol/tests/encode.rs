@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use bytes::{Bytes, BytesMut};
 use common::encode;
 use kraken_protocol::{
-    message_header, parse_publish_block, KrakenCodec, Limits, OutMessage, Response,
+    message_header, parse_publish_block, BodyLimits, KrakenCodec, Limits, OutMessage, Response,
 };
 use tokio_util::codec::Encoder;
 
@@ -178,7 +178,8 @@ fn a_delivered_value_parses_back_as_a_publish_block() {
     assert_eq!(bytes, expected);
     // Without the final CRLF too: the last entry may end at the block's end.
     for block in [&value[..], &[&value[..], b"\r\n"].concat()[..]] {
-        let entries = parse_publish_block(&Bytes::copy_from_slice(block), 1024).unwrap();
+        let entries =
+            parse_publish_block(&Bytes::copy_from_slice(block), &BodyLimits::default()).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1].topics, [&b"b"[..], b"c"]);
         assert_eq!(&entries[1].payload[..], b"x\r\nEND\r\n");

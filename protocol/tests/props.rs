@@ -7,12 +7,20 @@ mod common;
 use bytes::{Bytes, BytesMut};
 use common::{buffer_bound, decode_chunked, encode};
 use kraken_protocol::{
-    message_header, parse_publish_block, parse_retro_body, parse_topics, KrakenCodec, Limits,
-    OutMessage, Request, Response, SetKey,
+    message_header, parse_publish_block, parse_retro_body, parse_topics, BodyLimits, KrakenCodec,
+    Limits, OutMessage, Request, Response, SetKey,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
 use tokio_util::codec::Decoder;
+
+/// Publish blocks are parsed with topics of at most `max_topic_bytes`.
+fn body_limits(max_topic_bytes: usize) -> BodyLimits {
+    BodyLimits {
+        max_topic_bytes,
+        ..BodyLimits::default()
+    }
+}
 
 const SMALL: Limits = Limits {
     max_line_bytes: 40,
@@ -263,7 +271,12 @@ fn topic() -> impl Strategy<Value = Vec<u8>> {
 fn entries() -> impl Strategy<Value = Vec<(Vec<Vec<u8>>, Vec<u8>)>> {
     proptest::collection::vec(
         (
-            proptest::collection::vec(topic(), 1..5),
+            // Distinct topics: a topic named twice in one entry counts once.
+            proptest::collection::vec(topic(), 1..5).prop_map(|mut topics| {
+                let mut seen = std::collections::HashSet::new();
+                topics.retain(|t| seen.insert(t.clone()));
+                topics
+            }),
             proptest::collection::vec(
                 prop_oneof![any::<u8>(), select(vec![b'\r', b'\n', b' '])],
                 0..60,
@@ -279,7 +292,7 @@ proptest! {
     #[test]
     fn body_parsers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
         let data = Bytes::from(data);
-        let _ = parse_publish_block(&data, 8);
+        let _ = parse_publish_block(&data, &body_limits(8));
         let _ = parse_topics(&data, 8);
         let _ = parse_retro_body(&data, 8);
     }
@@ -298,7 +311,7 @@ proptest! {
         ),
     ) {
         let data = Bytes::from(parts.concat());
-        if let Ok(entries) = parse_publish_block(&data, 8) {
+        if let Ok(entries) = parse_publish_block(&data, &body_limits(8)) {
             for e in entries {
                 prop_assert!(!e.topics.is_empty());
                 prop_assert!(e.topics.iter().all(|t| !t.is_empty() && t.len() <= 8));
@@ -329,7 +342,7 @@ proptest! {
         if omit_last_crlf && !entries.is_empty() {
             block.truncate(block.len() - 2);
         }
-        let parsed = parse_publish_block(&Bytes::from(block), 12).unwrap();
+        let parsed = parse_publish_block(&Bytes::from(block), &body_limits(12)).unwrap();
         prop_assert_eq!(parsed.len(), entries.len());
         for (p, (topics, payload)) in parsed.iter().zip(&entries) {
             prop_assert_eq!(&p.topics, topics);
@@ -362,7 +375,7 @@ proptest! {
         let k: usize = line.strip_prefix("VALUE messages 0 ").unwrap().parse().unwrap();
         let value = &wire[line_end + 2..line_end + 2 + k];
         prop_assert_eq!(&wire[line_end + 2 + k..], b"\r\nEND\r\n");
-        let parsed = parse_publish_block(&Bytes::copy_from_slice(value), 12).unwrap();
+        let parsed = parse_publish_block(&Bytes::copy_from_slice(value), &body_limits(12)).unwrap();
         prop_assert_eq!(parsed.len(), entries.len());
         for (p, (topics, payload)) in parsed.iter().zip(&entries) {
             prop_assert_eq!(&p.topics, topics);

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
-use kraken_protocol::{message_header, parse_publish_block};
+use kraken_protocol::{message_header, parse_publish_block, BodyLimits};
 use slog::{debug, error, info, warn};
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
@@ -809,7 +809,7 @@ impl UpstreamLink {
 
     /// Re-publishes a `get messages` value into the local router.
     fn relay(&mut self, block: &Bytes) -> Result<(), String> {
-        let entries = parse_publish_block(block, usize::MAX)
+        let entries = parse_publish_block(block, &BodyLimits::UNLIMITED)
             .map_err(|e| format!("unparsable messages from upstream: {}", e.message()))?;
         let n = entries.len() as u64;
         for e in entries {
