@@ -86,21 +86,23 @@ where
         .collect()
 }
 
-/// The entries of one `get messages` value.
+/// The entries of one `get messages` value, checked: each is
+/// `MESSAGE <topics> <len>\r\n<payload>\r\n`. [`Messages::iter`] reads them
+/// as [`Message`]s whose topics and payload share the value's buffer.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Messages {
-    /// The entries as they came: `MESSAGE <topics> <len>\r\n<payload>\r\n`
-    /// each, concatenated (the `<k> + 2` bytes of the value).
+    /// The entries as they came, concatenated (the `<k> + 2` bytes of the
+    /// value).
     raw: Bytes,
-    /// The same, parsed; slices of `raw`.
-    list: Vec<Message>,
 }
 
 impl Messages {
-    /// Parses a value's entries (`raw` must include the last entry's CRLF).
+    /// Checks a value's entries (`raw` must include the last entry's CRLF).
     pub fn parse(raw: Bytes) -> Result<Messages, String> {
-        let list = parse_entries(&raw)?;
-        Ok(Messages { raw, list })
+        for entry in entries(&raw) {
+            entry?;
+        }
+        Ok(Messages { raw })
     }
 
     /// The raw entries, as the node sent them.
@@ -113,28 +115,27 @@ impl Messages {
         self.raw
     }
 
+    /// The entries without copying: topics and payload borrowed.
+    pub fn entries(&self) -> impl Iterator<Item = RawEntry<'_>> {
+        entries(&self.raw).map_while(Result::ok)
+    }
+
+    /// The messages; topics and payloads are slices of [`Messages::raw`].
+    pub fn iter(&self) -> impl Iterator<Item = Message> + '_ {
+        self.entries().map(|e| e.to_message(&self.raw))
+    }
+
+    /// How many entries there are.
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.entries().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, Message> {
-        self.list.iter()
+        self.raw.is_empty()
     }
 
     pub fn into_vec(self) -> Vec<Message> {
-        self.list
-    }
-}
-
-impl IntoIterator for Messages {
-    type Item = Message;
-    type IntoIter = std::vec::IntoIter<Message>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.list.into_iter()
+        self.iter().collect()
     }
 }
 
@@ -652,69 +653,107 @@ impl Encoder<&Request> for ClientCodec {
     }
 }
 
-/// Parses the entries of a `get messages` value (the `<k> + 2` bytes: each
-/// entry `MESSAGE <topics> <len>\r\n<payload>\r\n`). A header's tokens are
-/// split on runs of spaces: `MESSAGE`, at least one topic, the decimal
-/// length. The payload is taken by length, so it may hold anything. Topics
-/// and payloads are slices of `raw`.
-pub fn parse_entries(raw: &Bytes) -> Result<Vec<Message>, String> {
-    let bytes = &raw[..];
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let nl = bytes[pos..]
+/// One entry of a `get messages` value, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawEntry<'a> {
+    /// The topics as the header holds them, space separated (runs of
+    /// spaces possible); at least one.
+    pub topics: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+impl<'a> RawEntry<'a> {
+    /// The topics, one by one.
+    pub fn topics(&self) -> impl Iterator<Item = &'a [u8]> {
+        self.topics.split(|&b| b == b' ').filter(|t| !t.is_empty())
+    }
+
+    /// As a [`Message`] sharing `buf`, the buffer this entry lies in.
+    pub fn to_message(&self, buf: &Bytes) -> Message {
+        Message {
+            topics: self.topics().map(|t| buf.slice_ref(t)).collect(),
+            payload: buf.slice_ref(self.payload),
+        }
+    }
+}
+
+/// Walks the entries of a `get messages` value (the `<k> + 2` bytes: each
+/// entry `MESSAGE <topics> <len>\r\n<payload>\r\n`) by their length fields,
+/// without copying. A header's tokens are split on runs of spaces:
+/// `MESSAGE`, at least one topic, the decimal length. The payload is taken
+/// by length, so it may hold anything. After an error it yields nothing.
+pub fn entries(raw: &[u8]) -> Entries<'_> {
+    Entries {
+        rest: raw,
+        failed: false,
+    }
+}
+
+/// See [`entries`].
+pub struct Entries<'a> {
+    rest: &'a [u8],
+    failed: bool,
+}
+
+impl<'a> Iterator for Entries<'a> {
+    type Item = Result<RawEntry<'a>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.is_empty() || self.failed {
+            return None;
+        }
+        let entry = self.parse_one();
+        self.failed = entry.is_err();
+        Some(entry)
+    }
+}
+
+impl<'a> Entries<'a> {
+    fn parse_one(&mut self) -> Result<RawEntry<'a>, String> {
+        let rest = self.rest;
+        let nl = rest
             .iter()
             .position(|&b| b == b'\n')
-            .map(|i| pos + i)
-            .filter(|&nl| nl > pos && bytes[nl - 1] == b'\r')
+            .filter(|&nl| nl > 0 && rest[nl - 1] == b'\r')
             .ok_or("entry header without CRLF")?;
-        let header_end = nl - 1;
-        let header = &bytes[pos..header_end];
-        if header.contains(&b'\r') {
-            return Err(format!("entry header {:?} holds a CR", lossy(header)));
-        }
-        let mut spans = Vec::new();
-        let mut i = pos;
-        while i < header_end {
-            if bytes[i] == b' ' {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < header_end && bytes[i] != b' ' {
-                i += 1;
-            }
-            spans.push((start, i));
-        }
+        let header = &rest[..nl - 1];
         let bad = || format!("bad entry header {:?}", lossy(header));
-        match spans.first() {
-            Some(&(s, e)) if &bytes[s..e] == b"MESSAGE" => {}
-            _ => return Err(bad()),
-        }
-        if spans.len() < 3 {
+        if header.contains(&b'\r') {
             return Err(bad());
         }
-        let (ls, le) = spans[spans.len() - 1];
-        let len = parse_len(&bytes[ls..le]).ok_or_else(bad)?;
-        let topics = spans[1..spans.len() - 1]
-            .iter()
-            .map(|&(s, e)| raw.slice(s..e))
-            .collect();
-        let start = nl + 1;
-        let end = start
-            .checked_add(len)
-            .filter(|&end| end.checked_add(2).is_some_and(|e| e <= bytes.len()))
-            .ok_or("entry payload runs past the value")?;
-        if &bytes[end..end + 2] != b"\r\n" {
+        let header = trim_spaces(header.strip_prefix(b"MESSAGE ").ok_or_else(bad)?);
+        let sp = header.iter().rposition(|&b| b == b' ').ok_or_else(bad)?;
+        let len = parse_len(&header[sp + 1..]).ok_or_else(bad)?;
+        let topics = trim_spaces(&header[..sp]);
+        let body = &rest[nl + 1..];
+        if body.len() < len.saturating_add(2) {
+            return Err("entry payload runs past the value".into());
+        }
+        if &body[len..len + 2] != b"\r\n" {
             return Err("entry payload not followed by CRLF".into());
         }
-        out.push(Message {
+        self.rest = &body[len + 2..];
+        Ok(RawEntry {
             topics,
-            payload: raw.slice(start..end),
-        });
-        pos = end + 2;
+            payload: &body[..len],
+        })
     }
-    Ok(out)
+}
+
+fn trim_spaces(mut b: &[u8]) -> &[u8] {
+    while let [b' ', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' '] = b {
+        b = rest;
+    }
+    b
+}
+
+/// Parses the entries of a `get messages` value into [`Message`]s sharing
+/// `raw` (see [`entries`]); all or nothing.
+pub fn parse_entries(raw: &Bytes) -> Result<Vec<Message>, String> {
+    entries(raw).map(|e| e.map(|e| e.to_message(raw))).collect()
 }
 
 #[cfg(test)]
@@ -756,7 +795,7 @@ mod tests {
             panic!("{:?}", got[3]);
         };
         assert_eq!(
-            m.iter().cloned().collect::<Vec<_>>(),
+            m.iter().collect::<Vec<_>>(),
             vec![msg(&["a", "b"], b"x\r\n"), msg(&["c"], b"END\r\nEND\r\n")]
         );
         assert_eq!(m.raw().len(), 50);
