@@ -535,7 +535,8 @@ fn parse_len(token: &[u8]) -> Option<usize> {
 }
 
 impl ClientCodec {
-    /// The next whole line, without its line end (CR LF, or a bare LF).
+    /// The next whole line, without its CR LF (a node ends every reply line
+    /// with CR LF; a bare LF is an error).
     fn line(&self, src: &mut BytesMut) -> Result<Option<BytesMut>, CodecError> {
         let max = self.limits.max_line_bytes;
         let window = src.len().min(max.saturating_add(2));
@@ -545,11 +546,14 @@ impl ClientCodec {
             }
             return Ok(None);
         };
-        let mut line = src.split_to(lf + 1);
-        line.truncate(lf);
-        if line.last() == Some(&b'\r') {
-            line.truncate(lf - 1);
+        if lf == 0 || src[lf - 1] != b'\r' {
+            return Err(protocol(format!(
+                "reply line {:?} ends in a bare LF",
+                lossy(&src[..lf])
+            )));
         }
+        let mut line = src.split_to(lf + 1);
+        line.truncate(lf - 1);
         if line.len() > max {
             return Err(protocol("reply line too long"));
         }
@@ -789,7 +793,7 @@ mod tests {
             VALUE messages 0 48\r\nMESSAGE a b 3\r\nx\r\n\r\nMESSAGE  c   10 \r\nEND\r\nEND\r\n\r\nEND\r\n\
             STAT pid 42\r\nSTAT uptime 7\r\nSTAT empty\r\nEND\r\n\
             VERSION 1.0.0\r\n\
-            CLIENT_ERROR bad publish block\r\nSERVER_ERROR Too many clients\r\nERROR\n";
+            CLIENT_ERROR bad publish block\r\nSERVER_ERROR Too many clients\r\nERROR\r\n";
         let got = all(input).unwrap();
         let Reply::Messages(m) = &got[3] else {
             panic!("{:?}", got[3]);
@@ -823,6 +827,7 @@ mod tests {
     fn refuses_what_no_node_sends() {
         for bad in [
             &b"HELLO\r\n"[..],
+            b"STORED\n",
             b"VALUE messages 0 x\r\n",
             b"VALUE messages 0 -1\r\n",
             b"VALUE messages 0 99999999999999999999999\r\n",
