@@ -28,13 +28,15 @@ fn message(topics: &[&str], payload: &str) -> Event {
 
 /// The next event, or a panic after [`EVENT_TIMEOUT`].
 async fn next_event(sub: &mut Subscriber) -> Event {
-    timeout(EVENT_TIMEOUT, sub.next()).await.unwrap_or_else(|_| {
-        panic!(
-            "no event within {EVENT_TIMEOUT:?} (reconnects {}, last error {:?})",
-            sub.reconnects(),
-            sub.last_error().map(|e| e.to_string())
-        )
-    })
+    timeout(EVENT_TIMEOUT, sub.next())
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no event within {EVENT_TIMEOUT:?} (reconnects {}, last error {:?})",
+                sub.reconnects(),
+                sub.last_error().map(|e| e.to_string())
+            )
+        })
 }
 
 /// Polls `client` until `n` messages arrived (bounded).
@@ -73,7 +75,10 @@ async fn client_requests_and_replies() {
     let got = poll_n(&mut sub, 2).await;
     assert_eq!(
         got,
-        vec![Message::new(["a"], "one"), Message::new(["b"], "two\r\nEND\r\n")]
+        vec![
+            Message::new(["a"], "one"),
+            Message::new(["b"], "two\r\nEND\r\n")
+        ]
     );
 
     sub.unsubscribe(["a"]).await.unwrap();
@@ -82,7 +87,10 @@ async fn client_requests_and_replies() {
     assert_eq!(poll_n(&mut sub, 1).await, vec![Message::new(["b"], "kept")]);
 
     let stats = sub.stats().await.unwrap();
-    let pid = stats.iter().find(|(n, _)| n == "pid").map(|(_, v)| v.clone());
+    let pid = stats
+        .iter()
+        .find(|(n, _)| n == "pid")
+        .map(|(_, v)| v.clone());
     assert_eq!(pid, Some(node.pid().to_string()), "{stats:?}");
     assert!(!sub.version().await.unwrap().is_empty());
 
@@ -145,7 +153,10 @@ async fn subscriber_yields_messages_and_follows_topic_changes() {
     sub.subscribe(["sport"]).await.unwrap();
     sub.unsubscribe(["news"]).await.unwrap();
     publisher.publish(["news"], "unheard").await.unwrap();
-    publisher.publish(["sport", "news"], "second").await.unwrap();
+    publisher
+        .publish(["sport", "news"], "second")
+        .await
+        .unwrap();
     assert_eq!(next_event(&mut sub).await, message(&["sport"], "second"));
     assert_eq!(sub.reconnects(), 0);
     let topics: Vec<_> = sub.topics().cloned().collect();

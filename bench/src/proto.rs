@@ -35,10 +35,6 @@ where
     codec::put_entry(block, topics, payload);
 }
 
-pub fn push_num(buf: &mut Vec<u8>, n: u64) {
-    codec::put_num(buf, n);
-}
-
 /// One reply of the server.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reply {
@@ -173,8 +169,8 @@ mod tests {
         push_set(&mut r, "publish", &block);
         assert!(r.starts_with(b"set publish 0 0 39\r\nMESSAGE"));
         let mut n = Vec::new();
-        push_num(&mut n, 0);
-        push_num(&mut n, 18_446_744_073_709_551_615);
+        codec::put_num(&mut n, 0);
+        codec::put_num(&mut n, 18_446_744_073_709_551_615);
         assert_eq!(n, b"018446744073709551615");
     }
 

@@ -19,7 +19,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut count = None;
     if let Some(i) = args.iter().position(|a| a == "--count") {
-        count = Some(args.get(i + 1).ok_or("--count needs a number")?.parse::<u64>()?);
+        count = Some(
+            args.get(i + 1)
+                .ok_or("--count needs a number")?
+                .parse::<u64>()?,
+        );
         args.drain(i..i + 2);
     }
     let addr = args.first().cloned().unwrap_or("127.0.0.1:12355".into());
@@ -38,7 +42,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Another connection publishes (a publisher never receives its own
     // messages).
     let mut publisher = Client::connect(addr.as_str()).await?;
-    publisher.publish([&topics[0]], "hello from the example").await?;
+    publisher
+        .publish([&topics[0]], "hello from the example")
+        .await?;
     publisher.quit().await?;
 
     let mut seen = 0;

@@ -183,7 +183,13 @@ impl Client {
         T: AsRef<[u8]>,
     {
         let topics = topics_of(topics);
-        match self.call(Request::Subscribe { topics, noreply: false }).await? {
+        match self
+            .call(Request::Subscribe {
+                topics,
+                noreply: false,
+            })
+            .await?
+        {
             Reply::Stored => Ok(Retro::Complete),
             Reply::NotFound => Ok(Retro::ReloadEverything),
             other => Err(Client::unexpected("subscribe", other)),
@@ -197,7 +203,13 @@ impl Client {
         T: AsRef<[u8]>,
     {
         let topics = topics_of(topics);
-        match self.call(Request::Unsubscribe { topics, noreply: false }).await? {
+        match self
+            .call(Request::Unsubscribe {
+                topics,
+                noreply: false,
+            })
+            .await?
+        {
             Reply::Stored => Ok(()),
             other => Err(Client::unexpected("unsubscribe", other)),
         }
@@ -215,7 +227,13 @@ impl Client {
 
     /// Publishes several messages in one request (all or none accepted).
     pub async fn publish_many(&mut self, messages: Vec<Message>) -> Result<(), Error> {
-        match self.call(Request::Publish { messages, noreply: false }).await? {
+        match self
+            .call(Request::Publish {
+                messages,
+                noreply: false,
+            })
+            .await?
+        {
             Reply::Stored => Ok(()),
             other => Err(Client::unexpected("publish", other)),
         }

@@ -592,7 +592,10 @@ impl Decoder for ClientCodec {
                     return Ok(Some(Reply::Stats(lines)));
                 }
                 let Some(rest) = line.strip_prefix(b"STAT ") else {
-                    return Err(protocol(format!("want STAT or END, got {:?}", lossy(&line))));
+                    return Err(protocol(format!(
+                        "want STAT or END, got {:?}",
+                        lossy(&line)
+                    )));
                 };
                 *bytes += line.len() + 2;
                 if *bytes > self.limits.max_reply_bytes {
@@ -868,7 +871,11 @@ mod tests {
         assert!(codec.decode(&mut buf).unwrap().is_none());
         assert!(buf.capacity() < 1024, "reserved {}", buf.capacity());
         // A stats reply past the limit.
-        assert!(bytewise(b"STAT a 1\r\nSTAT b 2\r\nSTAT c 3\r\nSTAT d 4\r\nEND\r\n", limits).is_err());
+        assert!(bytewise(
+            b"STAT a 1\r\nSTAT b 2\r\nSTAT c 3\r\nSTAT d 4\r\nEND\r\n",
+            limits
+        )
+        .is_err());
         assert!(bytewise(b"STAT a 1\r\nSTAT b 2\r\nSTAT c 3\r\nEND\r\n", limits).is_ok());
     }
 

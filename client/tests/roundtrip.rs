@@ -15,8 +15,11 @@ use proptest::prelude::*;
 use tokio_util::codec::{Decoder, Encoder};
 
 fn topic() -> impl Strategy<Value = Bytes> {
-    proptest::collection::vec(any::<u8>().prop_filter("separator", |b| !b" \r\n".contains(b)), 1..12)
-        .prop_map(Bytes::from)
+    proptest::collection::vec(
+        any::<u8>().prop_filter("separator", |b| !b" \r\n".contains(b)),
+        1..12,
+    )
+    .prop_map(Bytes::from)
 }
 
 fn topics(min: usize) -> impl Strategy<Value = Vec<Bytes>> {
