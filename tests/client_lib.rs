@@ -244,3 +244,42 @@ async fn subscriber_reloads_everything_after_a_node_restart() {
     publisher.publish(["x"], "after").await.unwrap();
     assert_eq!(next_event(&mut sub).await, message(&["x"], "after"));
 }
+
+/// A replay larger than the node's per-client queue limit gets every
+/// reconnection closed as a slow consumer: the subscriber gives up on the
+/// replay after a few attempts, says "reload everything", and goes on.
+#[tokio::test]
+async fn subscriber_gives_up_a_replay_that_cannot_fit_and_reloads() {
+    let node = Node::start(&[("max_queue_messages", "5")]);
+    node.fresh_horizon();
+    let options = SubscriberOptions {
+        poll_interval: Duration::from_millis(500),
+        backoff_max: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let mut sub = Subscriber::connect(node.addr().to_string(), ["q"], options)
+        .await
+        .unwrap();
+    // The first poll (at once) finds nothing; the flood overflows the queue
+    // before the next.
+    assert_eq!(
+        timeout(Duration::from_millis(300), sub.next()).await.ok(),
+        None
+    );
+    let mut publisher = Client::connect(node.addr()).await.unwrap();
+    for i in 0..20 {
+        publisher.publish(["q"], format!("m{i}")).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.last() != Some(&Event::ReloadEverything) {
+        got.push(next_event(&mut sub).await);
+    }
+    assert!(
+        sub.reconnects() >= 3,
+        "reconnects {} events {got:?}",
+        sub.reconnects()
+    );
+    publisher.publish(["q"], "after").await.unwrap();
+    assert_eq!(next_event(&mut sub).await, message(&["q"], "after"));
+    assert!(node.log_contains("slow consumer"));
+}

@@ -13,7 +13,10 @@
 //! replay buffer was overrun), the subscriber yields
 //! [`Event::ReloadEverything`]: the application reloads the data behind its
 //! topics. A message may be delivered twice (the replay starts at a whole
-//! second): delivery is at-least-once.
+//! second): delivery is at-least-once. If the replay itself keeps losing
+//! the connection (it exceeds the node's per-client queue limit, so the
+//! node closes the connection as a slow consumer), the subscriber gives up
+//! on it after a few attempts and yields [`Event::ReloadEverything`].
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +27,13 @@ use tokio::time::Instant;
 
 use crate::client::{Client, ClientOptions, Error, Retro};
 use crate::codec::{check_topic, topics_of};
+
+/// Reconnections in a row whose connection was lost again before its
+/// first successful poll, after which the subscriber stops asking for a
+/// replay (it subscribes plainly and yields [`Event::ReloadEverything`]): a
+/// replay larger than the node's per-client queue limit would otherwise get
+/// the connection closed as a slow consumer forever.
+const MAX_UNPOLLED_RECONNECTS: u32 = 3;
 
 /// Largest topic list sent in one request (a node refuses data blocks past
 /// its `max_request_bytes`, 16 MiB by default).
@@ -89,6 +99,8 @@ pub struct Subscriber {
     backoff: Duration,
     last_error: Option<Error>,
     reconnects: u64,
+    /// Reconnections since the last successful poll.
+    unpolled_reconnects: u32,
 }
 
 /// The current unix time in whole seconds.
@@ -144,6 +156,7 @@ impl Subscriber {
             backoff: options.backoff_min,
             last_error: None,
             reconnects: 0,
+            unpolled_reconnects: 0,
         };
         let mut client = Client::connect_with(sub.addr.as_str(), options.client).await?;
         match options.since {
@@ -206,6 +219,8 @@ impl Subscriber {
             match polled {
                 Ok(messages) => {
                     self.horizon = sent;
+                    self.backoff = self.options.backoff_min;
+                    self.unpolled_reconnects = 0;
                     self.next_poll = if messages.is_empty() {
                         Some(Instant::now() + self.options.poll_interval)
                     } else {
@@ -225,23 +240,39 @@ impl Subscriber {
         }
     }
 
-    /// Connects again after `backoff`, then retro-subscribes everything.
+    /// Connects again after `backoff` (doubled per attempt, reset by a
+    /// successful poll), then retro-subscribes everything; or, after
+    /// [`MAX_UNPOLLED_RECONNECTS`], subscribes plainly and says "reload".
     async fn reconnect(&mut self) {
         loop {
             tokio::time::sleep(self.backoff).await;
             self.backoff = (self.backoff * 2).min(self.options.backoff_max);
+            let replay = self.unpolled_reconnects < MAX_UNPOLLED_RECONNECTS;
             let attempt = async {
                 let mut client =
                     Client::connect_with(self.addr.as_str(), self.options.client).await?;
-                self.resubscribe(&mut client).await?;
+                if replay {
+                    self.resubscribe(&mut client).await?;
+                } else {
+                    let horizon = unix_now();
+                    for batch in batches(&self.topics) {
+                        client.subscribe(batch).await?;
+                    }
+                    self.horizon = horizon;
+                    self.events.push_back(Event::ReloadEverything);
+                }
                 Ok::<Client, Error>(client)
             };
             match attempt.await {
                 Ok(client) => {
                     self.conn = Some(client);
-                    self.backoff = self.options.backoff_min;
                     self.next_poll = None;
                     self.reconnects += 1;
+                    self.unpolled_reconnects = if replay {
+                        self.unpolled_reconnects + 1
+                    } else {
+                        0
+                    };
                     return;
                 }
                 Err(e) => self.last_error = Some(e),
