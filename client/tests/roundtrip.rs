@@ -1,12 +1,15 @@
 //! Property tests: this crate's codec against the server's
 //! (`kraken-protocol`). Requests the client encodes decode on the server
 //! side to the same operation; responses the server encodes decode on the
-//! client side to the same reply, however the bytes are split.
+//! client side to the same reply, however the bytes are split. And on any
+//! bytes at all (valid replies cut and mixed with noise) the decoder never
+//! panics, stays within its limits, and decides the same however the bytes
+//! arrive.
 
 use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
-use kraken_client::codec::{ClientCodec, Message, Reply, Request};
+use kraken_client::codec::{ClientCodec, Limits as ClientLimits, Message, Reply, Request};
 use kraken_protocol::{
     message_header, parse_publish_block, parse_retro_body, parse_topics, KrakenCodec, Limits,
     OutMessage, Request as ServerRequest, Response, SetKey,
@@ -235,5 +238,57 @@ proptest! {
                 (got, sent) => prop_assert_eq!(got, &expected_reply(sent)),
             }
         }
+    }
+}
+
+/// Valid reply bytes, fragments of them and noise, concatenated.
+fn hostile_stream() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        Just(b"STORED\r\n".to_vec()),
+        Just(b"END\r\n".to_vec()),
+        Just(b"VALUE messages 0 11\r\nMESSAGE a 0\r\n\r\nEND\r\n".to_vec()),
+        Just(b"VALUE messages 0 ".to_vec()),
+        Just(b"STAT a b\r\n".to_vec()),
+        Just(b"MESSAGE t 3\r\n".to_vec()),
+        Just(b"\r\n".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..40),
+        "[0-9]{1,3}".prop_map(String::into_bytes),
+    ];
+    proptest::collection::vec(piece, 0..12).prop_map(|v| v.concat())
+}
+
+/// The replies decoded from `bytes` fed in chunks of `step`, and whether
+/// the decoder then refused the stream.
+fn decode_all(bytes: &[u8], step: usize, limits: ClientLimits) -> (Vec<Reply>, bool) {
+    let mut codec = ClientCodec::new(limits);
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(step) {
+        buf.extend_from_slice(chunk);
+        loop {
+            match codec.decode(&mut buf) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => break,
+                Err(_) => return (out, true),
+            }
+        }
+        // Never more buffered than one line or one value (+ its trailer)
+        // within the limits, plus the chunk just added.
+        let bound = limits.max_line_bytes.max(limits.max_reply_bytes) + 16 + step;
+        assert!(buf.len() <= bound, "{} bytes buffered", buf.len());
+    }
+    (out, false)
+}
+
+proptest! {
+    #[test]
+    fn any_bytes_decode_the_same_however_they_arrive(
+        bytes in hostile_stream(),
+        step in 1usize..50,
+    ) {
+        let limits = ClientLimits { max_line_bytes: 24, max_reply_bytes: 48 };
+        let whole = decode_all(&bytes, bytes.len().max(1), limits);
+        let chunked = decode_all(&bytes, step, limits);
+        prop_assert_eq!(whole, chunked);
     }
 }
