@@ -282,7 +282,9 @@ impl Subscriber {
 
     /// Adds `topics`. On a live connection they are subscribed at once
     /// (an error other than a refused topic drops the connection, and the
-    /// reconnection subscribes them); else on reconnection.
+    /// reconnection subscribes them); else on reconnection. A reconnection
+    /// before the next poll may also replay messages on them published
+    /// shortly before they were added (from the last poll's second).
     pub async fn subscribe<I, T>(&mut self, topics: I) -> Result<(), Error>
     where
         I: IntoIterator<Item = T>,
