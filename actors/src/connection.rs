@@ -352,13 +352,19 @@ impl Connection {
             // Drain: answer what was asked, then close.
             Kick::Shutdown => None,
         };
-        if let Some(message) = message {
-            // What was asked and not answered yet will not be: say why.
-            self.drain();
-            self.replies.clear();
-            let _ = self
-                .codec
-                .encode(Response::ServerError(message.into()), &mut self.out);
+        match message {
+            Some(message) if why == Kick::QueueFailed => {
+                // The queue is gone: what was asked of it will not be
+                // answered. Say why instead.
+                self.drain();
+                self.replies.clear();
+                let _ = self
+                    .codec
+                    .encode(Response::ServerError(message.into()), &mut self.out);
+            }
+            // After the answers to what was already asked.
+            Some(message) => self.ready(Response::ServerError(message.into())),
+            None => {}
         }
         self.close(ctx);
     }
@@ -473,7 +479,10 @@ impl Handler<FromQueue> for Connection {
                     a.env.node.metrics.observe_poll_messages(items.len());
                     a.resolve(ticket, Ready::Poll(items))
                 }
-                Taken::Overflowed => a.kicked(Kick::SlowConsumer, ctx),
+                Taken::Overflowed => {
+                    a.resolve(ticket, Ready::Quiet);
+                    a.kicked(Kick::SlowConsumer, ctx)
+                }
             },
             FromQueue::Kick(why) => a.kicked(why, ctx),
         });

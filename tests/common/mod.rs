@@ -6,7 +6,8 @@
 //! - [`Client`] is one TCP connection: [`Client::send`] raw bytes,
 //!   [`Client::expect`] exact reply bytes, plus helpers that speak the
 //!   protocol (`subscribe`, `publish`, `poll`, ...) and check its framing
-//!   strictly.
+//!   strictly. Requests are built, and replies and delivered entries are
+//!   read, with the client library's codec (`kraken_client::codec`).
 //! - [`poll_until`] and friends wait, in bounded time, for the effects of an
 //!   asynchronous effect (a delivery, a cleanup, a counter).
 //!
@@ -23,6 +24,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use kraken_client::codec::{self, ClientCodec, Reply};
+use tokio_util::codec::Decoder;
 
 /// How long a node may take to log `accepting connections`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -88,17 +93,15 @@ pub fn assert_bytes_eq(got: &[u8], want: &[u8], what: &str) {
 
 /// `set <key> 0 0 <n>\r\n<data>\r\n`
 pub fn set_request(key: &str, data: &[u8]) -> Vec<u8> {
-    let mut r = format!("set {key} 0 0 {}\r\n", data.len()).into_bytes();
-    r.extend_from_slice(data);
-    r.extend_from_slice(b"\r\n");
+    let mut r = Vec::new();
+    codec::put_set(&mut r, key, data, false);
     r
 }
 
 /// One publish entry `MESSAGE <topics> <len>\r\n<payload>\r\n`.
 pub fn entry(topics: &[&str], payload: &[u8]) -> Vec<u8> {
-    let mut e = format!("MESSAGE {} {}\r\n", topics.join(" "), payload.len()).into_bytes();
-    e.extend_from_slice(payload);
-    e.extend_from_slice(b"\r\n");
+    let mut e = Vec::new();
+    codec::put_entry(&mut e, topics, payload);
     e
 }
 
@@ -700,38 +703,51 @@ impl Client {
     }
 
     /// Reads one `get messages` reply (raw), checking the framing strictly:
-    /// `END\r\n`, or `VALUE messages 0 <k>\r\n` + k+2 bytes ending `\r\n`
-    /// + `END\r\n`.
+    /// `END\r\n`, or `VALUE messages 0 <k>\r\n` + k+2 bytes of well-formed
+    /// entries + `END\r\n`.
     #[track_caller]
     pub fn read_messages_reply(&mut self) -> Vec<u8> {
-        let line = self.read_line();
-        if line == b"END\r\n" {
-            return line;
+        match self.read_reply() {
+            Reply::End => b"END\r\n".to_vec(),
+            Reply::Messages(m) => {
+                let entries = m.into_raw();
+                let mut raw = format!("VALUE messages 0 {}\r\n", entries.len() - 2).into_bytes();
+                raw.extend_from_slice(&entries);
+                raw.extend_from_slice(b"END\r\n");
+                raw
+            }
+            other => panic!("want `END` or `VALUE messages 0 <k>`, got `{other}`"),
         }
-        let text = std::str::from_utf8(&line).unwrap_or("");
-        let k: usize = text
-            .strip_prefix("VALUE messages 0 ")
-            .and_then(|r| r.strip_suffix("\r\n"))
-            .and_then(|k| k.parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "want `END\\r\\n` or `VALUE messages 0 <k>\\r\\n`, got \"{}\"",
-                    esc(&line)
-                )
-            });
-        let body = self.read_exact_bytes(k + 2);
-        assert_eq!(
-            &body[k..],
-            b"\r\n",
-            "VALUE block of {k} bytes not followed by CRLF: \"{}\"",
-            esc(&body)
-        );
-        let end = self.read_exact_bytes(5);
-        assert_bytes_eq(&end, b"END\r\n", "after the VALUE block");
-        let mut raw = line;
-        raw.extend_from_slice(&body);
-        raw.extend_from_slice(&end);
-        raw
+    }
+
+    /// Reads one whole reply with the client codec (strict framing: CR LF
+    /// line ends, a value's length, its entries, `END`); panics on anything
+    /// else, showing the bytes.
+    #[track_caller]
+    pub fn read_reply(&mut self) -> Reply {
+        loop {
+            let mut buf = BytesMut::from(&self.buf[..]);
+            let decoded = ClientCodec::default().decode(&mut buf);
+            match decoded {
+                Ok(Some(reply)) => {
+                    self.buf = buf.to_vec();
+                    return reply;
+                }
+                Ok(None) => {}
+                Err(e) => panic!("{e}; received \"{}\"", esc(&self.buf)),
+            }
+            match self.fill() {
+                Ok(0) => panic!(
+                    "connection closed in the middle of a reply: \"{}\"",
+                    esc(&self.buf)
+                ),
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "read failed ({e}) waiting for a reply; have \"{}\"",
+                    esc(&self.buf)
+                ),
+            }
+        }
     }
 
     /// One `get messages`: the queued entries' bytes (each
@@ -756,32 +772,14 @@ impl Client {
     /// `stats\r\n`: reads `STAT <name> <value>\r\n` lines up to `END\r\n`.
     #[track_caller]
     pub fn stats(&mut self) -> HashMap<String, String> {
-        self.send(b"stats\r\n");
-        let mut map = HashMap::new();
-        for _ in 0..10_000 {
-            let line = self.read_line();
-            if line == b"END\r\n" {
-                return map;
-            }
-            let text = String::from_utf8(line.clone())
-                .unwrap_or_else(|_| panic!("stats line not UTF-8: \"{}\"", esc(&line)));
-            let body = text
-                .strip_prefix("STAT ")
-                .and_then(|r| r.strip_suffix("\r\n"))
-                .unwrap_or_else(|| {
-                    panic!("want `STAT <name> <value>\\r\\n`, got \"{}\"", esc(&line))
-                });
-            let (name, value) = body
-                .split_once(' ')
-                .unwrap_or_else(|| panic!("STAT line without a value: \"{}\"", esc(&line)));
-            assert!(
-                !name.is_empty(),
-                "STAT line without a name: \"{}\"",
-                esc(&line)
-            );
-            map.insert(name.to_string(), value.to_string());
+        self.send(codec::STATS);
+        match self.read_reply() {
+            Reply::Stats(lines) => lines
+                .into_iter()
+                .inspect(|(name, _)| assert!(!name.is_empty(), "STAT line without a name"))
+                .collect(),
+            other => panic!("want `STAT` lines and `END`, got `{other}`"),
         }
-        panic!("stats reply never ended");
     }
 
     /// Shuts down the write half (the server sees EOF).
@@ -791,39 +789,33 @@ impl Client {
 }
 
 /// Parses concatenated entries `MESSAGE <topics> <len>\r\n<payload>\r\n`,
-/// strictly: anything else panics.
+/// strictly (with the client codec, then checking that the entries are
+/// spelled exactly as the node spells them: one space apart, UTF-8
+/// topics): anything else panics.
 #[track_caller]
-pub fn parse_entries(mut data: &[u8]) -> Vec<Msg> {
-    let all = data;
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        let nl = data
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .unwrap_or_else(|| panic!("entry header without CRLF in \"{}\"", esc(all)));
-        let header = std::str::from_utf8(&data[..nl])
-            .unwrap_or_else(|_| panic!("entry header not UTF-8 in \"{}\"", esc(all)));
-        let rest = header
-            .strip_prefix("MESSAGE ")
-            .unwrap_or_else(|| panic!("entry does not start `MESSAGE `: \"{}\"", esc(data)));
-        let mut words: Vec<&str> = rest.split(' ').collect();
-        let len: usize = words
-            .pop()
-            .and_then(|l| l.parse().ok())
-            .unwrap_or_else(|| panic!("entry header without a length: \"{header}\""));
-        assert!(!words.is_empty(), "entry without topics: \"{header}\"");
-        let body = &data[nl + 2..];
-        assert!(
-            body.len() >= len + 2 && &body[len..len + 2] == b"\r\n",
-            "entry payload of {len} bytes not followed by CRLF in \"{}\"",
-            esc(data)
-        );
-        out.push(Msg {
-            topics: words.iter().map(|t| t.to_string()).collect(),
-            payload: body[..len].to_vec(),
-        });
-        data = &body[len + 2..];
-    }
+pub fn parse_entries(data: &[u8]) -> Vec<Msg> {
+    let raw = Bytes::copy_from_slice(data);
+    let parsed = codec::parse_entries(&raw).unwrap_or_else(|e| panic!("{e} in \"{}\"", esc(data)));
+    let mut canonical = Vec::new();
+    let out = parsed
+        .into_iter()
+        .map(|m| {
+            codec::put_entry(&mut canonical, &m.topics, &m.payload);
+            Msg {
+                topics: m
+                    .topics
+                    .iter()
+                    .map(|t| {
+                        String::from_utf8(t.to_vec()).unwrap_or_else(|_| {
+                            panic!("entry topic not UTF-8 in \"{}\"", esc(data))
+                        })
+                    })
+                    .collect(),
+                payload: m.payload.to_vec(),
+            }
+        })
+        .collect();
+    assert_bytes_eq(data, &canonical, "entries, as the node spells them");
     out
 }
 

@@ -3,12 +3,15 @@
 //! A link only ever sends `set subscribe|unsubscribe|publish|retro_subscribe`,
 //! `get messages` and `stats`, so the replies it must understand are few:
 //! `STORED`, `NOT_FOUND`, `END`, `VALUE messages 0 <k>` + block + `END`,
-//! `STAT` lines up to `END`, and the error lines. [`ReplyCodec`] frames them;
-//! it is bounded like the node's own request decoder (a line of at most
+//! `STAT` lines up to `END`, and the error lines. [`ReplyCodec`] frames them
+//! with the client library's codec ([`kraken_client::codec::ClientCodec`]),
+//! bounded like the node's own request decoder (a line of at most
 //! [`MAX_LINE`] bytes, a value of at most [`MAX_VALUE`] bytes, never reserved
-//! up front on the strength of `<k>`).
+//! up front on the strength of `<k>`), and hands them to the link in the
+//! shape it matches on.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
+use kraken_client::codec::{ClientCodec, CodecError, Limits, Reply as ClientReply};
 use tokio_util::codec::Decoder;
 
 /// Longest reply line accepted.
@@ -27,8 +30,7 @@ pub enum Reply {
     /// `END` on its own: an empty `get messages`.
     End,
     /// `VALUE messages 0 <k>`: the entries, `k + 2` bytes ending in `\r\n`
-    /// (the value terminator is the last entry's own line end,
-    /// `docs/PROTOCOL.md` §4).
+    /// (the value terminator is the last entry's own line end).
     Messages(Bytes),
     /// `STAT <name> <value>` lines, then `END`.
     Stats(Vec<(String, String)>),
@@ -60,18 +62,16 @@ impl std::fmt::Display for ReplyError {
 }
 
 /// Frames [`Reply`]s.
-#[derive(Debug, Default)]
-pub struct ReplyCodec {
-    /// `STAT` lines read so far of a `stats` reply.
-    stats: Option<Vec<(String, String)>>,
-    /// The `<k>` of a `VALUE` line whose block has not fully arrived.
-    value: Option<usize>,
-    /// Bytes of the current line already searched for its end.
-    scanned: usize,
-}
+#[derive(Debug)]
+pub struct ReplyCodec(ClientCodec);
 
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+impl Default for ReplyCodec {
+    fn default() -> Self {
+        ReplyCodec(ClientCodec::new(Limits {
+            max_line_bytes: MAX_LINE,
+            max_reply_bytes: MAX_VALUE,
+        }))
+    }
 }
 
 impl Decoder for ReplyCodec {
@@ -79,81 +79,25 @@ impl Decoder for ReplyCodec {
     type Error = ReplyError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Reply>, ReplyError> {
-        loop {
-            if let Some(k) = self.value {
-                // `<k + 2 bytes>END\r\n`
-                let need = k + 2 + 5;
-                if src.len() < need {
-                    return Ok(None);
-                }
-                if &src[k..k + 2] != b"\r\n" || &src[k + 2..need] != b"END\r\n" {
-                    return Err(ReplyError::Protocol("VALUE block not framed".into()));
-                }
-                let block = src.split_to(k + 2).freeze();
-                src.advance(5);
-                self.value = None;
-                return Ok(Some(Reply::Messages(block)));
+        let reply = match self.0.decode(src) {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return Ok(None),
+            Err(CodecError::Io(e)) => return Err(ReplyError::Io(e)),
+            Err(e) => return Err(ReplyError::Protocol(e.to_string())),
+        };
+        Ok(Some(match reply {
+            ClientReply::Stored => Reply::Stored,
+            ClientReply::NotFound => Reply::NotFound,
+            ClientReply::End => Reply::End,
+            ClientReply::Messages(m) => Reply::Messages(m.into_raw()),
+            ClientReply::Stats(s) => Reply::Stats(s),
+            failed @ (ClientReply::Error
+            | ClientReply::ClientError(_)
+            | ClientReply::ServerError(_)) => Reply::Failed(failed.to_string()),
+            other @ ClientReply::Version(_) => {
+                return Err(ReplyError::Protocol(format!("unexpected reply {other}")));
             }
-            let Some(nl) = src[self.scanned..].iter().position(|&b| b == b'\n') else {
-                if src.len() > MAX_LINE {
-                    return Err(ReplyError::Protocol("reply line too long".into()));
-                }
-                self.scanned = src.len();
-                return Ok(None);
-            };
-            let nl = self.scanned + nl;
-            self.scanned = 0;
-            let line = src.split_to(nl + 1);
-            let line = line
-                .strip_suffix(b"\r\n")
-                .or_else(|| line.strip_suffix(b"\n"))
-                .unwrap_or(&line[..]);
-            if let Some(rest) = line.strip_prefix(b"STAT ") {
-                let rest = lossy(rest);
-                let (name, value) = rest.split_once(' ').unwrap_or((&rest, ""));
-                self.stats
-                    .get_or_insert_with(Vec::new)
-                    .push((name.to_string(), value.to_string()));
-                continue;
-            }
-            if self.stats.is_some() {
-                if line == b"END" {
-                    let stats = self.stats.take().unwrap_or_default();
-                    return Ok(Some(Reply::Stats(stats)));
-                }
-                return Err(ReplyError::Protocol(format!(
-                    "want STAT or END, got {:?}",
-                    lossy(line)
-                )));
-            }
-            match line {
-                b"STORED" => return Ok(Some(Reply::Stored)),
-                b"NOT_FOUND" => return Ok(Some(Reply::NotFound)),
-                b"END" => return Ok(Some(Reply::End)),
-                _ => {}
-            }
-            if let Some(k) = line.strip_prefix(b"VALUE messages 0 ") {
-                let k = std::str::from_utf8(k)
-                    .ok()
-                    .and_then(|k| k.parse::<usize>().ok())
-                    .filter(|&k| k <= MAX_VALUE)
-                    .ok_or_else(|| {
-                        ReplyError::Protocol(format!("bad VALUE line {:?}", lossy(line)))
-                    })?;
-                self.value = Some(k);
-                continue;
-            }
-            if line == b"ERROR"
-                || line.starts_with(b"CLIENT_ERROR")
-                || line.starts_with(b"SERVER_ERROR")
-            {
-                return Ok(Some(Reply::Failed(lossy(line))));
-            }
-            return Err(ReplyError::Protocol(format!(
-                "unexpected reply {:?}",
-                lossy(line)
-            )));
-        }
+        }))
     }
 }
 
@@ -203,6 +147,8 @@ mod tests {
     #[test]
     fn refuses_what_no_upstream_sends() {
         assert!(all(b"HELLO\r\n").is_err());
+        assert!(all(b"VERSION 1\r\n").is_err());
+        assert!(all(b"VALUE messages 0 4\r\nabc\r\n\r\nEND\r\n").is_err());
         assert!(all(b"VALUE messages 0 x\r\n").is_err());
         assert!(all(b"VALUE messages 0 3\r\nabcdeEND\r\n").is_err());
         assert!(all(b"STAT a 1\r\nSTORED\r\n").is_err());
