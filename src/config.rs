@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::Source as _;
-use kraken_actors::settings::{LogLevel, Settings};
+use kraken_actors::settings::{LogFormat, LogLevel, Settings};
 
 use crate::cli::Cli;
 use crate::erlang_term::{self, ConfigItem, Term, TermValue};
@@ -47,6 +47,7 @@ pub const OPTIONS: &[&str] = &[
     "pid_file",
     "log_file",
     "log_level",
+    "log_format",
     "client_idle_timeout",
     "max_line_bytes",
     "max_request_bytes",
@@ -677,6 +678,12 @@ fn set_option(s: &mut Settings, option: &str, value: &Value) -> Result<(), Strin
         "pid_file" => s.pid_file = optional_path(value)?,
         "log_file" => s.log_file = optional_path(value)?,
         "log_level" => s.log_level = log_level(value)?,
+        "log_format" => {
+            s.log_format = value
+                .text()
+                .and_then(LogFormat::parse)
+                .ok_or("must be text or json")?;
+        }
         "client_idle_timeout" => s.client_idle_timeout = seconds(value)?,
         "max_line_bytes" => s.max_line_bytes = size(value, 1)?,
         "max_request_bytes" => s.max_request_bytes = size(value, 1)?,
@@ -720,6 +727,7 @@ fn render(s: &Settings, option: &str) -> String {
         "pid_file" => path(&s.pid_file),
         "log_file" => path(&s.log_file),
         "log_level" => s.log_level.as_str().to_string(),
+        "log_format" => s.log_format.as_str().to_string(),
         "client_idle_timeout" => secs(s.client_idle_timeout),
         "max_line_bytes" => s.max_line_bytes.to_string(),
         "max_request_bytes" => s.max_request_bytes.to_string(),
@@ -1066,7 +1074,7 @@ mod tests {
              -kraken max_tcp_clients 30000 -kraken num_router_shards 8 \
              -kraken router_min_fanout_to_warn 10 -kraken router_min_publish_to_topics_to_warn 20 \
              -kraken messages_stored_per_router_shard 30 -kraken pid_file /var/run/kraken.pid \
-             -kraken log_file /var/log/kraken.log -kraken log_level debug \
+             -kraken log_file /var/log/kraken.log -kraken log_level debug -kraken log_format json \
              -kraken client_idle_timeout 60 -kraken max_line_bytes 4096 \
              -kraken max_request_bytes 1000000 -kraken max_topic_bytes 512 \
              -kraken max_queue_messages 77 -kraken max_queue_bytes 8888 \
@@ -1086,6 +1094,7 @@ mod tests {
             pid_file: Some("/var/run/kraken.pid".into()),
             log_file: Some("/var/log/kraken.log".into()),
             log_level: LogLevel::Debug,
+            log_format: LogFormat::Json,
             client_idle_timeout: Duration::from_secs(60),
             max_line_bytes: 4096,
             max_request_bytes: 1_000_000,
@@ -1114,7 +1123,7 @@ mod tests {
             "listen_ip=127.0.0.1 tcp_server_port=4000 max_tcp_clients=30000 \
              num_router_shards=8 router_min_fanout_to_warn=10 \
              router_min_publish_to_topics_to_warn=20 messages_stored_per_router_shard=30 \
-             pid_file=/var/run/kraken.pid log_file=/var/log/kraken.log log_level=debug \
+             pid_file=/var/run/kraken.pid log_file=/var/log/kraken.log log_level=debug log_format=json \
              client_idle_timeout=60 max_line_bytes=4096 max_request_bytes=1000000 \
              max_topic_bytes=512 max_queue_messages=77 max_queue_bytes=8888 \
              control_socket=/run/k.sock upstreams=h1:1,h2:2 max_restarts=3 \
@@ -1135,6 +1144,7 @@ mod tests {
             ("PID_FILE", "/tmp/k.pid"),
             ("LOG_FILE", "kraken.log"),
             ("LOG_LEVEL", "warn"),
+            ("LOG_FORMAT", "JSON"),
             ("CLIENT_IDLE_TIMEOUT", "0.5"),
             ("MAX_LINE_BYTES", "100"),
             ("MAX_REQUEST_BYTES", "200"),
@@ -1165,6 +1175,7 @@ mod tests {
         assert_eq!(s.pid_file, Some("/tmp/k.pid".into()));
         assert_eq!(s.log_file, Some("kraken.log".into()));
         assert_eq!(s.log_level, LogLevel::Warn);
+        assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.client_idle_timeout, Duration::from_millis(500));
         assert_eq!(
             (s.max_line_bytes, s.max_request_bytes, s.max_topic_bytes),
@@ -1200,6 +1211,7 @@ messages_stored_per_router_shard = 6
 pid_file = "/p.pid"
 log_file = "/l.log"
 log_level = "error"
+log_format = "json"
 client_idle_timeout = 7
 max_line_bytes = 8
 max_request_bytes = 9
@@ -1226,6 +1238,7 @@ fault_injection = true
   {pid_file, "/p.pid"},
   {log_file, <<"/l.log">>},
   {log_level, error},
+  {log_format, json},
   {client_idle_timeout, 7},
   {max_line_bytes, 8},
   {max_request_bytes, 9},
@@ -1253,6 +1266,7 @@ fault_injection = true
             pid_file: Some("/p.pid".into()),
             log_file: Some("/l.log".into()),
             log_level: LogLevel::Error,
+            log_format: LogFormat::Json,
             client_idle_timeout: Duration::from_secs(7),
             max_line_bytes: 8,
             max_request_bytes: 9,
@@ -1671,6 +1685,7 @@ fault_injection = true
             ("max_restart_seconds", "1.0e300", "bad value 1e300 for max_restart_seconds: is too large"),
             ("log_level", "loud", "bad value loud for log_level: must be debug, info, warn or error"),
             ("log_level", "3", "bad value 3 for log_level: must be debug, info, warn or error"),
+            ("log_format", "xml", "bad value xml for log_format: must be text or json"),
             ("fault_injection", "yes", "bad value yes for fault_injection: must be true or false"),
             ("fault_injection", "1", "bad value 1 for fault_injection: must be true or false"),
             ("pid_file", "{a}", "bad value {a} for pid_file: must be a file path (a string), not a tuple"),

@@ -36,6 +36,32 @@ impl LogLevel {
     }
 }
 
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line per event: time, level, message, `key: value` details.
+    Text,
+    /// One JSON object per line: `ts`, `level`, `msg` and every key-value.
+    Json,
+}
+
+impl LogFormat {
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// Everything the node is configured with. `Default` is the built-in
 /// defaults, equal to the original's where the option is the original's.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +87,8 @@ pub struct Settings {
     pub log_file: Option<PathBuf>,
     /// Log level (default info); changeable while running.
     pub log_level: LogLevel,
+    /// Log line format (`log_format`: text or json, default text).
+    pub log_format: LogFormat,
 
     // --- this project's own ---
     /// Close a client silent for this long (`client_idle_timeout`, seconds, default 3600).
@@ -103,6 +131,7 @@ impl Default for Settings {
             pid_file: None,
             log_file: None,
             log_level: LogLevel::Info,
+            log_format: LogFormat::Text,
             client_idle_timeout: Duration::from_secs(3600),
             max_line_bytes: 2048,
             max_request_bytes: 16 * 1024 * 1024,
