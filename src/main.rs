@@ -70,7 +70,9 @@ fn main() -> ExitCode {
             control_client::dump(&loaded.settings, &format!("dump_queue_topics {id}"))
         }
         cli::Command::DumpTopics => control_client::dump(&loaded.settings, "dump_topics"),
-        cli::Command::Help | cli::Command::Version | cli::Command::Bench(_) => unreachable!("handled above"),
+        cli::Command::Help | cli::Command::Version | cli::Command::Bench(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 

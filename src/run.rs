@@ -71,9 +71,7 @@ pub fn run(loaded: Loaded) -> ExitCode {
         let signals = Signals::new();
         let started = Supervisor::start(node.clone());
         if let Ok((sup, addr)) = &started {
-            if let Err(e) = notify(&format!(
-                "READY=1\nSTATUS=accepting connections on {addr}"
-            )) {
+            if let Err(e) = notify(&format!("READY=1\nSTATUS=accepting connections on {addr}")) {
                 slog::warn!(log, "cannot notify the service manager"; "error" => %e);
             }
             let sup = sup.clone();
@@ -162,8 +160,10 @@ fn reopen_log_file(log: &Logger, log_file: Option<&LogFile>) {
                 Ok(()) => {
                     info!(log, "SIGHUP: log_file reopened"; "path" => %file.path().display())
                 }
-                Err(e) => error!(log, "SIGHUP: cannot reopen log_file; still writing to the old one";
-                    "path" => %file.path().display(), "error" => %e.error),
+                Err(e) => {
+                    error!(log, "SIGHUP: cannot reopen log_file; still writing to the old one";
+                    "path" => %file.path().display(), "error" => %e.error)
+                }
             }
         }
         None => info!(log, "SIGHUP: no log_file to reopen (logging to stderr)"),
