@@ -19,6 +19,10 @@ use crate::logging::{self, LogFile};
 use crate::notify::notify;
 
 pub fn run(loaded: Loaded) -> ExitCode {
+    // Until the handler below is in place (once the actor system runs), a
+    // SIGHUP (a logrotate racing the start) must not kill the node.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     let settings = loaded.settings.clone();
     let logging::Log {
         logger: log,
