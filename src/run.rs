@@ -92,13 +92,15 @@ pub fn run(loaded: Loaded) -> ExitCode {
         crit!(log, "cannot listen"; "listen_ip" => %settings.listen_ip,
             "tcp_server_port" => settings.tcp_server_port, "error" => %e);
         eprintln!(
-            "kraken: cannot listen on {}:{}: {e}",
+            "kraken: cannot start on {}:{}: {e}",
             settings.listen_ip, settings.tcp_server_port
         );
         if let Some(path) = &settings.pid_file {
             let _ = std::fs::remove_file(path);
         }
-        return ExitCode::from(1);
+        // Exit at once: actors started before the failure must not run on
+        // while the actor system is torn down.
+        std::process::exit(1);
     }
     let result = system.run();
     if let Some(path) = &settings.pid_file {

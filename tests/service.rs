@@ -697,3 +697,24 @@ fn bin_kraken_works_through_a_symbolic_link() {
     }
     assert!(!stderr.contains("Cargo.toml"), "{stderr}");
 }
+
+#[test]
+fn a_control_socket_that_cannot_be_created_is_named_and_the_node_exits_1() {
+    let dir = TempDir::new("badctl");
+    let socket = dir.join("no-such-dir/kraken.sock");
+    let out = kraken(&[
+        "run",
+        "-kraken",
+        "listen_ip",
+        "127.0.0.1",
+        "-kraken",
+        "tcp_server_port",
+        "0",
+        "-kraken",
+        "control_socket",
+        socket.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, Some(1), "{}", out.text());
+    assert!(out.stderr.contains(socket.to_str().unwrap()), "{}", out.text());
+    assert!(!out.stderr.contains("panicked"), "{}", out.text());
+}
