@@ -715,6 +715,10 @@ fn a_control_socket_that_cannot_be_created_is_named_and_the_node_exits_1() {
         socket.to_str().unwrap(),
     ]);
     assert_eq!(out.code, Some(1), "{}", out.text());
-    assert!(out.stderr.contains(socket.to_str().unwrap()), "{}", out.text());
+    assert!(
+        out.stderr.contains(socket.to_str().unwrap()),
+        "{}",
+        out.text()
+    );
     assert!(!out.stderr.contains("panicked"), "{}", out.text());
 }
