@@ -39,6 +39,8 @@ pub enum Command {
     Bench(Vec<String>),
     /// Print the usage text.
     Help,
+    /// Print the version (`kraken --version`).
+    Version,
 }
 
 /// A parsed command line.
@@ -88,6 +90,7 @@ Commands:
   dump_topics               list topics with their subscriber counts, most first
   bench [ARGS...]           run the load generator (kraken bench --help)
   help                      print this text
+  --version                 print the version
 
 Options (any order, after the command):
   -config PATH              read PATH.config (Erlang terms) or PATH.toml; a PATH
@@ -117,6 +120,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
     }
     let wants = match name.as_str() {
         "help" | "--help" | "-h" | "-help" => return Ok(plain(Command::Help)),
+        "version" | "--version" | "-version" | "-V" => return Ok(plain(Command::Version)),
         "bench" => return Ok(plain(Command::Bench(args.collect()))),
         "run" | "start" | "stop" | "status" | "dump_queues" | "dump_topics" => Wants::Nothing,
         "change_log_level" => Wants::Level,

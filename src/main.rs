@@ -8,8 +8,11 @@
 //! - `config.rs`: options from defaults, `etc/kraken.toml`, `-config`,
 //!   `KRAKEN_<OPTION>` and `-kraken` pairs, with where each came from.
 //! - `erlang_term.rs`: the original's Erlang-term config files.
-//! - `logging.rs`: slog to console or `log_file`, level changeable at run time.
-//! - `run.rs`: starting the node in the foreground.
+//! - `logging.rs`: slog to console or `log_file`, text or JSON, level
+//!   changeable at run time, `log_file` reopened on SIGHUP.
+//! - `run.rs`: starting the node in the foreground, its signals (SIGHUP
+//!   reopens `log_file`).
+//! - `notify.rs`: telling systemd the node is ready (`sd_notify`).
 //! - `daemon.rs`: `start` (the node in the background) and `stop`.
 //! - `control_client.rs`: `status`, `change_log_level` and the dumps, asked
 //!   of the running node over its control socket.
@@ -20,6 +23,7 @@ mod control_client;
 mod daemon;
 mod erlang_term;
 mod logging;
+mod notify;
 mod run;
 
 use std::collections::HashMap;
@@ -36,6 +40,10 @@ fn main() -> ExitCode {
     };
     if matches!(cli.command, cli::Command::Help) {
         println!("{}", cli::usage());
+        return ExitCode::SUCCESS;
+    }
+    if matches!(cli.command, cli::Command::Version) {
+        println!("kraken {}", kraken_actors::node::VERSION);
         return ExitCode::SUCCESS;
     }
     if let cli::Command::Bench(args) = &cli.command {
@@ -62,7 +70,9 @@ fn main() -> ExitCode {
             control_client::dump(&loaded.settings, &format!("dump_queue_topics {id}"))
         }
         cli::Command::DumpTopics => control_client::dump(&loaded.settings, "dump_topics"),
-        cli::Command::Help | cli::Command::Bench(_) => unreachable!("handled above"),
+        cli::Command::Help | cli::Command::Version | cli::Command::Bench(_) => {
+            unreachable!("handled above")
+        }
     }
 }
 
