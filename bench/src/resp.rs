@@ -72,10 +72,7 @@ pub struct RespReader<R> {
 
 /// A parsed value's extent, or a message's channel and payload ranges.
 enum Parsed {
-    Message {
-        channel: (usize, usize),
-        payload: (usize, usize),
-    },
+    Message { channel: Range, payload: Range },
     Value(Value),
 }
 
@@ -176,8 +173,11 @@ fn parse(b: &[u8]) -> Result<Option<(Parsed, usize)>, String> {
     Ok(value(b, 0)?.map(|(v, p)| (Parsed::Value(v), p)))
 }
 
+/// Start and end of a byte range in the read buffer.
+type Range = (usize, usize);
+
 /// A `$<len>\r\n<bytes>\r\n` at `p`: the bytes' range and the next index.
-fn bulk_range(b: &[u8], p: usize) -> Result<Option<((usize, usize), usize)>, String> {
+fn bulk_range(b: &[u8], p: usize) -> Result<Option<(Range, usize)>, String> {
     if p >= b.len() {
         return Ok(None);
     }
