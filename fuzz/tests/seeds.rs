@@ -155,7 +155,7 @@ fn resp_seeds_pass_and_mean_what_they_say() {
                 horizon_secs: 1_700_000_000,
                 ..
             },
-            RespCommand::KrakenRegister
+            RespCommand::KrakenRegister { horizon_secs: None }
         ]
     ));
     let bad = small("bad-channels");

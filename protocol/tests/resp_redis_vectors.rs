@@ -157,7 +157,10 @@ impl MiniNode {
                 self.send(Reply::Array(list), out);
             }
             RespCommand::PubsubNumpat => self.send(Reply::Integer(0), out),
-            RespCommand::KrakenRegister => self.send(Reply::ok(), out),
+            RespCommand::KrakenRegister { horizon_secs } => self.send(
+                Reply::registered(horizon_secs.unwrap_or(1_700_000_000)),
+                out,
+            ),
             RespCommand::KrakenRetroSubscribe {
                 horizon_secs,
                 channels,
@@ -788,9 +791,21 @@ fn kraken_replies() {
         b"*3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nb\r\n:2\r\n\
 *3\r\n$12\r\nkraken.retro\r\n$10\r\n1700000000\r\n$6\r\nstored\r\n",
     );
-    r2(b"kraken.register\r\n", b"+OK\r\n");
+    // Arrays, not pushes, in both protocols.
+    r2(
+        b"kraken.register\r\n",
+        b"*3\r\n$15\r\nkraken.register\r\n$10\r\n1700000000\r\n$2\r\nok\r\n",
+    );
+    r3(
+        b"KRAKEN.REGISTER -12\r\n",
+        b"*3\r\n$15\r\nkraken.register\r\n$3\r\n-12\r\n$2\r\nok\r\n",
+    );
     r2(
         b"KRAKEN.REGISTER x\r\n",
+        b"-ERR value is not an integer or out of range\r\n",
+    );
+    r2(
+        b"KRAKEN.REGISTER 1 2\r\n",
         b"-ERR wrong number of arguments for 'kraken.register' command\r\n",
     );
     r2(

@@ -56,9 +56,16 @@ pub enum RespCommand {
     PubsubNumsub(Vec<Bytes>),
     /// `PUBSUB NUMPAT`: `:0` on a node without patterns.
     PubsubNumpat,
-    /// `KRAKEN.REGISTER`: the client's horizon becomes *now*; the first
-    /// `SUBSCRIBE` after it replays what was published since. Answer `+OK`.
-    KrakenRegister,
+    /// `KRAKEN.REGISTER [unix-seconds]`: sets the connection's horizon, to
+    /// *now* without an argument (exact: everything published after this
+    /// command), else to the given second (at-least-once: that whole second
+    /// included). The first `SUBSCRIBE` after it replays what was published
+    /// on its channels since the horizon, then sends
+    /// [`Reply::retro_result`]; a second `KRAKEN.REGISTER` replaces the
+    /// first. Answer [`Reply::registered`]. This is how a client whose
+    /// library keeps its own subscription list (redis-py's `PubSub`) gets a
+    /// retroactive subscription through its own `subscribe()`.
+    KrakenRegister { horizon_secs: Option<i64> },
     /// `KRAKEN.RETROSUBSCRIBE <unix-seconds> <channel> [channel ...]`:
     /// subscribe, then replay what was published on those channels at or
     /// after the horizon. Answer one [`Reply::subscribed`] per channel, then
@@ -157,8 +164,16 @@ impl RespCommand {
             b"INFO" => RespCommand::Info(args),
             b"PUBSUB" if n == 0 => arity("pubsub"),
             b"PUBSUB" => parse_pubsub(args),
-            b"KRAKEN.REGISTER" if n > 0 => arity("kraken.register"),
-            b"KRAKEN.REGISTER" => RespCommand::KrakenRegister,
+            b"KRAKEN.REGISTER" if n > 1 => arity("kraken.register"),
+            b"KRAKEN.REGISTER" => match args.first() {
+                None => RespCommand::KrakenRegister { horizon_secs: None },
+                Some(secs) => match parse_redis_i64(secs) {
+                    Some(secs) => RespCommand::KrakenRegister {
+                        horizon_secs: Some(secs),
+                    },
+                    None => RespCommand::Refused(Reply::not_an_integer()),
+                },
+            },
             b"KRAKEN.RETROSUBSCRIBE" if n < 2 => arity("kraken.retrosubscribe"),
             b"KRAKEN.RETROSUBSCRIBE" => {
                 let Some(horizon_secs) = parse_redis_i64(&args[0]) else {
@@ -204,7 +219,7 @@ impl RespCommand {
             RespCommand::PubsubChannels(_) => "pubsub|channels",
             RespCommand::PubsubNumsub(_) => "pubsub|numsub",
             RespCommand::PubsubNumpat => "pubsub|numpat",
-            RespCommand::KrakenRegister => "kraken.register",
+            RespCommand::KrakenRegister { .. } => "kraken.register",
             RespCommand::KrakenRetroSubscribe { .. } => "kraken.retrosubscribe",
             RespCommand::Unknown { .. }
             | RespCommand::Refused(_)
@@ -228,7 +243,7 @@ impl RespCommand {
                 | RespCommand::Ping(_)
                 | RespCommand::Quit
                 | RespCommand::Reset
-                | RespCommand::KrakenRegister
+                | RespCommand::KrakenRegister { .. }
                 | RespCommand::KrakenRetroSubscribe { .. }
                 | RespCommand::Unknown { .. }
                 | RespCommand::Refused(_)

@@ -276,6 +276,20 @@ impl Reply {
         ])
     }
 
+    /// Kraken's answer to `KRAKEN.REGISTER`: an array (not a push, so that
+    /// a RESP3 client reading it as a command's answer gets it)
+    /// `kraken.register`, the horizon in unix seconds (the current second
+    /// when none was given), `ok`. A pub/sub client library that reads it
+    /// with its messages (redis-py's `PubSub.get_message`) sees one more
+    /// non-message event, as for a subscribe confirmation.
+    pub fn registered(horizon_secs: i64) -> Reply {
+        Reply::Array(vec![
+            Reply::bulk_static("kraken.register"),
+            Reply::Bulk(Bytes::from(horizon_secs.to_string())),
+            Reply::bulk_static("ok"),
+        ])
+    }
+
     /// A `message` push of `payload` on `channel` (see [`MessagePush`] for
     /// building the head once for many subscribers).
     pub fn message(protocol: Protocol, channel: &[u8], payload: Bytes) -> Reply {
