@@ -130,10 +130,19 @@ impl RespCommand {
             return RespCommand::Refused(Reply::error("ERR empty command"));
         }
         let name = args.remove(0);
-        let upper = name.to_ascii_uppercase();
+        // Upper-cased on the stack: no known name is longer than this.
+        let mut buf = [0u8; 24];
+        let upper: &[u8] = match buf.get_mut(..name.len()) {
+            Some(upper) => {
+                upper.copy_from_slice(&name);
+                upper.make_ascii_uppercase();
+                upper
+            }
+            None => b"",
+        };
         let n = args.len();
         let arity = |name: &str| RespCommand::Refused(Reply::wrong_arity(name));
-        match &upper[..] {
+        match upper {
             b"SUBSCRIBE" if n == 0 => arity("subscribe"),
             b"SUBSCRIBE" => match check_channels(&args, rules) {
                 Ok(()) => RespCommand::Subscribe(args),
