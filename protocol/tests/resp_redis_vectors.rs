@@ -727,6 +727,66 @@ fn oversized_headers_and_lines_as_redis_words_them() {
     r2_close(&len, b"-ERR Protocol error: too big bulk count string\r\n");
 }
 
+// ---- RESP3 after HELLO 3 ---------------------------------------------------------
+
+#[test]
+fn resp3_spellings() {
+    r3(
+        b"PUNSUBSCRIBE\r\n",
+        b">3\r\n$12\r\npunsubscribe\r\n_\r\n:0\r\n",
+    );
+    r3(b"PUBLISH a hi\r\n", b":0\r\n");
+    r3(b"PING hello\r\n", b"$5\r\nhello\r\n");
+    r3(b"HELLO 2\r\n", hello_map(b'*', 2));
+    r3(
+        b"CLIENT ID x\r\n",
+        b"-ERR wrong number of arguments for 'client|id' command\r\n",
+    );
+    r3(
+        b"FOO a\r\n",
+        b"-ERR unknown command 'FOO', with args beginning with: 'a' \r\n",
+    );
+    // Any command while subscribed in RESP3.
+    r3(
+        b"SUBSCRIBE a\r\nCLIENT GETNAME\r\nPUNSUBSCRIBE\r\n",
+        b">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n_\r\n>3\r\n$12\r\npunsubscribe\r\n_\r\n:1\r\n",
+    );
+    r3(
+        b"SUBSCRIBE a\r\nUNSUBSCRIBE\r\nUNSUBSCRIBE\r\n",
+        b">3\r\n$9\r\nsubscribe\r\n$1\r\na\r\n:1\r\n>3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n\
+>3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n",
+    );
+    redis(
+        true,
+        b"*abc\r\n",
+        b"-ERR Protocol error: invalid multibulk length\r\n",
+        true,
+    );
+    r3(b"PUBSUB NUMPAT\r\n", b":0\r\n");
+    r3(b"RESET\r\nCLIENT GETNAME\r\n", b"+RESET\r\n$-1\r\n");
+}
+
+/// The pushes a subscriber of `news` received from Redis when another
+/// connection sent `PUBLISH news "x\r\ny"`.
+#[test]
+fn message_pushes_as_redis_sends_them() {
+    let payload = Bytes::from_static(b"x\r\ny");
+    assert_eq!(
+        wire(
+            &Reply::message(Protocol::Resp2, b"news", payload.clone()),
+            Protocol::Resp2
+        ),
+        b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$4\r\nx\r\ny\r\n"
+    );
+    assert_eq!(
+        wire(
+            &Reply::message(Protocol::Resp3, b"news", payload),
+            Protocol::Resp3
+        ),
+        b">3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$4\r\nx\r\ny\r\n"
+    );
+}
+
 // ---- Replies built directly ------------------------------------------------------
 
 #[test]
