@@ -787,6 +787,26 @@ fn message_pushes_as_redis_sends_them() {
     );
 }
 
+#[test]
+fn echoed_options_and_subcommands_stop_at_a_nul() {
+    r2(
+        b"*3\r\n$5\r\nHELLO\r\n$1\r\n3\r\n$5\r\nF\x00OOO\r\n",
+        b"-ERR Syntax error in HELLO option 'F'\r\n",
+    );
+    r2(
+        b"*2\r\n$6\r\nCLIENT\r\n$4\r\nF\x00OO\r\n",
+        b"-ERR unknown subcommand 'F'. Try CLIENT HELP.\r\n",
+    );
+    r2(
+        b"*3\r\n$6\r\nPUBSUB\r\n$9\r\nCHA\x00NNELS\r\n$1\r\na\r\n",
+        b"-ERR unknown subcommand 'CHA'. Try PUBSUB HELP.\r\n",
+    );
+    r2(
+        b"*4\r\n$6\r\nPUBSUB\r\n$8\r\nchannels\r\n$1\r\na\r\n$1\r\nb\r\n",
+        b"-ERR unknown subcommand or wrong number of arguments for 'channels'. Try PUBSUB HELP.\r\n",
+    );
+}
+
 // ---- Replies built directly ------------------------------------------------------
 
 #[test]

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use super::reply::{Protocol, Reply};
+use super::reply::{c_prefix, Protocol, Reply};
 
 /// One decoded client command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,7 +317,7 @@ fn parse_hello(args: Vec<Bytes>) -> RespCommand {
             i += 2;
         } else {
             let mut text = b"ERR Syntax error in HELLO option '".to_vec();
-            text.extend_from_slice(&rest[i]);
+            text.extend_from_slice(c_prefix(&rest[i], usize::MAX));
             text.push(b'\'');
             return RespCommand::Refused(Reply::error(text));
         }
@@ -378,7 +378,7 @@ fn parse_pubsub(mut args: Vec<Bytes>) -> RespCommand {
     match &sub.to_ascii_uppercase()[..] {
         b"CHANNELS" if n > 1 => {
             let mut text = b"ERR unknown subcommand or wrong number of arguments for '".to_vec();
-            text.extend_from_slice(&sub[..sub.len().min(128)]);
+            text.extend_from_slice(c_prefix(&sub, 128));
             text.extend_from_slice(b"'. Try PUBSUB HELP.");
             RespCommand::Refused(Reply::error(text))
         }

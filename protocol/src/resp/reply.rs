@@ -393,7 +393,7 @@ fn put_bulk(dst: &mut BytesMut, marker: u8, prefix: &[u8], bytes: &[u8]) {
 }
 
 /// `bytes` as C's `%.*s` prints it: up to the first NUL, at most `max` bytes.
-fn c_prefix(bytes: &[u8], max: usize) -> &[u8] {
+pub(crate) fn c_prefix(bytes: &[u8], max: usize) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     &bytes[..end.min(max)]
 }
