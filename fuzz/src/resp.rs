@@ -18,7 +18,8 @@
 //!   the stream (argument lists given to `RespCommand::parse`, or the
 //!   protocol error with its reason);
 //! - decoded commands respect the limits (channel names valid and within
-//!   `max_channel_bytes`, bulk strings within `max_bulk_bytes`);
+//!   `max_channel_bytes`, a message within `max_bulk_bytes`, or within
+//!   `max_inline_bytes` when it came in an inline line);
 //! - the commands do not depend on the chunking: one chunk, the chunking
 //!   from the header and (for short inputs) one byte at a time agree;
 //! - every argument list the reference framed that an array within the
@@ -198,7 +199,9 @@ fn check_command(command: &RespCommand, limits: RespLimits) {
         }
         RespCommand::Publish { channel, message } => {
             valid(channel);
-            assert!(message.len() <= limits.max_bulk_bytes);
+            // An inline message is bounded by the line, an array's by the
+            // bulk limit.
+            assert!(message.len() <= limits.max_bulk_bytes.max(limits.max_inline_bytes));
         }
         RespCommand::ProtocolError(Reply::Error(text))
         | RespCommand::Refused(Reply::Error(text))

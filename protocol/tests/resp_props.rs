@@ -167,7 +167,10 @@ proptest! {
             match command {
                 RespCommand::Publish { channel, message } => {
                     prop_assert!(channel.len() <= SMALL.max_channel_bytes);
-                    prop_assert!(message.len() <= SMALL.max_bulk_bytes);
+                    // Inline arguments are bounded by the line.
+                    prop_assert!(
+                        message.len() <= SMALL.max_bulk_bytes.max(SMALL.max_inline_bytes)
+                    );
                 }
                 RespCommand::ProtocolError(Reply::Error(text)) => {
                     prop_assert!(text.starts_with(b"ERR Protocol error: "));

@@ -52,7 +52,8 @@ pub struct RespLimits {
     /// as Redis).
     pub max_inline_bytes: usize,
     /// Longest bulk string (default 16 MiB, the memcached dialect's
-    /// `max_request_bytes`).
+    /// `max_request_bytes`). Arguments of an inline line are bounded by
+    /// `max_inline_bytes` instead.
     pub max_bulk_bytes: usize,
     /// Most elements in one command array (default 1 Mi).
     pub max_args: usize,
