@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 /// Flags that take no value.
-const SWITCHES: &[&str] = &["json", "subscribe-all", "help"];
+const SWITCHES: &[&str] = &["json", "subscribe-all", "help", "resp3"];
 
 pub struct Args {
     values: BTreeMap<String, String>,

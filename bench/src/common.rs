@@ -273,40 +273,54 @@ impl Tracker {
                     return;
                 }
             };
-            self.entries += 1;
-            if in_run {
-                self.entries_in_run += 1;
+            self.entry(e.payload, e.topics(), now, size, publishers, in_run);
+        }
+    }
+
+    /// Account for one delivered message (a `get messages` entry, or a
+    /// RESP `message` push) that named `topics`.
+    pub fn entry<'a>(
+        &mut self,
+        payload: &[u8],
+        topics: impl Iterator<Item = &'a [u8]>,
+        now: u64,
+        size: usize,
+        publishers: u32,
+        in_run: bool,
+    ) {
+        self.entries += 1;
+        if in_run {
+            self.entries_in_run += 1;
+        }
+        let Some((p, seq, ts)) = read_header(payload) else {
+            self.bad_payload += 1;
+            return;
+        };
+        if payload.len() != size || p >= publishers {
+            self.bad_payload += 1;
+            return;
+        }
+        match self.seen.entry(p).or_insert_with(SeenWindow::new).see(seq) {
+            Seen::Duplicate => {
+                self.duplicates += 1;
+                return;
             }
-            let Some((p, seq, ts)) = read_header(e.payload) else {
-                self.bad_payload += 1;
-                continue;
-            };
-            if e.payload.len() != size || p >= publishers {
-                self.bad_payload += 1;
-                continue;
+            Seen::TooOld => self.too_old += 1,
+            Seen::New => {}
+        }
+        self.unique += 1;
+        self.hist.record(now.saturating_sub(ts));
+        let mut violated = false;
+        for t in topics {
+            let last = self.last.entry((p, hash_topic(t))).or_insert(0);
+            if seq < *last {
+                violated = true;
+            } else {
+                *last = seq;
             }
-            match self.seen.entry(p).or_insert_with(SeenWindow::new).see(seq) {
-                Seen::Duplicate => {
-                    self.duplicates += 1;
-                    continue;
-                }
-                Seen::TooOld => self.too_old += 1,
-                Seen::New => {}
-            }
-            self.unique += 1;
-            self.hist.record(now.saturating_sub(ts));
-            let mut violated = false;
-            for t in e.topics() {
-                let last = self.last.entry((p, hash_topic(t))).or_insert(0);
-                if seq < *last {
-                    violated = true;
-                } else {
-                    *last = seq;
-                }
-            }
-            if violated {
-                self.ordering_violations += 1;
-            }
+        }
+        if violated {
+            self.ordering_violations += 1;
         }
     }
 

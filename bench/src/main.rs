@@ -1,6 +1,6 @@
 //! kraken-bench: a load generator for the Kraken pubsub server.
 //!
-//! `kraken-bench <fanout|churn|idle|mixed> [flags]`; see README.md.
+//! `kraken-bench <fanout|churn|idle|mixed|redis-fanout> [flags]`; see README.md.
 //! It only ever connects to loopback addresses, and every run ends by itself
 //! (duration plus bounded set-up, answer and drain phases).
 
@@ -13,7 +13,9 @@ mod idle;
 mod mixed;
 mod proto;
 mod pubsub;
+mod redis_fanout;
 mod report;
+mod resp;
 mod sys;
 
 use args::Args;
@@ -49,6 +51,9 @@ scenarios (flags with their defaults):
   mixed   --clients 1000 --topics-per-client 20 --universe 10000 --zipf 1.0
           --poll-interval 1 --publishers 4 --rate 2000 --max-topics-per-publish 3
           --size 64 --inflight 16
+  redis-fanout  --subscribers 200 --publishers 2 --inflight 16 --size 64 [--resp3]
+          (the fanout over the Redis protocol: SUBSCRIBE and pushed messages;
+          any RESP server, e.g. redis-server or a node's resp_port)
 
 common flags:
   --addr 127.0.0.1:12355   server address (loopback only)
@@ -83,6 +88,7 @@ enum Params {
     Churn(churn::Params),
     Idle(idle::Params),
     Mixed(mixed::Params),
+    RedisFanout(redis_fanout::Params),
 }
 
 /// Ok(true) if the run connected and measured something.
@@ -126,6 +132,7 @@ fn run(scenario: &str, argv: Vec<String>) -> Result<bool, String> {
         "churn" => Params::Churn(churn::parse(&args)?),
         "idle" => Params::Idle(idle::parse(&args)?),
         "mixed" => Params::Mixed(mixed::parse(&args)?),
+        "redis-fanout" => Params::RedisFanout(redis_fanout::parse(&args)?),
         other => return Err(format!("unknown scenario {other:?}")),
     };
     args.finish()?;
@@ -143,6 +150,7 @@ fn run(scenario: &str, argv: Vec<String>) -> Result<bool, String> {
             Params::Churn(p) => churn::run(&ctx, p).await,
             Params::Idle(p) => idle::run(&ctx, p).await,
             Params::Mixed(p) => mixed::run(&ctx, p).await,
+            Params::RedisFanout(p) => redis_fanout::run(&ctx, p).await,
         }
     });
     // Tasks still blocked somewhere are dropped here, not waited for.

@@ -53,6 +53,20 @@ const DICTIONARY: &[&[u8]] = &[
     b"18446744073709551616",
     b"\x00",
     b"\xff",
+    // The Redis dialect (target `resp`).
+    b"*",
+    b"$",
+    b"*1\r\n$4\r\nPING\r\n",
+    b"SUBSCRIBE ",
+    b"PUBLISH ",
+    b"HELLO 3",
+    b"QUIT\r\n",
+    b"KRAKEN.RETROSUBSCRIBE ",
+    b"\"",
+    b"'",
+    b"\\x41",
+    b"48",
+    b"49",
 ];
 
 pub fn main(target: &str, check: fn(&[u8])) {

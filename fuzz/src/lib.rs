@@ -11,7 +11,10 @@
 //!   reference model;
 //! - [`roundtrip::check`]: a `Response::Messages` built from arbitrary
 //!   entries, encoded, read back as a memcached client reads it, and parsed
-//!   again as a publish block.
+//!   again as a publish block;
+//! - [`resp::check`]: [`kraken_protocol::resp::RespCodec`] (the Redis
+//!   dialect) fed arbitrary bytes in arbitrary chunkings, against a
+//!   reference framer.
 //!
 //! The binaries in `src/bin/` wrap them with [`fuzz_main!`]: an AFL++
 //! harness when built with `--features afl` (as `cargo afl build` does), a
@@ -20,6 +23,7 @@
 pub mod bodies;
 pub mod decoder;
 pub mod driver;
+pub mod resp;
 pub mod roundtrip;
 
 /// Defines `main` for a fuzz target binary.

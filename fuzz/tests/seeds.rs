@@ -119,3 +119,51 @@ fn roundtrip_seeds_mean_what_they_say() {
     let entries = roundtrip::entries(&seed("roundtrip", "separators"));
     assert_eq!(entries[0].0, [b"a`b".to_vec(), b"MJ".to_vec()]);
 }
+
+#[test]
+fn resp_seeds_pass_and_mean_what_they_say() {
+    use kraken_fuzz::resp;
+    use kraken_protocol::resp::RespCommand;
+    assert!(replay_all("resp", resp::check) >= 20);
+    let small = |name: &str| {
+        let data = seed("resp", name);
+        let case = resp::Case::new(&data);
+        resp::decode(case.stream, resp::SMALL, &case.sizes)
+    };
+    let pipeline = small("pipeline-quit");
+    assert_eq!(pipeline.len(), 5, "{pipeline:?}");
+    assert_eq!(pipeline[4], RespCommand::Quit);
+    assert!(matches!(&small("bulk-at-limit")[..], [RespCommand::Ping(Some(m))] if m.len() == 48));
+    assert!(matches!(
+        &small("bulk-over-limit")[..],
+        [RespCommand::ProtocolError(_)]
+    ));
+    assert!(matches!(
+        &small("inline-at-limit")[..],
+        [RespCommand::Ping(Some(_)), RespCommand::Ping(None)]
+    ));
+    assert!(matches!(
+        &small("inline-too-long")[..],
+        [RespCommand::ProtocolError(_)]
+    ));
+    assert!(matches!(
+        &small("command-budget")[..],
+        [RespCommand::ProtocolError(_)]
+    ));
+    assert!(matches!(
+        &small("retro")[..],
+        [
+            RespCommand::KrakenRetroSubscribe {
+                horizon_secs: 1_700_000_000,
+                ..
+            },
+            RespCommand::KrakenRegister { horizon_secs: None }
+        ]
+    ));
+    let bad = small("bad-channels");
+    assert_eq!(bad.len(), 3);
+    assert!(
+        bad.iter().all(|c| matches!(c, RespCommand::Refused(_))),
+        "{bad:?}"
+    );
+}

@@ -11,6 +11,8 @@
 //!   front.
 //! - [`publish`]: the body of `set publish` (entries `MESSAGE <topics> <len>`),
 //!   `set subscribe`/`unsubscribe` topic lists and the `retro_subscribe` body.
+//! - [`resp`]: the Redis pub/sub dialect (RESP2/RESP3): [`resp::RespCodec`]
+//!   decodes Redis client commands and encodes replies and pushes.
 //!
 //! Nothing here knows about actors or sockets; everything is unit-tested and
 //! fuzzed with random bytes.
@@ -19,6 +21,7 @@ pub mod codec;
 mod num;
 pub mod publish;
 pub mod request;
+pub mod resp;
 pub mod response;
 
 pub use codec::{KrakenCodec, Limits, RefusalStreak, DISCARD_READ_BYTES, MAX_CONSECUTIVE_REFUSALS};
