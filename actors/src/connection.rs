@@ -38,6 +38,7 @@ use crate::message::{encode_poll, Delivery};
 use crate::node::Env;
 use crate::publish::{Outcome, Publisher};
 use crate::queue::{Ask, ClientQueue, Close, FromQueue, QueueRequest, Take, Taken};
+use crate::shard::QueueRef;
 use crate::shard::Routed;
 use crate::supervisor::InjectFault;
 
@@ -63,8 +64,12 @@ pub struct Connection {
     env: Arc<Env>,
     info: Arc<ClientInfo>,
     /// The client's queue actor.
-    queue: Addr<ClientQueue>,
-    publisher: Publisher,
+    queue: QueueRef,
+    /// The publish pipeline, made at the first publish (most clients only
+    /// subscribe and poll; an idle connection should cost little).
+    publisher: Option<Box<Publisher>>,
+    /// The worker arbiter this connection runs on.
+    home: usize,
     codec: KrakenCodec,
     reader: OwnedReadHalf,
     rbuf: BytesMut,
@@ -113,17 +118,15 @@ impl Connection {
             max_request_bytes: s.max_request_bytes,
         };
         Connection::create(move |ctx| {
-            let me = ctx.address();
-            let queue =
-                ClientQueue::new(env.clone(), home, info.clone(), me.clone().recipient()).start();
+            let queue = ClientQueue::begin(env.clone(), home, info.clone(), ctx.address().recipient());
             env.clients.do_send(crate::clients::Join {
                 id,
-                conn: me.clone(),
                 queue: queue.clone(),
                 info: info.clone(),
             });
             Connection {
-                publisher: Publisher::new(id, home, true, env.clone(), me.recipient()),
+                publisher: None,
+                home,
                 env,
                 info,
                 queue,
@@ -238,7 +241,15 @@ impl Connection {
         }
     }
 
-    fn publish(&mut self, data: &Bytes) -> Option<Response> {
+    /// The publish pipeline, made on first use.
+    fn publisher(&mut self, ctx: &mut Context<Self>) -> &mut Publisher {
+        let (id, home, env) = (self.info.id, self.home, &self.env);
+        self.publisher.get_or_insert_with(|| {
+            Box::new(Publisher::new(id, home, true, env.clone(), ctx.address().recipient()))
+        })
+    }
+
+    fn publish(&mut self, data: &Bytes, ctx: &mut Context<Self>) -> Option<Response> {
         let settings = &self.env.node.settings;
         let limits = BodyLimits {
             max_topic_bytes: settings.max_topic_bytes,
@@ -255,13 +266,14 @@ impl Connection {
                 ));
             }
         }
+        let warn_topics = settings.router_min_publish_to_topics_to_warn;
         for entry in entries {
-            if entry.topics.len() >= settings.router_min_publish_to_topics_to_warn {
+            if entry.topics.len() >= warn_topics {
                 warn!(self.env.node.log, "message names many topics";
                     "topics" => entry.topics.len(), "client" => self.info.id,
                     "peer" => %self.info.peer);
             }
-            self.publisher.submit(entry.topics, entry.payload);
+            self.publisher(ctx).submit(entry.topics, entry.payload);
         }
         None
     }
@@ -279,11 +291,11 @@ impl Connection {
                 self.queue.do_send(Take { ticket });
             }
             Request::Set { key, data, noreply } => match key {
-                SetKey::Publish => match self.publish(&data) {
+                SetKey::Publish => match self.publish(&data, ctx) {
                     Some(refused) => self.ready(refused),
                     None => {
                         let ticket = self.waiting(noreply);
-                        self.publisher.ticket(ticket);
+                        self.publisher(ctx).ticket(ticket);
                     }
                 },
                 SetKey::Subscribe | SetKey::Unsubscribe => match parse_topics(&data, max_topic) {
@@ -416,8 +428,10 @@ impl Connection {
             }
         }
         // End of the turn: this turn's publishes go out as one batch per shard.
-        let done = self.publisher.flush();
-        self.resolve_published(done);
+        if let Some(p) = self.publisher.as_mut() {
+            let done = p.flush();
+            self.resolve_published(done);
+        }
         self.drain();
         while !self.out.is_empty() {
             match Pin::new(&mut self.writer).poll_write(task, &self.out) {
@@ -494,8 +508,10 @@ impl Handler<Routed> for Connection {
 
     fn handle(&mut self, msg: Routed, ctx: &mut Context<Self>) {
         guard(self, ctx, |a, _| {
-            let done = a.publisher.routed(msg);
-            a.resolve_published(done);
+            if let Some(p) = a.publisher.as_mut() {
+                let done = p.routed(msg);
+                a.resolve_published(done);
+            }
         });
     }
 }

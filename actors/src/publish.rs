@@ -34,8 +34,8 @@ use crate::client::FastMap;
 use crate::courier::Parcel;
 use crate::message::{Delivery, Message};
 use crate::node::Env;
-use crate::queue::{ClientQueue, Deliver};
-use crate::shard::{Owned, Route, RouteItem, Routed, ShardFailed, Sub, SubList};
+use crate::queue::Deliver;
+use crate::shard::{Owned, QueueRef, Route, RouteItem, Routed, ShardFailed, Sub, SubList};
 
 /// Payloads shorter than this are copied out of the request buffer, so a
 /// queued or buffered message does not pin the whole read buffer.
@@ -77,7 +77,7 @@ struct Batch {
 #[derive(Default)]
 struct Plan {
     index: FastMap<u64, usize>,
-    targets: Vec<(usize, Addr<ClientQueue>, Vec<Delivery>)>,
+    targets: Vec<(usize, QueueRef, Vec<Delivery>)>,
     /// Room for this many deliveries per subscriber (the batch's size).
     room: usize,
 }
@@ -332,7 +332,7 @@ impl Publisher {
                     "subscribers" => recipients, "client" => self.id);
             }
         }
-        let mut parcels: Vec<Vec<(Addr<ClientQueue>, Vec<Delivery>)>> =
+        let mut parcels: Vec<Vec<(QueueRef, Vec<Delivery>)>> =
             (0..self.env.couriers.len()).map(|_| Vec::new()).collect();
         for (home, queue, items) in plan.targets {
             if items.is_empty() {

@@ -38,7 +38,9 @@ use crate::guard::{guard, Panicked, Supervised};
 use crate::message::{Delivery, Message};
 use crate::node::Env;
 use crate::router::{shard_of, Horizon, ReplayScope};
-use crate::shard::{Replay, ResyncReply, RouterShard, ShardFailed, Subscribe, Unsubscribe};
+use crate::shard::{
+    QueueRef, Replay, ResyncReply, RouterShard, ShardFailed, Subscribe, Unsubscribe,
+};
 
 /// Topic that makes a queue actor panic when `fault_injection` is on.
 pub const FAULT_QUEUE_PANIC: &[u8] = b"__kraken_fault_queue_panic__";
@@ -93,6 +95,11 @@ pub struct Resync {
 #[rtype(result = "()")]
 pub struct Close;
 
+/// Tell this client's connection to close (from the clients' supervisor).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct KickClient(pub Kick);
+
 /// This client's topics (`dump_queue_topics`).
 #[derive(Message)]
 #[rtype(result = "Vec<Bytes>")]
@@ -143,6 +150,9 @@ pub struct ClientQueue {
     env: Arc<Env>,
     /// The worker arbiter this queue (and its connection) runs on.
     home: usize,
+    /// This actor's address, shared with its connection, the clients'
+    /// supervisor and the shards that list it (one sender for all).
+    me: Option<QueueRef>,
     info: Arc<ClientInfo>,
     conn: Recipient<FromQueue>,
     subs: FastSet<Bytes>,
@@ -169,6 +179,7 @@ impl ClientQueue {
         ClientQueue {
             env,
             home,
+            me: None,
             info,
             conn,
             subs: FastSet::default(),
@@ -184,6 +195,28 @@ impl ClientQueue {
 
     fn id(&self) -> u64 {
         self.info.id
+    }
+
+    /// Starts a client's queue actor on the current arbiter; returns its
+    /// shared address.
+    pub fn begin(
+        env: Arc<Env>,
+        home: usize,
+        info: Arc<ClientInfo>,
+        conn: Recipient<FromQueue>,
+    ) -> QueueRef {
+        let ctx = Context::new();
+        let me: QueueRef = Arc::new(ctx.address());
+        let mut queue = ClientQueue::new(env, home, info, conn);
+        queue.me = Some(me.clone());
+        ctx.run(queue);
+        me
+    }
+
+    fn me(&mut self, ctx: &mut Context<Self>) -> QueueRef {
+        self.me
+            .get_or_insert_with(|| Arc::new(ctx.address()))
+            .clone()
     }
 
     fn answer(&self, ticket: u64, response: Response) {
@@ -292,7 +325,7 @@ impl ClientQueue {
                 replay_topics[shard_of(t, n)].push(t.clone());
             }
         }
-        let me = ctx.address();
+        let me = self.me(ctx);
         let id = self.id();
         let targets: Vec<usize> = (0..n)
             .filter(|&s| !add[s].is_empty() || !replay_topics[s].is_empty())
@@ -411,7 +444,7 @@ impl ClientQueue {
         Response::Stored
     }
 
-    fn unsubscribe(&mut self, ctx: &mut Context<Self>, ticket: u64, topics: Vec<Bytes>) {
+    fn unsubscribe(&mut self, ticket: u64, topics: Vec<Bytes>) {
         let n = self.env.router.num_shards();
         let mut by_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
         for t in topics {
@@ -422,29 +455,22 @@ impl ClientQueue {
         self.info
             .subscriptions
             .store(self.subs.len() as u64, Ordering::Relaxed);
+        // Answered at once: from now on this queue drops what still
+        // arrives for these topics (deliveries routed before the shards
+        // saw the change), so nothing published after the answer reaches
+        // the client on them.
         let id = self.id();
-        let asks: Vec<_> = by_shard
-            .into_iter()
-            .enumerate()
-            .filter(|(_, ts)| !ts.is_empty())
-            .map(|(s, topics)| self.env.router.shard(s).send(Unsubscribe { id, topics }))
-            .collect();
-        if asks.is_empty() {
-            return self.answer(ticket, Response::Stored);
+        let mut sent = false;
+        for (s, topics) in by_shard.into_iter().enumerate() {
+            if !topics.is_empty() {
+                self.env.router.shard(s).do_send(Unsubscribe { id, topics });
+                sent = true;
+            }
         }
-        self.in_flight_mut().unsubscribed = true;
-        let fut =
-            async move { join_all(asks).await }
-                .into_actor(self)
-                .map(move |answers, act, _ctx| {
-                    let response = if answers.iter().all(|a| a.is_ok()) {
-                        Response::Stored
-                    } else {
-                        ShardFailed.reply()
-                    };
-                    act.answer(ticket, response);
-                });
-        ctx.wait(fut);
+        if sent {
+            self.in_flight_mut().unsubscribed = true;
+        }
+        self.answer(ticket, Response::Stored);
     }
 
     fn ask(&mut self, ctx: &mut Context<Self>, ticket: u64, req: QueueRequest) {
@@ -477,7 +503,7 @@ impl ClientQueue {
                     }
                 }
             }
-            QueueRequest::Unsubscribe(topics) => self.unsubscribe(ctx, ticket, topics),
+            QueueRequest::Unsubscribe(topics) => self.unsubscribe(ticket, topics),
             QueueRequest::Register => {
                 let clock = self.env.router.clock();
                 self.horizon = Some(Box::new(Registered {
@@ -640,7 +666,7 @@ impl Handler<Resync> for ClientQueue {
             .collect();
         msg.reply_to.do_send(ResyncReply {
             id: self.info.id,
-            queue: ctx.address(),
+            queue: self.me(ctx),
             home: self.home,
             topics,
         });
@@ -653,6 +679,14 @@ impl Handler<Close> for ClientQueue {
     fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
         self.remove_everywhere();
         ctx.stop();
+    }
+}
+
+impl Handler<KickClient> for ClientQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: KickClient, _ctx: &mut Context<Self>) {
+        self.conn.do_send(FromQueue::Kick(msg.0));
     }
 }
 

@@ -47,11 +47,15 @@ pub const FAULT_SHARD_PANIC: &[u8] = b"__kraken_fault_shard_panic__";
 /// routes again without those that did not answer (their clients are gone).
 const RESYNC_PATIENCE: Duration = Duration::from_secs(5);
 
+/// A client queue's address, shared: cloning an `Addr` allocates (actix
+/// gives each sender its own task slot), cloning this is one increment.
+pub type QueueRef = Arc<Addr<ClientQueue>>;
+
 /// One subscriber of a topic.
 #[derive(Clone)]
 pub struct Sub {
     pub id: u64,
-    pub queue: Addr<ClientQueue>,
+    pub queue: QueueRef,
     /// The worker arbiter the queue lives on (its courier's index).
     pub home: usize,
 }
@@ -132,7 +136,7 @@ impl ShardFailed {
 #[rtype(result = "Result<Replay, ShardFailed>")]
 pub struct Subscribe {
     pub id: u64,
-    pub queue: Addr<ClientQueue>,
+    pub queue: QueueRef,
     pub home: usize,
     pub add: Vec<Bytes>,
     pub replay: Option<(Horizon, Vec<Bytes>)>,
@@ -159,7 +163,7 @@ pub struct Unsubscribe {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Restart {
-    pub queues: Vec<(u64, Addr<ClientQueue>)>,
+    pub queues: Vec<(u64, QueueRef)>,
 }
 
 /// A client queue's topics on this shard, for a restart.
@@ -167,7 +171,7 @@ pub struct Restart {
 #[rtype(result = "()")]
 pub struct ResyncReply {
     pub id: u64,
-    pub queue: Addr<ClientQueue>,
+    pub queue: QueueRef,
     pub home: usize,
     pub topics: Vec<Bytes>,
 }
@@ -247,7 +251,7 @@ impl RetroBuffer {
 struct Rebuilding {
     /// Queues whose topics are still awaited (`None`: the supervisor has not
     /// restarted the shard yet).
-    awaiting: Option<FastMap<u64, Addr<ClientQueue>>>,
+    awaiting: Option<FastMap<u64, QueueRef>>,
     /// Routes held back until the table is whole again.
     deferred: Vec<Route>,
     /// The topics held before the failure (a proxy's observer is told the
@@ -268,6 +272,8 @@ pub struct RouterShard {
     observer: Option<Arc<dyn TopicObserver>>,
     supervisor: Recipient<ShardDown>,
     rebuilding: Option<Box<Rebuilding>>,
+    /// Changes to the node's (topics, subscriptions) counts not yet published.
+    delta: (i64, i64),
 }
 
 impl RouterShard {
@@ -299,6 +305,7 @@ impl RouterShard {
             observer,
             supervisor,
             rebuilding: None,
+            delta: (0, 0),
         }
     }
 
@@ -333,17 +340,31 @@ impl RouterShard {
             return;
         }
         if list.is_empty() {
-            self.node.counters.topics.fetch_add(1, Ordering::Relaxed);
+            self.delta.0 += 1;
             if self.observer.is_some() {
                 gained.push(topic);
             }
         }
         Arc::make_mut(list).push(sub.clone());
         self.subscriptions += 1;
-        self.node
-            .counters
-            .subscriptions
-            .fetch_add(1, Ordering::Relaxed);
+        self.delta.1 += 1;
+    }
+
+    /// Publishes this handler's changes to the node's topic and
+    /// subscription counts (once per message, not per topic).
+    fn flush_counts(&mut self) {
+        let (t, s) = std::mem::take(&mut self.delta);
+        let c = &self.node.counters;
+        if t > 0 {
+            c.topics.fetch_add(t as u64, Ordering::Relaxed);
+        } else if t < 0 {
+            c.topics.fetch_sub((-t) as u64, Ordering::Relaxed);
+        }
+        if s > 0 {
+            c.subscriptions.fetch_add(s as u64, Ordering::Relaxed);
+        } else if s < 0 {
+            c.subscriptions.fetch_sub((-s) as u64, Ordering::Relaxed);
+        }
     }
 
     fn remove(&mut self, topic: &Bytes, id: u64, lost: &mut Vec<Bytes>) {
@@ -355,13 +376,10 @@ impl RouterShard {
         };
         Arc::make_mut(list).swap_remove(at);
         self.subscriptions -= 1;
-        self.node
-            .counters
-            .subscriptions
-            .fetch_sub(1, Ordering::Relaxed);
+        self.delta.1 -= 1;
         if list.is_empty() {
             self.topics.remove(topic);
-            self.node.counters.topics.fetch_sub(1, Ordering::Relaxed);
+            self.delta.0 -= 1;
             if self.observer.is_some() {
                 lost.push(topic.clone());
             }
@@ -383,6 +401,7 @@ impl RouterShard {
             }
             self.add(topic, &sub, check, &mut gained);
         }
+        self.flush_counts();
         if let Some(obs) = self.observer.as_ref().filter(|_| !gained.is_empty()) {
             obs.gained(gained);
         }
@@ -413,6 +432,7 @@ impl RouterShard {
         for topic in &msg.topics {
             self.remove(topic, msg.id, &mut lost);
         }
+        self.flush_counts();
         if let Some(obs) = self.observer.as_ref().filter(|_| !lost.is_empty()) {
             obs.lost(lost);
         }
@@ -420,6 +440,7 @@ impl RouterShard {
 
     /// Forgets everything after a failure and waits for the supervisor.
     fn reset(&mut self) {
+        self.flush_counts();
         let previous: FastSet<Bytes> = self.topics.keys().cloned().collect();
         let c = &self.node.counters;
         c.topics
@@ -582,6 +603,7 @@ impl Handler<ResyncReply> for RouterShard {
             debug_assert_eq!(shard_of(&topic, self.shards), self.index);
             self.add(topic, &sub, true, &mut ignored);
         }
+        self.flush_counts();
         if let Some(awaiting) = self.rebuilding.as_mut().and_then(|r| r.awaiting.as_mut()) {
             awaiting.remove(&msg.id);
         }
