@@ -50,9 +50,6 @@ pub const FAULT_CONNECTION_PANIC: &[u8] = b"__kraken_fault_connection_panic__";
 /// so this is most of what an idle connection costs.
 const READ_BUFFER_INITIAL: usize = 64;
 
-/// Largest write buffer a connection keeps once it is empty.
-const BUFFER_KEEP: usize = 16 * 1024;
-
 /// Answers outstanding at once; past it, reading pauses.
 pub const MAX_PENDING: usize = 1024;
 
@@ -443,8 +440,12 @@ impl Connection {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        if self.out.capacity() > BUFFER_KEEP {
-            // Don't keep a large buffer per connection between polls.
+        if self.replies.is_empty() && self.replies.capacity() > 0 {
+            // Idle connections are the many: keep no answer slots.
+            self.replies = VecDeque::new();
+        }
+        if self.out.capacity() > 0 && self.replies.is_empty() {
+            // Written out and nothing pending: keep no buffer between polls.
             self.out = BytesMut::new();
         }
         if self.closing && self.replies.is_empty() {

@@ -258,7 +258,7 @@ impl Publisher {
         let mut failed_msgs = vec![false; b.msgs.len()];
         let mut delivered = 0u64;
         // The last single-topic list seen and its subscribers' plan slots.
-        let mut last: Option<(*const Vec<Sub>, Vec<usize>)> = None;
+        let mut last: Option<(*const (), Vec<usize>)> = None;
         for (k, msg) in b.msgs.iter().enumerate() {
             let mut lists: Vec<(u32, Option<SubList>)> = Vec::with_capacity(msg.topics.len());
             let mut failed = false;
@@ -280,7 +280,7 @@ impl Publisher {
             let mut recipients = 0usize;
             if lists.len() == 1 {
                 if let Some(list) = lists.pop().and_then(|(_, l)| l) {
-                    let ptr = Arc::as_ptr(&list);
+                    let ptr = list.key();
                     let slots = match &last {
                         Some((p, slots)) if *p == ptr => slots.clone(),
                         _ => {

@@ -60,8 +60,44 @@ pub struct Sub {
     pub home: usize,
 }
 
-/// A topic's subscribers: a shared snapshot, copied on write.
-pub type SubList = Arc<Vec<Sub>>;
+/// A topic's subscribers, as the shard answers them: an immutable
+/// snapshot, cheap to clone. Most topics have one subscriber, which is held
+/// without an allocation of its own; a list of several is shared and
+/// copied on write.
+#[derive(Clone)]
+pub enum SubList {
+    One(Sub),
+    Many(Arc<Vec<Sub>>),
+}
+
+impl SubList {
+    pub fn iter(&self) -> std::slice::Iter<'_, Sub> {
+        match self {
+            SubList::One(s) => std::slice::from_ref(s).iter(),
+            SubList::Many(v) => v.iter(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            SubList::One(_) => 1,
+            SubList::Many(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Equal for two snapshots with the same subscribers (used to reuse
+    /// the work of one message for the next on the same topic).
+    pub fn key(&self) -> *const () {
+        match self {
+            SubList::One(s) => Arc::as_ptr(&s.queue) as *const (),
+            SubList::Many(v) => Arc::as_ptr(v) as *const (),
+        }
+    }
+}
 
 /// Which topics of a message a shard owns (indices into `Message::topics`).
 #[derive(Debug, Clone)]
@@ -332,20 +368,31 @@ impl RouterShard {
     /// Adds `id` to `topic`; `check` guards against adding it twice (while
     /// a restart merges the queues' answers with live changes).
     fn add(&mut self, topic: Bytes, sub: &Sub, check: bool, gained: &mut Vec<Bytes>) {
-        let list = self
-            .topics
-            .entry(topic.clone())
-            .or_insert_with(|| Arc::new(Vec::with_capacity(1)));
-        if check && list.iter().any(|s| s.id == sub.id) {
-            return;
-        }
-        if list.is_empty() {
-            self.delta.0 += 1;
-            if self.observer.is_some() {
-                gained.push(topic);
+        use std::collections::hash_map::Entry;
+        match self.topics.entry(topic) {
+            Entry::Vacant(v) => {
+                if self.observer.is_some() {
+                    gained.push(v.key().clone());
+                }
+                v.insert(SubList::One(sub.clone()));
+                self.delta.0 += 1;
+            }
+            Entry::Occupied(mut o) => {
+                let list = o.get_mut();
+                if check && list.iter().any(|s| s.id == sub.id) {
+                    return;
+                }
+                match list {
+                    SubList::One(first) => {
+                        let mut v = Vec::with_capacity(2);
+                        v.push(first.clone());
+                        v.push(sub.clone());
+                        *list = SubList::Many(Arc::new(v));
+                    }
+                    SubList::Many(v) => Arc::make_mut(v).push(sub.clone()),
+                }
             }
         }
-        Arc::make_mut(list).push(sub.clone());
         self.subscriptions += 1;
         self.delta.1 += 1;
     }
@@ -374,10 +421,20 @@ impl RouterShard {
         let Some(at) = list.iter().position(|s| s.id == id) else {
             return;
         };
-        Arc::make_mut(list).swap_remove(at);
+        let emptied = match list {
+            SubList::One(_) => true,
+            SubList::Many(v) => {
+                let v = Arc::make_mut(v);
+                v.swap_remove(at);
+                if v.len() == 1 {
+                    *list = SubList::One(v[0].clone());
+                }
+                false
+            }
+        };
         self.subscriptions -= 1;
         self.delta.1 -= 1;
-        if list.is_empty() {
+        if emptied {
             self.topics.remove(topic);
             self.delta.0 -= 1;
             if self.observer.is_some() {
