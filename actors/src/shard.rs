@@ -384,10 +384,7 @@ impl RouterShard {
                 }
                 match list {
                     SubList::One(first) => {
-                        let mut v = Vec::with_capacity(2);
-                        v.push(first.clone());
-                        v.push(sub.clone());
-                        *list = SubList::Many(Arc::new(v));
+                        *list = SubList::Many(Arc::new(vec![first.clone(), sub.clone()]));
                     }
                     SubList::Many(v) => Arc::make_mut(v).push(sub.clone()),
                 }
