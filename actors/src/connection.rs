@@ -129,7 +129,7 @@ impl Connection {
                 queue,
                 codec: KrakenCodec::new(limits),
                 reader,
-                rbuf: BytesMut::with_capacity(READ_BUFFER_INITIAL),
+                rbuf: BytesMut::new(),
                 writer,
                 out: BytesMut::new(),
                 replies: VecDeque::new(),
@@ -439,6 +439,10 @@ impl Connection {
                 Poll::Ready(Ok(n)) => self.out.advance(n),
                 Poll::Pending => return Poll::Pending,
             }
+        }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            // Nothing half-read: keep no read buffer while the client is quiet.
+            self.rbuf = BytesMut::new();
         }
         if self.replies.is_empty() && self.replies.capacity() > 0 {
             // Idle connections are the many: keep no answer slots.
