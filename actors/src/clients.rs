@@ -12,22 +12,36 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, BoxFuture};
 use slog::error;
 
 use crate::client::{ClientInfo, FastMap, FastSet, Kick};
 use crate::guard::{guard, Panicked, Supervised};
 use crate::node::Node;
-use crate::queue::{KickClient, KickIfHolds, Topics};
 use crate::shard::QueueRef;
-use crate::supervisor::{Child, ChildDown};
+use crate::supervision::{Child, ChildDown};
 
 /// Trim the heap once this many clients left since the last trim.
 const TRIM_AFTER_CLOSES: u64 = 256;
 
+/// What the clients' supervisor needs of a client (implemented by the
+/// client queue actor's address, `crate::queue`, so that this module does
+/// not depend on the queue's).
+pub trait ClientHandle: Send + Sync {
+    /// Tell the client's connection to close.
+    fn kick(&self, why: Kick);
+    /// The client's topics.
+    fn topics(&self) -> BoxFuture<'static, Option<Vec<Bytes>>>;
+    /// Close the client if it holds one of `topics`; whether it did.
+    fn kick_if_holds(&self, topics: Arc<FastSet<Bytes>>) -> BoxFuture<'static, bool>;
+}
+
 /// One client's pair.
 struct Entry {
+    /// The client, as a router shard restart needs it.
     queue: QueueRef,
+    /// The same queue, as this supervisor needs it.
+    client: Arc<dyn ClientHandle>,
     info: Arc<ClientInfo>,
 }
 
@@ -46,6 +60,7 @@ pub struct ClientSupervisor {
 pub struct Join {
     pub id: u64,
     pub queue: QueueRef,
+    pub client: Arc<dyn ClientHandle>,
     pub info: Arc<ClientInfo>,
 }
 
@@ -100,7 +115,7 @@ impl ClientSupervisor {
         let timeout = self.node.settings.client_idle_timeout;
         for e in self.clients.values() {
             if e.info.idle_for() >= timeout {
-                e.queue.do_send(KickClient(Kick::Idle));
+                e.client.kick(Kick::Idle);
             }
         }
         let closed = self
@@ -155,6 +170,7 @@ impl Handler<Join> for ClientSupervisor {
             msg.id,
             Entry {
                 queue: msg.queue,
+                client: msg.client,
                 info: msg.info,
             },
         );
@@ -190,7 +206,7 @@ impl Handler<KickAll> for ClientSupervisor {
 
     fn handle(&mut self, msg: KickAll, _ctx: &mut Context<Self>) {
         for e in self.clients.values() {
-            e.queue.do_send(KickClient(msg.0));
+            e.client.kick(msg.0);
         }
     }
 }
@@ -202,13 +218,13 @@ impl Handler<KickHolders> for ClientSupervisor {
         let asks: Vec<_> = self
             .clients
             .values()
-            .map(|e| e.queue.send(KickIfHolds(msg.0.clone())))
+            .map(|e| e.client.kick_if_holds(msg.0.clone()))
             .collect();
         Box::pin(async move {
             join_all(asks)
                 .await
                 .into_iter()
-                .filter(|r| matches!(r, Ok(true)))
+                .filter(|held| *held)
                 .count() as u64
         })
     }
@@ -251,10 +267,10 @@ impl Handler<QueueTopics> for ClientSupervisor {
     type Result = ResponseFuture<Option<Vec<Bytes>>>;
 
     fn handle(&mut self, msg: QueueTopics, _ctx: &mut Context<Self>) -> Self::Result {
-        let queue = self.clients.get(&msg.0).map(|e| e.queue.clone());
+        let asked = self.clients.get(&msg.0).map(|e| e.client.topics());
         Box::pin(async move {
-            match queue {
-                Some(q) => q.send(Topics).await.ok(),
+            match asked {
+                Some(topics) => topics.await,
                 None => None,
             }
         })

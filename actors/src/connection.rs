@@ -33,14 +33,13 @@ use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::client::{ClientInfo, Kick};
+use crate::env::Env;
 use crate::guard::{guard, Panicked, Supervised};
 use crate::message::{encode_poll, Delivery};
-use crate::node::Env;
 use crate::publish::{Outcome, Publisher};
 use crate::queue::{Ask, ClientQueue, Close, FromQueue, QueueRequest, Take, Taken};
-use crate::shard::QueueRef;
 use crate::shard::Routed;
-use crate::supervisor::InjectFault;
+use crate::supervision::InjectFault;
 
 /// Topic that makes a connection actor panic when `fault_injection` is on.
 pub const FAULT_CONNECTION_PANIC: &[u8] = b"__kraken_fault_connection_panic__";
@@ -61,7 +60,7 @@ pub struct Connection {
     env: Arc<Env>,
     info: Arc<ClientInfo>,
     /// The client's queue actor.
-    queue: QueueRef,
+    queue: Arc<Addr<ClientQueue>>,
     /// The publish pipeline, made at the first publish (most clients only
     /// subscribe and poll; an idle connection should cost little).
     publisher: Option<Box<Publisher>>,
@@ -115,10 +114,12 @@ impl Connection {
             max_request_bytes: s.max_request_bytes,
         };
         Connection::create(move |ctx| {
-            let queue = ClientQueue::begin(env.clone(), home, info.clone(), ctx.address().recipient());
+            let queue =
+                ClientQueue::begin(env.clone(), home, info.clone(), ctx.address().recipient());
             env.clients.do_send(crate::clients::Join {
                 id,
                 queue: queue.clone(),
+                client: queue.clone(),
                 info: info.clone(),
             });
             Connection {
@@ -242,7 +243,13 @@ impl Connection {
     fn publisher(&mut self, ctx: &mut Context<Self>) -> &mut Publisher {
         let (id, home, env) = (self.info.id, self.home, &self.env);
         self.publisher.get_or_insert_with(|| {
-            Box::new(Publisher::new(id, home, true, env.clone(), ctx.address().recipient()))
+            Box::new(Publisher::new(
+                id,
+                home,
+                true,
+                env.clone(),
+                ctx.address().recipient(),
+            ))
         })
     }
 

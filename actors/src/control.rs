@@ -47,16 +47,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
+use actix::Recipient;
 use slog::{info, warn};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::clients::{DumpQueues, QueueTopics, DUMP_QUEUES_HEADER};
-use crate::node::{Env, Node, VERSION};
+use crate::env::Env;
+use crate::node::{Node, VERSION};
 use crate::settings::LogLevel;
 use crate::shard::DumpTopics;
-use crate::supervisor::{Shutdown, Supervisor};
+use crate::supervision::Shutdown;
 
 /// The longest request line the node reads.
 pub const MAX_REQUEST_BYTES: u64 = 4096;
@@ -66,7 +67,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const END: &[u8] = b"END";
 
 /// Starts serving the control socket at `node.settings.control_socket_path()`.
-pub fn start(env: Arc<Env>, supervisor: Addr<Supervisor>) -> io::Result<()> {
+pub fn start(env: Arc<Env>, supervisor: Recipient<Shutdown>) -> io::Result<()> {
     let node = env.node.clone();
     let path = node.settings.control_socket_path();
     if node.settings.control_socket.is_none() {
@@ -179,28 +180,7 @@ pub fn euid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// The runtime directory when `runtime_dir` is unset: `$RUNTIME_DIRECTORY`
-/// (set by systemd's `RuntimeDirectory=`; the first, if it lists several),
-/// else `$XDG_RUNTIME_DIR/kraken` (the login session's private directory),
-/// else `/tmp/kraken-<euid>`. Only absolute paths from the environment
-/// count.
-pub fn default_runtime_dir() -> PathBuf {
-    let from_env = |name: &str| {
-        let value = std::env::var_os(name)?;
-        let first = match value.to_str() {
-            Some(text) => PathBuf::from(text.split(':').next().unwrap_or_default()),
-            None => PathBuf::from(value),
-        };
-        first.is_absolute().then_some(first)
-    };
-    if let Some(dir) = from_env("RUNTIME_DIRECTORY") {
-        return dir;
-    }
-    if let Some(dir) = from_env("XDG_RUNTIME_DIR") {
-        return dir.join("kraken");
-    }
-    PathBuf::from(format!("/tmp/kraken-{}", euid()))
-}
+pub use crate::settings::default_runtime_dir;
 
 /// Makes sure `dir` is a directory only this process's user can write:
 /// creates it (mode 0700, not its parents) if missing, then refuses it
@@ -316,7 +296,7 @@ pub fn check_peer(peer_uid: u32) -> Result<(), String> {
 }
 
 /// Answers one control connection.
-async fn serve(env: Arc<Env>, supervisor: Addr<Supervisor>, owner: u32, stream: UnixStream) {
+async fn serve(env: Arc<Env>, supervisor: Recipient<Shutdown>, owner: u32, stream: UnixStream) {
     let allowed = stream
         .peer_cred()
         .map(|c| c.uid() == owner || c.uid() == 0)
@@ -353,7 +333,7 @@ fn ok_reply(body: &[u8]) -> Vec<u8> {
 }
 
 /// Runs one control request; returns the whole reply.
-async fn execute(env: &Env, supervisor: &Addr<Supervisor>, request: &str) -> Vec<u8> {
+async fn execute(env: &Env, supervisor: &Recipient<Shutdown>, request: &str) -> Vec<u8> {
     let node = &env.node;
     let mut words = request.split_ascii_whitespace();
     let command = words.next().unwrap_or("");

@@ -7,7 +7,6 @@
 use actix::prelude::*;
 
 use crate::message::Delivery;
-use crate::queue::Deliver;
 use crate::shard::QueueRef;
 
 /// Deliveries for queues on this courier's arbiter.
@@ -30,7 +29,7 @@ impl Handler<Parcel> for Courier {
 
     fn handle(&mut self, msg: Parcel, _ctx: &mut Context<Self>) {
         for (queue, items) in msg.0 {
-            queue.do_send(Deliver(items));
+            queue.deliver(items);
         }
     }
 }

@@ -20,7 +20,7 @@ use actix_web::http::header::{ContentType, CONTENT_TYPE};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use slog::info;
 
-use crate::node::Env;
+use crate::env::Env;
 
 /// Starts the HTTP listener if `metrics_listen` is set; returns the address
 /// it is bound to. Must run inside the node's actix `System`. Binding

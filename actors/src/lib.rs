@@ -24,9 +24,11 @@
 //!   [`guard`] — the one panic guard every handler runs through.
 //! - [`shard_pool`] — supervises the router shards; [`shard`] — one router
 //!   shard actor, owning its topic table and retro buffer.
-//! - [`router`] — the handle to the shards (their addresses) and the
-//!   node-wide message clock; [`publish`] — the scatter/gather publish
-//!   path used by connections and upstream links.
+//! - [`router`] — the handle to the shards (their addresses);
+//!   [`clock`] — the node-wide message clock; [`placement`] — the stable
+//!   topic hash; [`publish`] — the scatter/gather publish path used by
+//!   connections and upstream links; [`courier`] — hands a publisher's
+//!   batch to the queues of one worker arbiter.
 //! - [`clients`] — supervises the client pairs: directory, idle sweep,
 //!   drain, dumps. [`listener`] accepts, refuses past `max_tcp_clients`,
 //!   starts each client pair on the next worker arbiter.
@@ -38,17 +40,25 @@
 //! - [`metrics`] and [`http`] — the optional Prometheus `/metrics` and
 //!   `/healthz`, `/readyz` listener (`metrics_listen`).
 //! - [`control`] — the control socket; [`proxy`] — proxy nodes' upstream
-//!   links; [`node`] — what actors are started with; [`settings`],
-//!   [`loglevel`].
+//!   links; [`node`] and [`env`] — what actors are started with (no
+//!   setters: every handle exists before the actor that needs it);
+//!   [`settings`], [`loglevel`].
+//!
+//! Dependencies between these modules flow one way (no cycles): the
+//! shards know client queues only as [`shard::QueueHandle`], the clients'
+//! supervisor knows them as [`clients::ClientHandle`], and the client
+//! actors know a proxy only as [`env::ProxyHooks`].
 //!
 //! `docs/DESIGN.md` explains the message flow and why it keeps each
 //! guarantee.
 
 pub mod client;
 pub mod clients;
+pub mod clock;
 pub mod connection;
 pub mod control;
 pub mod courier;
+pub mod env;
 pub mod guard;
 pub mod http;
 pub mod listener;
@@ -56,6 +66,7 @@ pub mod loglevel;
 pub mod message;
 pub mod metrics;
 pub mod node;
+pub mod placement;
 pub mod proxy;
 pub mod publish;
 pub mod queue;
@@ -66,6 +77,7 @@ pub mod shard_pool;
 pub mod supervision;
 pub mod supervisor;
 
-pub use node::{Env, Node};
+pub use env::Env;
+pub use node::Node;
 pub use settings::{LogLevel, Settings};
 pub use supervisor::Supervisor;

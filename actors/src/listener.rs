@@ -15,9 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::connection::Connection;
+use crate::env::Env;
 use crate::guard::{guard, Panicked, Supervised};
-use crate::node::Env;
-use crate::supervisor::{Child, ChildDown};
+use crate::supervision::{Child, ChildDown};
 
 /// The accept loop.
 pub struct Listener {

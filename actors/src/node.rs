@@ -1,26 +1,16 @@
 //! What every actor of a node is started with: [`Node`] (settings, log,
-//! counters: fixed before any actor starts) and [`Env`] (the handles a
-//! client's actors need: the router, the clients' supervisor, the proxy),
-//! built by the root supervisor once those exist. Nothing here is filled in
-//! later: an actor receives the handles it needs when it is started.
+//! counters, metrics), fixed before any actor starts. The handles built
+//! once the actors exist are in [`crate::env::Env`].
 
-use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix::{Addr, Recipient};
 use slog::Logger;
 
-use crate::clients::ClientSupervisor;
-use crate::courier::Courier;
 use crate::loglevel::RuntimeLevel;
 use crate::metrics::Metrics;
-use crate::proxy::Proxy;
-use crate::router::Router;
 use crate::settings::Settings;
-use crate::supervisor::InjectFault;
 
 /// The version `version` and `stats` report.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -91,63 +81,5 @@ impl Node {
     /// upstream links share the sequence).
     pub fn next_client_id(&self) -> u64 {
         self.next_client_id.fetch_add(1, Ordering::Relaxed)
-    }
-}
-
-/// The handles a client's actors (and the control channel) need.
-pub struct Env {
-    pub node: Arc<Node>,
-    pub router: Router,
-    pub clients: Addr<ClientSupervisor>,
-    /// One courier per worker arbiter (index = the arbiter's).
-    pub couriers: Vec<Addr<Courier>>,
-    pub proxy: Option<Arc<Proxy>>,
-    /// The root supervisor's ear for fault injection (tests only).
-    pub faults: Recipient<InjectFault>,
-    /// The address clients connect to.
-    pub local_addr: SocketAddr,
-}
-
-impl Env {
-    /// The `stats` answer: counters only, nothing is walked.
-    pub fn stats(&self) -> Vec<(Cow<'static, str>, String)> {
-        let node = &self.node;
-        let c = &node.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        let mut stats = vec![
-            ("pid".into(), std::process::id().to_string()),
-            (
-                "uptime".into(),
-                node.started.elapsed().as_secs().to_string(),
-            ),
-            (
-                "time".into(),
-                (self.router.clock().now_ns() / 1_000_000_000).to_string(),
-            ),
-            ("version".into(), VERSION.to_string()),
-            ("curr_connections".into(), get(&c.current_connections)),
-            ("total_connections".into(), get(&c.total_connections)),
-            ("refused_connections".into(), get(&c.refused_connections)),
-            (
-                "max_connections".into(),
-                node.settings.max_tcp_clients.to_string(),
-            ),
-            ("topics".into(), get(&c.topics)),
-            ("subscriptions".into(), get(&c.subscriptions)),
-            ("messages_published".into(), get(&c.published)),
-            ("messages_delivered".into(), get(&c.delivered)),
-            ("slow_consumers_closed".into(), get(&c.slow_consumers)),
-            ("idle_clients_closed".into(), get(&c.idle_closed)),
-            ("client_failures".into(), get(&c.client_failures)),
-            ("router_shards".into(), self.router.num_shards().to_string()),
-            ("shard_restarts".into(), get(&c.shard_restarts)),
-            ("listener_restarts".into(), get(&c.listener_restarts)),
-            ("supervisor_restarts".into(), get(&c.supervisor_restarts)),
-        ];
-        if let Some(proxy) = &self.proxy {
-            stats.push(("upstream_restarts".into(), get(&c.upstream_restarts)));
-            stats.extend(proxy.stats());
-        }
-        stats
     }
 }

@@ -32,9 +32,8 @@ use slog::warn;
 
 use crate::client::FastMap;
 use crate::courier::Parcel;
+use crate::env::Env;
 use crate::message::{Delivery, Message};
-use crate::node::Env;
-use crate::queue::Deliver;
 use crate::shard::{Owned, QueueRef, Route, RouteItem, Routed, ShardFailed, Sub, SubList};
 
 /// Payloads shorter than this are copied out of the request buffer, so a
@@ -339,7 +338,7 @@ impl Publisher {
                 continue;
             }
             if home == self.home {
-                queue.do_send(Deliver(items));
+                queue.deliver(items);
             } else if let Some(parcel) = parcels.get_mut(home) {
                 parcel.push((queue, items));
             }

@@ -34,12 +34,13 @@ use kraken_protocol::{Response, RetroBody};
 use slog::{debug, error, info};
 
 use crate::client::{ClientInfo, FastSet, Kick, POLL_BYTES};
+use crate::clients::ClientHandle;
+use crate::env::Env;
 use crate::guard::{guard, Panicked, Supervised};
 use crate::message::{Delivery, Message};
-use crate::node::Env;
 use crate::router::{shard_of, Horizon, ReplayScope};
 use crate::shard::{
-    QueueRef, Replay, ResyncReply, RouterShard, ShardFailed, Subscribe, Unsubscribe,
+    QueueHandle, QueueRef, Replay, Resync, ResyncReply, ShardFailed, Subscribe, Unsubscribe,
 };
 
 /// Topic that makes a queue actor panic when `fault_injection` is on.
@@ -80,15 +81,6 @@ pub struct Take {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver(pub Vec<Delivery>);
-
-/// From a restarted shard: send it this client's topics on it.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Resync {
-    pub shard: usize,
-    pub shards: usize,
-    pub reply_to: Addr<RouterShard>,
-}
 
 /// The connection is gone: remove the client everywhere and stop.
 #[derive(Message)]
@@ -152,7 +144,7 @@ pub struct ClientQueue {
     home: usize,
     /// This actor's address, shared with its connection, the clients'
     /// supervisor and the shards that list it (one sender for all).
-    me: Option<QueueRef>,
+    me: Option<Arc<Addr<ClientQueue>>>,
     info: Arc<ClientInfo>,
     conn: Recipient<FromQueue>,
     subs: FastSet<Bytes>,
@@ -204,9 +196,9 @@ impl ClientQueue {
         home: usize,
         info: Arc<ClientInfo>,
         conn: Recipient<FromQueue>,
-    ) -> QueueRef {
+    ) -> Arc<Addr<ClientQueue>> {
         let ctx = Context::new();
-        let me: QueueRef = Arc::new(ctx.address());
+        let me = Arc::new(ctx.address());
         let mut queue = ClientQueue::new(env, home, info, conn);
         queue.me = Some(me.clone());
         ctx.run(queue);
@@ -218,7 +210,42 @@ impl ClientQueue {
             .get_or_insert_with(|| Arc::new(ctx.address()))
             .clone()
     }
+}
 
+impl QueueHandle for Addr<ClientQueue> {
+    fn deliver(&self, items: Vec<Delivery>) {
+        self.do_send(Deliver(items));
+    }
+
+    fn resync(&self, msg: Resync) {
+        self.do_send(msg);
+    }
+
+    fn alive(&self) -> bool {
+        self.connected()
+    }
+}
+
+impl ClientHandle for Addr<ClientQueue> {
+    fn kick(&self, why: Kick) {
+        self.do_send(KickClient(why));
+    }
+
+    fn topics(&self) -> futures_util::future::BoxFuture<'static, Option<Vec<Bytes>>> {
+        let ask = self.send(Topics);
+        Box::pin(async move { ask.await.ok() })
+    }
+
+    fn kick_if_holds(
+        &self,
+        topics: Arc<FastSet<Bytes>>,
+    ) -> futures_util::future::BoxFuture<'static, bool> {
+        let ask = self.send(KickIfHolds(topics));
+        Box::pin(async move { ask.await.unwrap_or(false) })
+    }
+}
+
+impl ClientQueue {
     fn answer(&self, ticket: u64, response: Response) {
         self.conn.do_send(FromQueue::Answer { ticket, response });
     }

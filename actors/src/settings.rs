@@ -210,12 +210,35 @@ impl Settings {
 
     /// The runtime directory in effect (`runtime_dir`, else the default:
     /// `$RUNTIME_DIRECTORY`, else `$XDG_RUNTIME_DIR/kraken`, else
-    /// `/tmp/kraken-<uid>`; see [`crate::control::default_runtime_dir`]).
+    /// `/tmp/kraken-<uid>`; see [`default_runtime_dir`]).
     pub fn runtime_dir_path(&self) -> PathBuf {
-        self.runtime_dir
-            .clone()
-            .unwrap_or_else(crate::control::default_runtime_dir)
+        self.runtime_dir.clone().unwrap_or_else(default_runtime_dir)
     }
+}
+
+/// The runtime directory when `runtime_dir` is unset: `$RUNTIME_DIRECTORY`
+/// (set by systemd's `RuntimeDirectory=`; the first, if it lists several),
+/// else `$XDG_RUNTIME_DIR/kraken` (the login session's private directory),
+/// else `/tmp/kraken-<euid>`. Only absolute paths from the environment
+/// count.
+pub fn default_runtime_dir() -> PathBuf {
+    let from_env = |name: &str| {
+        let value = std::env::var_os(name)?;
+        let first = match value.to_str() {
+            Some(text) => PathBuf::from(text.split(':').next().unwrap_or_default()),
+            None => PathBuf::from(value),
+        };
+        first.is_absolute().then_some(first)
+    };
+    if let Some(dir) = from_env("RUNTIME_DIRECTORY") {
+        return dir;
+    }
+    if let Some(dir) = from_env("XDG_RUNTIME_DIR") {
+        return dir.join("kraken");
+    }
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    PathBuf::from(format!("/tmp/kraken-{euid}"))
 }
 
 #[cfg(test)]

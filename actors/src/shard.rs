@@ -34,11 +34,39 @@ use bytes::Bytes;
 use slog::warn;
 
 use crate::client::{FastMap, FastSet};
+use crate::clock::{Horizon, SeqClock};
 use crate::guard::{guard, Panicked, Supervised};
-use crate::message::Message;
+use crate::message::{Delivery, Message};
 use crate::node::Node;
-use crate::queue::{ClientQueue, Resync};
-use crate::router::{shard_of, Horizon, SeqClock, TopicObserver};
+use crate::placement::shard_of;
+
+/// Which topics a replay covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayScope {
+    /// After `register`: only the topics this subscribe adds, and never a
+    /// message that matched a topic already held (it was delivered live).
+    NewTopics,
+    /// `retro_subscribe`: every requested topic (at-least-once).
+    Requested,
+}
+
+/// What a proxy node (`crate::proxy`) must hear from the router to mirror
+/// its clients' topics upstream and to forward their publishes. Given to
+/// the shards when they start; a plain node has none.
+///
+/// `gained`/`lost` are called by the shard actor that owns the topics, in
+/// the order the changes happen there; `published` by the publisher, in
+/// its publish order. Implementations must be quick and must not block: a
+/// non-blocking `do_send` is the intended body.
+pub trait TopicObserver: Send + Sync {
+    /// These topics just gained their first local subscriber.
+    fn gained(&self, topics: Vec<Bytes>);
+    /// These topics just lost their last local subscriber.
+    fn lost(&self, topics: Vec<Bytes>);
+    /// A local client published `msg`. Not called for messages relayed
+    /// from upstream.
+    fn published(&self, msg: &Arc<Message>);
+}
 
 /// Topic whose publish makes its router shard panic when `fault_injection` is on.
 pub const FAULT_SHARD_PANIC: &[u8] = b"__kraken_fault_shard_panic__";
@@ -47,9 +75,31 @@ pub const FAULT_SHARD_PANIC: &[u8] = b"__kraken_fault_shard_panic__";
 /// routes again without those that did not answer (their clients are gone).
 const RESYNC_PATIENCE: Duration = Duration::from_secs(5);
 
-/// A client queue's address, shared: cloning an `Addr` allocates (actix
-/// gives each sender its own task slot), cloning this is one increment.
-pub type QueueRef = Arc<Addr<ClientQueue>>;
+/// What a shard and a publisher need of a client queue: to deliver to
+/// it, and to ask it for its topics when the shard restarts. Implemented
+/// by the client queue actor's address (`crate::queue`), so that this
+/// module does not depend on the queue's.
+pub trait QueueHandle: Send + Sync {
+    /// Queue deliveries (in the caller's order).
+    fn deliver(&self, items: Vec<Delivery>);
+    /// Ask for the queue's topics on shard `msg.shard` ([`ResyncReply`]).
+    fn resync(&self, msg: Resync);
+    /// Whether the queue still runs.
+    fn alive(&self) -> bool;
+}
+
+/// A client queue, shared: one allocation per client, cloned as a
+/// reference count (an actix `Addr` clone would allocate a sender slot).
+pub type QueueRef = Arc<dyn QueueHandle>;
+
+/// From a restarted shard: send it this client's topics on it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resync {
+    pub shard: usize,
+    pub shards: usize,
+    pub reply_to: Addr<RouterShard>,
+}
 
 /// One subscriber of a topic.
 #[derive(Clone)]
@@ -530,7 +580,7 @@ impl RouterShard {
         let Some(awaiting) = r.awaiting.as_mut() else {
             return;
         };
-        awaiting.retain(|_, q| q.connected());
+        awaiting.retain(|_, q| q.alive());
         if !awaiting.is_empty() && r.since.elapsed() < RESYNC_PATIENCE {
             return;
         }
@@ -627,7 +677,7 @@ impl Handler<Restart> for RouterShard {
         let me = ctx.address();
         let mut awaiting = FastMap::default();
         for (id, queue) in msg.queues {
-            queue.do_send(Resync {
+            queue.resync(Resync {
                 shard: self.index,
                 shards: self.shards,
                 reply_to: me.clone(),

@@ -17,7 +17,7 @@ use crate::node::Node;
 use crate::router::{Router, SeqClock, TopicObserver};
 use crate::shard::{Restart, RouterShard, ShardDown};
 use crate::supervision::Intensity;
-use crate::supervisor::{Child, ChildDown};
+use crate::supervision::{Child, ChildDown};
 
 /// The pool's supervisor.
 pub struct ShardPool {

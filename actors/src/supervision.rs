@@ -18,6 +18,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use actix::Message;
+use bytes::Bytes;
+
+use crate::guard::Panicked;
+
 /// When a child is restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restart {
@@ -82,6 +87,77 @@ impl Intensity {
         self.recent.len()
     }
 }
+
+// ---- What supervisors and their children tell each other ----------------
+
+/// The root's children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Child {
+    Clients,
+    ShardPool,
+    Listener,
+    Upstream(usize),
+}
+
+impl Child {
+    pub fn restart(self) -> Restart {
+        Restart::Permanent
+    }
+
+    /// Whether the node stops when this child gives up.
+    pub fn significant(self) -> bool {
+        matches!(self, Child::ShardPool)
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Child::Clients => "clients' supervisor".into(),
+            Child::ShardPool => "router-shard pool".into(),
+            Child::Listener => "listener".into(),
+            Child::Upstream(i) => format!("upstream link {i}"),
+        }
+    }
+}
+
+/// A child failed (`gave_up`: a supervisor child exceeded its intensity).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChildDown {
+    pub child: Child,
+    pub why: Panicked,
+    pub gave_up: bool,
+}
+
+/// Fault injection (tests only): make a part of the node panic.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum InjectFault {
+    Listener,
+    ShardPool,
+    Clients,
+    Upstream,
+    Root,
+}
+
+impl InjectFault {
+    /// The fault a subscribed topic names, if any.
+    pub fn from_topic(topic: &Bytes) -> Option<InjectFault> {
+        match &topic[..] {
+            b"__kraken_fault_listener_panic__" => Some(InjectFault::Listener),
+            b"__kraken_fault_supervisor_panic__" => Some(InjectFault::ShardPool),
+            b"__kraken_fault_clients_supervisor_panic__" => Some(InjectFault::Clients),
+            b"__kraken_fault_upstream_panic__" => Some(InjectFault::Upstream),
+            b"__kraken_fault_root_panic__" => Some(InjectFault::Root),
+            _ => None,
+        }
+    }
+}
+
+/// Drain and stop the node: stop accepting, close every client after its
+/// pending answers are written, then stop the system.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
 
 #[cfg(test)]
 mod tests {

@@ -23,88 +23,21 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_rt::Arbiter;
-use bytes::Bytes;
 use slog::{crit, error, info, warn};
 
 use crate::client::Kick;
 use crate::clients::{self, ClientSupervisor, KickAll};
 use crate::courier::Courier;
+use crate::env::{Env, ProxyHooks};
 use crate::guard::{guard, Panicked, Supervised};
 use crate::listener::{self, Listener};
-use crate::node::{Env, Node};
+use crate::node::Node;
 use crate::proxy::{self, Proxy};
 use crate::router::SeqClock;
 use crate::shard_pool::{self, RestartPool, ShardPool};
-use crate::supervision::{Intensity, Restart, ESCALATION_EXIT};
+use crate::supervision::{Intensity, ESCALATION_EXIT};
 
-/// The root's children.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Child {
-    Clients,
-    ShardPool,
-    Listener,
-    Upstream(usize),
-}
-
-impl Child {
-    pub fn restart(self) -> Restart {
-        Restart::Permanent
-    }
-
-    /// Whether the node stops when this child gives up.
-    pub fn significant(self) -> bool {
-        matches!(self, Child::ShardPool)
-    }
-
-    fn name(self) -> String {
-        match self {
-            Child::Clients => "clients' supervisor".into(),
-            Child::ShardPool => "router-shard pool".into(),
-            Child::Listener => "listener".into(),
-            Child::Upstream(i) => format!("upstream link {i}"),
-        }
-    }
-}
-
-/// A child failed (`gave_up`: a supervisor child exceeded its intensity).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ChildDown {
-    pub child: Child,
-    pub why: Panicked,
-    pub gave_up: bool,
-}
-
-/// Fault injection (tests only): make a part of the node panic.
-#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
-#[rtype(result = "()")]
-pub enum InjectFault {
-    Listener,
-    ShardPool,
-    Clients,
-    Upstream,
-    Root,
-}
-
-impl InjectFault {
-    /// The fault a subscribed topic names, if any.
-    pub fn from_topic(topic: &Bytes) -> Option<InjectFault> {
-        match &topic[..] {
-            b"__kraken_fault_listener_panic__" => Some(InjectFault::Listener),
-            b"__kraken_fault_supervisor_panic__" => Some(InjectFault::ShardPool),
-            b"__kraken_fault_clients_supervisor_panic__" => Some(InjectFault::Clients),
-            b"__kraken_fault_upstream_panic__" => Some(InjectFault::Upstream),
-            b"__kraken_fault_root_panic__" => Some(InjectFault::Root),
-            _ => None,
-        }
-    }
-}
-
-/// Drain and stop the node: stop accepting, close every client after its
-/// pending answers are written, then stop the system.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Shutdown;
+pub use crate::supervision::{Child, ChildDown, InjectFault, Shutdown};
 
 /// The root supervisor.
 pub struct Supervisor {
@@ -164,7 +97,10 @@ impl Supervisor {
                 &if std::env::var_os("XSHARDS_ON_WORKERS").is_some() {
                     handles.clone()
                 } else {
-                    router_threads.iter().map(|a| a.handle()).collect::<Vec<_>>()
+                    router_threads
+                        .iter()
+                        .map(|a| a.handle())
+                        .collect::<Vec<_>>()
                 },
             );
             let proxy = links.as_ref().map(|l| l.proxy.clone());
@@ -177,7 +113,7 @@ impl Supervisor {
                 router,
                 clients: clients.clone(),
                 couriers,
-                proxy: proxy.clone(),
+                proxy: proxy.clone().map(|p| p as Arc<dyn ProxyHooks>),
                 faults: me.clone().recipient(),
                 local_addr: addr,
             });
@@ -200,7 +136,7 @@ impl Supervisor {
             }
         });
         let env = env_out.expect("env built");
-        crate::control::start(env.clone(), sup.clone())?;
+        crate::control::start(env.clone(), sup.clone().recipient())?;
         crate::http::start(&env)?;
         node.metrics.set_ready(true);
         info!(node.log, "accepting connections";

@@ -31,16 +31,17 @@ use std::sync::Arc;
 use actix::prelude::*;
 use actix_rt::Arbiter;
 use bytes::Bytes;
-use futures_util::future::join_all;
+use futures_util::future::{join_all, BoxFuture};
 use kraken_protocol::PublishEntry;
 use slog::info;
 
 use actix::dev::channel::{channel, AddressReceiver};
 
+use crate::env::{Env, ProxyHooks};
 use crate::message::Message;
-use crate::node::{Env, Node};
+use crate::node::Node;
 use crate::router::{fnv1a, TopicObserver};
-use crate::supervisor::ChildDown;
+use crate::supervision::ChildDown;
 use upstream::{Forward, Hold, RestartLink, Retro, Settle, UpstreamLink};
 
 /// Topic → upstream by rendezvous (highest random weight) hashing.
@@ -207,11 +208,12 @@ impl Links {
             let shared = proxy.links[index].shared.clone();
             let counters = proxy.counters.clone();
             let name = proxy.ring.name(index).to_string();
+            let ring = proxy.ring.clone();
             arbiter.spawn_fn(move || {
                 let ctx = Context::with_receiver(rx);
                 let me = ctx.address().recipient();
                 ctx.run(UpstreamLink::new(
-                    env, index, name, id, shared, counters, sup, me,
+                    env, ring, index, name, id, shared, counters, sup, me,
                 ));
             });
         }
@@ -347,6 +349,24 @@ impl Proxy {
                 get(&c.refused_publishes),
             ),
         ]
+    }
+}
+
+impl ProxyHooks for Proxy {
+    fn admit(&self, entries: &[PublishEntry]) -> bool {
+        Proxy::admit(self, entries)
+    }
+
+    fn settle(&self, topics: Vec<Bytes>) -> BoxFuture<'static, ()> {
+        Box::pin(Proxy::settle(self, topics))
+    }
+
+    fn retro(&self, topics: Vec<Bytes>, horizon_ns: i128) -> BoxFuture<'static, bool> {
+        Box::pin(Proxy::retro(self, topics, horizon_ns))
+    }
+
+    fn stats(&self) -> Vec<(Cow<'static, str>, String)> {
+        Proxy::stats(self)
     }
 }
 

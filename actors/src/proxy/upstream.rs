@@ -57,15 +57,16 @@ use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 
 use super::reply::{Reply, ReplyCodec, ReplyError};
-use super::{LinkShared, ProxyCounters};
+use super::{LinkShared, ProxyCounters, Ring};
 use crate::client::FastSet;
 use crate::clients::KickHolders;
+use crate::env::Env;
 use crate::guard::{guard, Panicked, Supervised};
 use crate::message::Message;
-use crate::node::{Env, Node};
+use crate::node::Node;
 use crate::publish::Publisher;
 use crate::shard::{DumpTopics, Routed};
-use crate::supervisor::{Child, ChildDown};
+use crate::supervision::{Child, ChildDown};
 
 /// A request left unanswered this long loses the link.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -256,6 +257,8 @@ pub struct UpstreamLink {
     env: Arc<Env>,
     /// This link's place in the ring (its upstream's index).
     index: usize,
+    /// Which upstream owns which topic.
+    ring: Arc<Ring>,
     /// Relays what arrives from upstream into the local router.
     publisher: Publisher,
     /// The root supervisor, told when this link fails.
@@ -303,6 +306,7 @@ impl UpstreamLink {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         env: Arc<Env>,
+        ring: Arc<Ring>,
         index: usize,
         name: String,
         id: u64,
@@ -316,6 +320,7 @@ impl UpstreamLink {
             node: env.node.clone(),
             publisher: Publisher::new(id, usize::MAX, false, env.clone(), me),
             env,
+            ring,
             index,
             supervisor,
             name,
@@ -582,7 +587,7 @@ impl UpstreamLink {
         self.held.clear();
         self.owes_recovery = true;
         for _ in self.publisher.abandon() {}
-        let ring = self.env.proxy.as_ref().map(|p| p.ring().clone());
+        let ring = self.ring.clone();
         let asks: Vec<_> = self
             .env
             .router
@@ -597,7 +602,7 @@ impl UpstreamLink {
                 act.wanted.clear();
                 for topics in answers.into_iter().flatten() {
                     for (t, _) in topics {
-                        if ring.as_ref().is_none_or(|r| r.owner(&t) == index) {
+                        if ring.owner(&t) == index {
                             act.wanted.insert(t.clone());
                             act.dirty.insert(t);
                         }
