@@ -79,6 +79,8 @@ pub struct Connection {
     closing: bool,
     /// The client's side is closed (or broken).
     read_done: bool,
+    /// The last poll found nothing: the client is quiet, keep no buffers.
+    quiet: bool,
 }
 
 /// One request's answer.
@@ -137,6 +139,7 @@ impl Connection {
                 first_ticket: 0,
                 closing: false,
                 read_done: false,
+                quiet: true,
             }
         });
     }
@@ -196,7 +199,10 @@ impl Connection {
                     let _ = self.codec.encode(r, &mut self.out);
                 }
                 Ready::Quiet => {}
-                Ready::Poll(items) => encode_poll(&items, &mut self.out),
+                Ready::Poll(items) => {
+                    self.quiet = items.is_empty();
+                    encode_poll(&items, &mut self.out)
+                }
             }
         }
     }
@@ -447,15 +453,15 @@ impl Connection {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+        if self.quiet && self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
             // Nothing half-read: keep no read buffer while the client is quiet.
             self.rbuf = BytesMut::new();
         }
-        if self.replies.is_empty() && self.replies.capacity() > 0 {
+        if self.quiet && self.replies.is_empty() && self.replies.capacity() > 0 {
             // Idle connections are the many: keep no answer slots.
             self.replies = VecDeque::new();
         }
-        if self.out.capacity() > 0 && self.replies.is_empty() {
+        if self.out.capacity() > 64 * 1024 || (self.quiet && self.out.capacity() > 0) {
             // Written out and nothing pending: keep no buffer between polls.
             self.out = BytesMut::new();
         }
