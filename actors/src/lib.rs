@@ -31,7 +31,8 @@
 //!   drain, dumps. [`listener`] accepts, refuses past `max_tcp_clients`,
 //!   starts each client pair on the next worker arbiter.
 //! - [`connection`] — one per client: socket, decoding, answers in order,
-//!   publishing. [`queue`] — one per client (the original's "waitress"):
+//!   publishing; generic over its [`dialect`] (memcached on the main
+//!   port, Redis's RESP on `resp_port`). [`queue`] — one per client (the original's "waitress"):
 //!   owns the client's subscriptions and inbox.
 //! - [`message`] — a published message and what an inbox holds of it;
 //!   [`client`] — a client's identity and figures.
@@ -49,6 +50,7 @@ pub mod clients;
 pub mod connection;
 pub mod control;
 pub mod courier;
+pub mod dialect;
 pub mod guard;
 pub mod http;
 pub mod listener;

@@ -58,6 +58,11 @@ pub struct Counters {
     pub upstream_restarts: AtomicU64,
     /// Sub-supervisor restarts.
     pub supervisor_restarts: AtomicU64,
+    /// Connections of the Redis dialect (`resp_port`) open now (also
+    /// counted in `current_connections`).
+    pub resp_connections: AtomicU64,
+    /// `message` pushes written to Redis-dialect subscribers.
+    pub resp_pushes: AtomicU64,
 }
 
 /// A node's fixed context.
@@ -143,6 +148,8 @@ impl Env {
             ("shard_restarts".into(), get(&c.shard_restarts)),
             ("listener_restarts".into(), get(&c.listener_restarts)),
             ("supervisor_restarts".into(), get(&c.supervisor_restarts)),
+            ("curr_resp_connections".into(), get(&c.resp_connections)),
+            ("resp_pushes".into(), get(&c.resp_pushes)),
         ];
         if let Some(proxy) = &self.proxy {
             stats.push(("upstream_restarts".into(), get(&c.upstream_restarts)));
