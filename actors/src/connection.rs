@@ -45,9 +45,7 @@ use crate::guard::{guard, Panicked, Supervised};
 use crate::message::Delivery;
 use crate::node::Env;
 use crate::publish::{Outcome, Publisher};
-use crate::queue::{
-    Ask, ClientQueue, Close, FromQueue, PushAck, QueueRequest, Take, Taken, Watch,
-};
+use crate::queue::{Ask, ClientQueue, Close, FromQueue, PushAck, QueueRequest, Take, Taken, Watch};
 use crate::shard::{DumpTopics, Routed};
 use crate::supervisor::InjectFault;
 
@@ -110,6 +108,12 @@ enum Slot<P> {
         batches: usize,
     },
 }
+
+/// Makes the connection run a turn of socket work (after an answer that
+/// came outside a message handler).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Wake;
 
 /// Tells a connection to close.
 #[derive(Message)]
@@ -337,12 +341,15 @@ impl<D: Dialect> Connection<D> {
         let asks: Vec<_> = (0..router.num_shards())
             .map(|s| router.shard(s).send(DumpTopics))
             .collect();
-        let fut = async move { join_all(asks).await }
-            .into_actor(self)
-            .map(move |answers, act, _ctx| {
-                let all = answers.into_iter().flatten().flatten().collect();
-                act.resolve(ticket, Answer::Channels(all));
-            });
+        let fut =
+            async move { join_all(asks).await }
+                .into_actor(self)
+                .map(move |answers, act, ctx| {
+                    let all = answers.into_iter().flatten().flatten().collect();
+                    act.resolve(ticket, Answer::Channels(all));
+                    // A message turn polls the socket future again.
+                    ctx.notify(Wake);
+                });
         ctx.spawn(fut);
     }
 
@@ -568,6 +575,12 @@ impl<D: Dialect> Handler<Routed> for Connection<D> {
             a.resolve_published(done);
         });
     }
+}
+
+impl<D: Dialect> Handler<Wake> for Connection<D> {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, _ctx: &mut Context<Self>) {}
 }
 
 impl<D: Dialect> Handler<KickConnection> for Connection<D> {

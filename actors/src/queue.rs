@@ -124,8 +124,14 @@ pub struct KickIfHolds(pub Arc<FastSet<Bytes>>);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum FromQueue {
-    Answer { ticket: u64, response: Response },
-    Taken { ticket: u64, taken: Taken },
+    Answer {
+        ticket: u64,
+        response: Response,
+    },
+    Taken {
+        ticket: u64,
+        taken: Taken,
+    },
     /// Push mode: deliveries to write now (acknowledge with [`PushAck`]).
     Pushed(Vec<Delivery>),
     Kick(Kick),

@@ -69,7 +69,8 @@ impl Dialect for Memcached {
     fn request(&mut self, req: Request, env: &Env, _info: &ClientInfo) -> Op<Pending> {
         let settings = &env.node.settings;
         let max_topic = settings.max_topic_bytes;
-        let refuse = |text: &'static str| Op::Reply(Pending::Reply(Response::ClientError(text.into())));
+        let refuse =
+            |text: &'static str| Op::Reply(Pending::Reply(Response::ClientError(text.into())));
         match req {
             Request::GetMessages => Op::Poll(Pending::default()),
             Request::Set { key, data, noreply } => {

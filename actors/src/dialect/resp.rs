@@ -440,7 +440,9 @@ impl Dialect for Resp {
             (Pending::Channels(pattern, p), Answer::Channels(all)) => {
                 let mut list: Vec<Bytes> = all
                     .into_iter()
-                    .filter(|(c, n)| *n > 0 && pattern.as_ref().is_none_or(|pat| glob_match(pat, c)))
+                    .filter(|(c, n)| {
+                        *n > 0 && pattern.as_ref().is_none_or(|pat| glob_match(pat, c))
+                    })
                     .map(|(c, _)| c)
                     .collect();
                 list.sort();
