@@ -521,3 +521,40 @@ fn the_rust_redis_crate_subscribes_and_publishes() {
     let pong: String = redis::cmd("PING").query(&mut publisher).unwrap();
     assert_eq!(pong, "PONG");
 }
+
+#[test]
+fn a_burst_to_200_subscribers_goes_out_in_few_writes() {
+    const SUBSCRIBERS: usize = 200;
+    const MESSAGES: usize = 50;
+    let (node, addr) = node();
+    let mut subs: Vec<Client> = (0..SUBSCRIBERS)
+        .map(|_| subscriber(addr, &["burst"]))
+        .collect();
+    node.wait_for_stat("subscriptions", |v| v == SUBSCRIBERS as i64);
+    // 50 separate publish requests, pipelined in one write.
+    let mut pipeline = Vec::new();
+    for i in 0..MESSAGES {
+        pipeline.extend(common::publish_request(&[(
+            &["burst"],
+            format!("b{i}").as_bytes(),
+        )]));
+    }
+    let mut mp = node.connect();
+    mp.send(&pipeline);
+    for _ in 0..MESSAGES {
+        mp.expect(b"STORED\r\n");
+    }
+    for s in &mut subs {
+        for i in 0..MESSAGES {
+            s.expect(&message('*', "burst", &format!("b{i}")));
+        }
+    }
+    let total = (SUBSCRIBERS * MESSAGES) as i64;
+    node.wait_for_stat("resp_pushes", |v| v == total);
+    let batches = node.wait_for_stat("resp_push_batches", |v| v >= SUBSCRIBERS as i64);
+    // Coalesced: nowhere near one write per push.
+    assert!(
+        batches <= total / 10,
+        "{batches} batches for {total} pushes"
+    );
+}

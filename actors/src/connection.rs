@@ -495,7 +495,14 @@ impl<D: Dialect> Connection<D> {
         }
         if D::PUSH && self.push_unacked && self.pushes_held == 0 {
             // Everything pushed so far is written: ask for what came since.
+            // A subscriber taking its pushes is not idle, as a polling one.
             self.push_unacked = false;
+            self.info.touch();
+            self.env
+                .node
+                .counters
+                .resp_push_batches
+                .fetch_add(1, Ordering::Relaxed);
             self.queue.do_send(PushAck);
         }
         if self.out.capacity() > BUFFER_KEEP {

@@ -38,6 +38,7 @@ const STATS: &[(&str, Kind, &str)] = &[
     ("time", Kind::Gauge, "The node's clock, in unix seconds."),
     ("curr_connections", Kind::Gauge, "Client connections open now."),
     ("curr_resp_connections", Kind::Gauge, "Redis-protocol (resp_port) client connections open now, also counted in curr_connections."),
+    ("resp_push_batches", Kind::Counter, "Batches of pushes written to Redis-protocol subscribers (everything queued while the last batch was being written goes out as one)."),
     ("resp_pushes", Kind::Counter, "Redis-protocol message pushes written to subscribers (one per subscribed channel a message matched)."),
     ("total_connections", Kind::Counter, "Client connections accepted since start."),
     ("refused_connections", Kind::Counter, "Connections refused because max_tcp_clients were open."),

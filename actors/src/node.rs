@@ -63,6 +63,9 @@ pub struct Counters {
     pub resp_connections: AtomicU64,
     /// `message` pushes written to Redis-dialect subscribers.
     pub resp_pushes: AtomicU64,
+    /// Pushed batches written and acknowledged (coalescing: many pushes per
+    /// batch under load).
+    pub resp_push_batches: AtomicU64,
 }
 
 /// A node's fixed context.
@@ -150,6 +153,7 @@ impl Env {
             ("supervisor_restarts".into(), get(&c.supervisor_restarts)),
             ("curr_resp_connections".into(), get(&c.resp_connections)),
             ("resp_pushes".into(), get(&c.resp_pushes)),
+            ("resp_push_batches".into(), get(&c.resp_push_batches)),
         ];
         if let Some(proxy) = &self.proxy {
             stats.push(("upstream_restarts".into(), get(&c.upstream_restarts)));

@@ -243,7 +243,9 @@ impl Dialect for Resp {
                 max_inline_bytes: defaults.max_inline_bytes.min(s.max_request_bytes),
                 max_bulk_bytes: s.max_request_bytes,
                 max_args: defaults.max_args,
-                max_command_bytes: s.max_request_bytes.saturating_mul(2),
+                // A whole bulk of max_request_bytes plus the command's
+                // other arguments.
+                max_command_bytes: s.max_request_bytes.saturating_add(64 * 1024),
                 max_channel_bytes: s.max_topic_bytes,
             }),
             channels: FastSet::default(),
