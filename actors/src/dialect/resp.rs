@@ -290,7 +290,12 @@ impl Dialect for Resp {
             RespCommand::Quit => Op::ReplyClose(Pending::Reply(Reply::ok(), protocol)),
             RespCommand::Reset => {
                 self.name = None;
-                self.horizon = None;
+                // A horizon set at a given second is forgotten; one the
+                // queue holds (exact, `KRAKEN.REGISTER` without argument)
+                // is still used by the next SUBSCRIBE, which reports it.
+                if let Some(Horizon::At(_)) = self.horizon {
+                    self.horizon = None;
+                }
                 self.codec.set_protocol(Protocol::Resp2);
                 self.unsubscribe(Vec::new(), true)
             }
