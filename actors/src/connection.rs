@@ -446,7 +446,7 @@ impl<D: Dialect> Connection<D> {
                         }
                     }
                     Ok(None) => break,
-                    Err(()) => {
+                    Err(_) => {
                         self.close(ctx);
                         break;
                     }

@@ -9,7 +9,7 @@ use kraken_protocol::{
 };
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::{Answer, Dialect, Op};
+use super::{Answer, Dialect, Op, Unreadable};
 use crate::client::ClientInfo;
 use crate::message::{encode_poll, Delivery};
 use crate::node::Env;
@@ -58,8 +58,8 @@ impl Dialect for Memcached {
     }
 
     #[inline]
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, ()> {
-        self.codec.decode(buf).map_err(|_| ())
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Unreadable> {
+        self.codec.decode(buf).map_err(|_| Unreadable)
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Option<Request> {

@@ -71,6 +71,10 @@ pub enum Answer {
     ServerError(String),
 }
 
+/// The request stream cannot be decoded further: the connection closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unreadable;
+
 /// One wire protocol, as the connection actor uses it.
 pub trait Dialect: Sized + Unpin + 'static {
     /// One decoded request.
@@ -85,7 +89,7 @@ pub trait Dialect: Sized + Unpin + 'static {
 
     /// Decodes one request; `Err` means the stream cannot be read further
     /// (the connection closes).
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Request>, ()>;
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Request>, Unreadable>;
 
     /// Decodes one request at end of stream.
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Option<Self::Request>;

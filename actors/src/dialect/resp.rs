@@ -18,7 +18,7 @@ use kraken_protocol::resp::{
 use kraken_protocol::{PublishEntry, Response, RetroBody};
 use tokio_util::codec::Decoder;
 
-use super::{Answer, Dialect, Op};
+use super::{Answer, Dialect, Op, Unreadable};
 use crate::client::{ClientInfo, FastSet};
 use crate::message::Delivery;
 #[cfg(test)]
@@ -254,8 +254,8 @@ impl Dialect for Resp {
         }
     }
 
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RespCommand>, ()> {
-        self.codec.decode(buf).map_err(|_| ())
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RespCommand>, Unreadable> {
+        self.codec.decode(buf).map_err(|_| Unreadable)
     }
 
     fn decode_eof(&mut self, buf: &mut BytesMut) -> Option<RespCommand> {
