@@ -520,6 +520,32 @@ fn the_rust_redis_crate_subscribes_and_publishes() {
     assert!(err.to_string().contains("unknown command"), "{err}");
     let pong: String = redis::cmd("PING").query(&mut publisher).unwrap();
     assert_eq!(pong, "PONG");
+    drop(pubsub);
+    // Retro: register at a horizon, then the crate's own subscribe().
+    let horizon = node.fresh_horizon();
+    mp.publish1("late", b"while-away");
+    let mut late = client.get_connection().unwrap();
+    let reg: Vec<String> = redis::cmd("KRAKEN.REGISTER")
+        .arg(horizon)
+        .query(&mut late)
+        .unwrap();
+    assert_eq!(
+        reg,
+        vec![
+            "kraken.register".to_string(),
+            horizon.to_string(),
+            "ok".into()
+        ]
+    );
+    let mut late = late.as_pubsub();
+    late.set_read_timeout(Some(ASYNC_TIMEOUT)).unwrap();
+    late.subscribe("late").unwrap();
+    let msg = late.get_message().unwrap();
+    assert_eq!(msg.get_channel_name(), "late");
+    assert_eq!(msg.get_payload::<String>().unwrap(), "while-away");
+    mp.publish1("late", b"live");
+    let msg = late.get_message().unwrap();
+    assert_eq!(msg.get_payload::<String>().unwrap(), "live");
 }
 
 #[test]
