@@ -32,8 +32,9 @@
 //!   starts each client pair on the next worker arbiter.
 //! - [`connection`] — one per client: socket, decoding, answers in order,
 //!   publishing; generic over its [`dialect`] (memcached on the main
-//!   port, Redis's RESP on `resp_port`). [`queue`] — one per client (the original's "waitress"):
-//!   owns the client's subscriptions and inbox.
+//!   port, Redis's RESP on `resp_port`). [`queue`] — one per client (the
+//!   original's "waitress"): owns the client's subscriptions and inbox,
+//!   polled or (push mode) pushing.
 //! - [`message`] — a published message and what an inbox holds of it;
 //!   [`client`] — a client's identity and figures.
 //! - [`metrics`] and [`http`] — the optional Prometheus `/metrics` and

@@ -215,7 +215,8 @@ impl Supervisor {
         node.metrics.set_ready(true);
         info!(node.log, "accepting connections";
             "addr" => %addr, "router_shards" => env.router.num_shards(),
-            "worker_threads" => threads, "max_tcp_clients" => s.max_tcp_clients);
+            "worker_threads" => threads, "max_tcp_clients" => s.max_tcp_clients,
+            "resp_port" => s.resp_port);
         Ok((sup, addr, env))
     }
 
