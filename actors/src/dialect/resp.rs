@@ -59,6 +59,8 @@ pub enum Pending {
         confirms: Vec<Reply>,
         retro: Option<i64>,
         protocol: Protocol,
+        /// The channels it added to the mirror (taken back if refused).
+        added: Vec<Bytes>,
     },
     /// Unsubscription confirmations, or `+RESET`.
     Confirms(Vec<Reply>, Protocol),
@@ -166,7 +168,7 @@ impl Resp {
             Some(Horizon::At(secs)) => (
                 QueueRequest::RetroSubscribe(RetroBody {
                     horizon_secs: secs,
-                    topics: added,
+                    topics: added.clone(),
                 }),
                 Some(secs),
             ),
@@ -177,6 +179,7 @@ impl Resp {
                 confirms,
                 retro,
                 protocol,
+                added,
             },
         )
     }
@@ -361,7 +364,7 @@ impl Dialect for Resp {
                 horizon_secs,
                 channels,
             } => {
-                let (confirms, _) = self.subscribe_confirms(&channels);
+                let (confirms, added) = self.subscribe_confirms(&channels);
                 Op::Ask(
                     QueueRequest::RetroSubscribe(RetroBody {
                         horizon_secs,
@@ -371,6 +374,7 @@ impl Dialect for Resp {
                         confirms,
                         retro: Some(horizon_secs),
                         protocol,
+                        added,
                     },
                 )
             }
@@ -406,10 +410,19 @@ impl Dialect for Resp {
                     confirms,
                     retro,
                     protocol,
+                    added,
                 },
                 Answer::Queue(r),
             ) => {
                 if let Some(e) = queue_error(&r) {
+                    // A refusal (a limit) left the queue's set unchanged; a
+                    // failed shard did not (the queue keeps the channels and
+                    // rebuilds the shard from them).
+                    if matches!(r, Response::ClientError(_)) {
+                        for c in &added {
+                            self.channels.remove(c);
+                        }
+                    }
                     e.encode(protocol, out);
                 } else {
                     for c in confirms {
