@@ -1,18 +1,29 @@
 //! The connection actor: one per TCP client, on a worker arbiter beside its
-//! client queue actor. It reads pipelined requests with the bounded
-//! [`KrakenCodec`], answers them strictly in request order, publishes
-//! through its [`Publisher`] (scatter to the shards, gather, deliver),
-//! hands subscription changes and polls to its client queue, and closes
-//! for bad input, idleness, a slow consumer or node shutdown.
+//! client queue actor, generic over its wire [`Dialect`] (memcached on the
+//! main port, RESP on `resp_port`; static dispatch). It reads pipelined
+//! requests with the dialect's bounded decoder, answers them strictly in
+//! request order, publishes through its [`Publisher`] (scatter to the
+//! shards, gather, deliver), hands subscription changes and polls to its
+//! client queue, and closes for bad input, idleness, a slow consumer or
+//! node shutdown.
 //!
 //! Requests are pipelined: each gets a *ticket* and a slot in `replies`;
 //! answers that need another actor (a publish's shards, the queue) fill
-//! their slot when they come, and the ready prefix of `replies` is written
-//! in order. The socket is driven by one future ([`Io`]) that reads while
-//! fewer than [`MAX_PENDING`] answers are outstanding and less than
-//! [`OUT_HIGH`] bytes wait to be written (a client that does not read its
-//! answers is simply not read from), and ends each turn by sending the
-//! turn's publishes as one batch per shard.
+//! their slot when they come, and the ready prefix of `replies` is encoded
+//! by the dialect, in order. The socket is driven by one future ([`Io`])
+//! that reads while fewer than [`MAX_PENDING`] answers are outstanding and
+//! less than [`OUT_HIGH`] bytes wait to be written (a client that does not
+//! read its answers is simply not read from), and ends each turn by sending
+//! the turn's publishes as one batch per shard.
+//!
+//! With a pushing dialect the queue is in push mode: each
+//! [`FromQueue::Pushed`] batch takes a slot behind the answers already
+//! asked for (or joins the answer of a retroactive subscribe that is still
+//! waiting), and once everything encoded so far is written the connection
+//! acknowledges ([`PushAck`]), so the queue sends the next batch: everything
+//! queued meanwhile goes out in one write. While the socket is not
+//! writable nothing is acknowledged, deliveries stay in the queue's
+//! bounded inbox, and past its limit the client is a slow consumer.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -22,23 +33,20 @@ use std::task::Poll;
 
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
-use kraken_protocol::{
-    parse_publish_block, parse_retro_body, parse_topics, BodyLimits, KrakenCodec, Limits, Request,
-    Response, SetKey,
-};
+use futures_util::future::join_all;
 use slog::{error, info, warn};
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio_util::codec::{Decoder, Encoder};
 
 use crate::client::{ClientInfo, Kick};
+use crate::dialect::{Answer, Dialect, Op};
 use crate::env::Env;
 use crate::guard::{guard, Panicked, Supervised};
-use crate::message::{encode_poll, Delivery};
+use crate::message::Delivery;
 use crate::publish::{Outcome, Publisher};
-use crate::queue::{Ask, ClientQueue, Close, FromQueue, QueueRequest, Take, Taken};
-use crate::shard::Routed;
+use crate::queue::{Ask, ClientQueue, Close, FromQueue, PushAck, QueueRequest, Take, Taken, Watch};
+use crate::shard::{DumpTopics, Routed};
 use crate::supervision::InjectFault;
 
 /// Topic that makes a connection actor panic when `fault_injection` is on.
@@ -49,32 +57,40 @@ pub const FAULT_CONNECTION_PANIC: &[u8] = b"__kraken_fault_connection_panic__";
 /// so this is most of what an idle connection costs.
 const READ_BUFFER_INITIAL: usize = 64;
 
+/// Largest write buffer a busy connection keeps once it is written out.
+const BUFFER_KEEP: usize = 64 * 1024;
+
 /// Answers outstanding at once; past it, reading pauses.
 pub const MAX_PENDING: usize = 1024;
 
 /// Unwritten output past which reading pauses.
 pub const OUT_HIGH: usize = 256 * 1024;
 
-/// One client connection.
-pub struct Connection {
+/// One client connection, speaking dialect `D`.
+pub struct Connection<D: Dialect> {
     env: Arc<Env>,
     info: Arc<ClientInfo>,
-    /// The client's queue actor.
+    /// The client's queue actor (its address is shared with the clients'
+    /// supervisor and the shards: one sender for all).
     queue: Arc<Addr<ClientQueue>>,
     /// The publish pipeline, made at the first publish (most clients only
     /// subscribe and poll; an idle connection should cost little).
     publisher: Option<Box<Publisher>>,
     /// The worker arbiter this connection runs on.
     home: usize,
-    codec: KrakenCodec,
+    dialect: D,
     reader: OwnedReadHalf,
     rbuf: BytesMut,
     writer: OwnedWriteHalf,
     /// Encoded answers not yet written.
     out: BytesMut,
     /// Answers in request order; `replies[0]` has ticket `first_ticket`.
-    replies: VecDeque<Slot>,
+    replies: VecDeque<Slot<D::Pending>>,
     first_ticket: u64,
+    /// Push mode: pushed batches received and not yet encoded, and whether
+    /// the last one still awaits its acknowledgement.
+    pushes_held: usize,
+    push_unacked: bool,
     /// No more requests are read; close once every answer is written.
     closing: bool,
     /// The client's side is closed (or broken).
@@ -84,23 +100,34 @@ pub struct Connection {
 }
 
 /// One request's answer.
-enum Slot {
-    Waiting { noreply: bool },
-    Ready(Ready),
+enum Slot<P> {
+    /// Awaiting another actor; `stash` collects pushes that belong inside
+    /// the answer (`batches` of them).
+    Waiting {
+        pending: P,
+        stash: Vec<Delivery>,
+        batches: usize,
+    },
+    Ready {
+        pending: P,
+        answer: Answer,
+        stash: Vec<Delivery>,
+        batches: usize,
+    },
 }
 
-enum Ready {
-    Response(Response),
-    Quiet,
-    Poll(Vec<Delivery>),
-}
+/// Makes the connection run a turn of socket work (after an answer that
+/// came outside a message handler).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Wake;
 
 /// Tells a connection to close.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct KickConnection(pub Kick);
 
-impl Connection {
+impl<D: Dialect> Connection<D> {
     /// Starts a connection actor and its queue actor on the current arbiter.
     pub fn start(env: Arc<Env>, home: usize, stream: TcpStream) {
         let _ = stream.set_nodelay(true);
@@ -110,14 +137,16 @@ impl Connection {
         let id = env.node.next_client_id();
         let info = Arc::new(ClientInfo::new(id, peer));
         let (reader, writer) = stream.into_split();
-        let s = &env.node.settings;
-        let limits = Limits {
-            max_line_bytes: s.max_line_bytes,
-            max_request_bytes: s.max_request_bytes,
-        };
-        Connection::create(move |ctx| {
+        Connection::<D>::create(move |ctx| {
             let queue =
                 ClientQueue::begin(env.clone(), home, info.clone(), ctx.address().recipient());
+            if D::PUSH {
+                queue.do_send(Watch);
+                env.node
+                    .counters
+                    .resp_connections
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             env.clients.do_send(crate::clients::Join {
                 id,
                 queue: queue.clone(),
@@ -127,16 +156,18 @@ impl Connection {
             Connection {
                 publisher: None,
                 home,
+                dialect: D::new(&env, &info),
                 env,
                 info,
                 queue,
-                codec: KrakenCodec::new(limits),
                 reader,
                 rbuf: BytesMut::new(),
                 writer,
                 out: BytesMut::new(),
                 replies: VecDeque::new(),
                 first_ticket: 0,
+                pushes_held: 0,
+                push_unacked: false,
                 closing: false,
                 read_done: false,
                 quiet: true,
@@ -148,62 +179,108 @@ impl Connection {
         self.first_ticket + self.replies.len() as u64
     }
 
-    fn ready(&mut self, response: Response) {
-        self.replies
-            .push_back(Slot::Ready(Ready::Response(response)));
+    fn ready(&mut self, pending: D::Pending, answer: Answer) {
+        self.replies.push_back(Slot::Ready {
+            pending,
+            answer,
+            stash: Vec::new(),
+            batches: 0,
+        });
     }
 
-    fn waiting(&mut self, noreply: bool) -> u64 {
+    fn waiting(&mut self, pending: D::Pending) -> u64 {
         let t = self.next_ticket();
-        self.replies.push_back(Slot::Waiting { noreply });
+        self.replies.push_back(Slot::Waiting {
+            pending,
+            stash: Vec::new(),
+            batches: 0,
+        });
         t
     }
 
     /// Fills the slot of `ticket` (if it is still awaited).
-    fn resolve(&mut self, ticket: u64, ready: Ready) {
+    fn resolve(&mut self, ticket: u64, answer: Answer) {
         let Some(at) = ticket.checked_sub(self.first_ticket) else {
             return;
         };
-        if let Some(slot) = self.replies.get_mut(at as usize) {
-            if let Slot::Waiting { noreply } = *slot {
-                let quiet = noreply
-                    && matches!(
-                        &ready,
-                        Ready::Response(Response::Stored | Response::NotFound)
-                    );
-                *slot = Slot::Ready(if quiet { Ready::Quiet } else { ready });
-            }
+        let Some(slot) = self.replies.get_mut(at as usize) else {
+            return;
+        };
+        if let Slot::Waiting { .. } = slot {
+            let Slot::Waiting {
+                pending,
+                stash,
+                batches,
+            } = std::mem::replace(
+                slot,
+                Slot::Ready {
+                    pending: D::Pending::default(),
+                    answer: Answer::Now,
+                    stash: Vec::new(),
+                    batches: 0,
+                },
+            )
+            else {
+                unreachable!()
+            };
+            *slot = Slot::Ready {
+                pending,
+                answer,
+                stash,
+                batches,
+            };
         }
     }
 
     fn resolve_published(&mut self, done: Vec<(u64, Outcome)>) {
         for (ticket, outcome) in done {
-            let response = match outcome {
-                Ok(()) => Response::Stored,
-                Err(failed) => failed.reply(),
-            };
-            self.resolve(ticket, Ready::Response(response));
+            self.resolve(ticket, Answer::Published(outcome));
         }
     }
 
-    /// Writes the ready prefix of `replies` into `out`.
+    /// Push mode: a batch from the queue, behind the answers asked before
+    /// it, or inside a waiting retroactive subscribe's answer.
+    fn pushed(&mut self, items: Vec<Delivery>) {
+        self.pushes_held += 1;
+        self.push_unacked = true;
+        for slot in self.replies.iter_mut() {
+            if let Slot::Waiting {
+                pending,
+                stash,
+                batches,
+            } = slot
+            {
+                if D::collects_pushes(pending) {
+                    stash.extend(items);
+                    *batches += 1;
+                    return;
+                }
+            }
+        }
+        self.replies.push_back(Slot::Ready {
+            pending: D::Pending::default(),
+            answer: Answer::Pushed(items),
+            stash: Vec::new(),
+            batches: 1,
+        });
+    }
+
+    /// Encodes the ready prefix of `replies` into `out`.
     fn drain(&mut self) {
-        while let Some(Slot::Ready(_)) = self.replies.front() {
-            let Some(Slot::Ready(ready)) = self.replies.pop_front() else {
+        while let Some(Slot::Ready { .. }) = self.replies.front() {
+            let Some(Slot::Ready {
+                pending,
+                answer,
+                stash,
+                batches,
+            }) = self.replies.pop_front()
+            else {
                 unreachable!()
             };
             self.first_ticket += 1;
-            match ready {
-                Ready::Response(r) => {
-                    // Encoding into a BytesMut cannot fail.
-                    let _ = self.codec.encode(r, &mut self.out);
-                }
-                Ready::Quiet => {}
-                Ready::Poll(items) => {
-                    self.quiet = items.is_empty();
-                    encode_poll(&items, &mut self.out)
-                }
-            }
+            self.pushes_held -= batches;
+            self.dialect
+                .encode(pending, answer, stash, &self.env, &mut self.out);
         }
     }
 
@@ -259,21 +336,17 @@ impl Connection {
         })
     }
 
-    fn publish(&mut self, data: &Bytes, ctx: &mut Context<Self>) -> Option<Response> {
+    fn publish(
+        &mut self,
+        entries: Vec<kraken_protocol::PublishEntry>,
+        pending: D::Pending,
+        ctx: &mut Context<Self>,
+    ) {
         let settings = &self.env.node.settings;
-        let limits = BodyLimits {
-            max_topic_bytes: settings.max_topic_bytes,
-            max_topics_per_message: settings.max_topics_per_message,
-        };
-        let entries = match parse_publish_block(data, &limits) {
-            Ok(entries) => entries,
-            Err(e) => return Some(Response::ClientError(e.message().into())),
-        };
         if let Some(proxy) = &self.env.proxy {
             if !proxy.admit(&entries) {
-                return Some(Response::ServerError(
-                    "upstream backlog full: publish not accepted, retry".into(),
-                ));
+                let text = "upstream backlog full: publish not accepted, retry";
+                return self.ready(pending, Answer::ServerError(text.into()));
             }
         }
         let warn_topics = settings.router_min_publish_to_topics_to_warn;
@@ -285,59 +358,51 @@ impl Connection {
             }
             self.publisher(ctx).submit(entry.topics, entry.payload);
         }
-        None
+        let ticket = self.waiting(pending);
+        self.publisher(ctx).ticket(ticket);
     }
 
-    fn ask(&mut self, req: QueueRequest, noreply: bool) {
-        let ticket = self.waiting(noreply);
-        self.queue.do_send(Ask { ticket, req });
+    /// Every shard's topics, for the dialect (`PUBSUB CHANNELS`, `NUMSUB`).
+    fn channels(&mut self, pending: D::Pending, ctx: &mut Context<Self>) {
+        let ticket = self.waiting(pending);
+        let router = &self.env.router;
+        let asks: Vec<_> = (0..router.num_shards())
+            .map(|s| router.shard(s).send(DumpTopics))
+            .collect();
+        let fut =
+            async move { join_all(asks).await }
+                .into_actor(self)
+                .map(move |answers, act, ctx| {
+                    let all = answers.into_iter().flatten().flatten().collect();
+                    act.resolve(ticket, Answer::Channels(all));
+                    // A message turn polls the socket future again.
+                    ctx.notify(Wake);
+                });
+        ctx.spawn(fut);
     }
 
-    fn handle_request(&mut self, req: Request, ctx: &mut Context<Self>) {
-        let max_topic = self.env.node.settings.max_topic_bytes;
-        match req {
-            Request::GetMessages => {
-                let ticket = self.waiting(false);
+    fn handle_request(&mut self, req: D::Request, ctx: &mut Context<Self>) {
+        let op = self.dialect.request(req, &self.env, &self.info);
+        match op {
+            Op::Reply(pending) => self.ready(pending, Answer::Now),
+            Op::ReplyClose(pending) => {
+                self.ready(pending, Answer::Now);
+                self.close(ctx);
+            }
+            Op::Close => self.close(ctx),
+            Op::Publish(entries, pending) => self.publish(entries, pending, ctx),
+            Op::Ask(req, pending) => {
+                if let QueueRequest::Subscribe(topics) | QueueRequest::Unsubscribe(topics) = &req {
+                    self.fault_injection(topics);
+                }
+                let ticket = self.waiting(pending);
+                self.queue.do_send(Ask { ticket, req });
+            }
+            Op::Poll(pending) => {
+                let ticket = self.waiting(pending);
                 self.queue.do_send(Take { ticket });
             }
-            Request::Set { key, data, noreply } => match key {
-                SetKey::Publish => match self.publish(&data, ctx) {
-                    Some(refused) => self.ready(refused),
-                    None => {
-                        let ticket = self.waiting(noreply);
-                        self.publisher(ctx).ticket(ticket);
-                    }
-                },
-                SetKey::Subscribe | SetKey::Unsubscribe => match parse_topics(&data, max_topic) {
-                    Ok(topics) => {
-                        self.fault_injection(&topics);
-                        let req = if key == SetKey::Subscribe {
-                            QueueRequest::Subscribe(topics)
-                        } else {
-                            QueueRequest::Unsubscribe(topics)
-                        };
-                        self.ask(req, noreply);
-                    }
-                    Err(e) => self.ready(Response::ClientError(e.message().into())),
-                },
-                SetKey::Register => self.ask(QueueRequest::Register, noreply),
-                SetKey::RetroSubscribe => match parse_retro_body(&data, max_topic) {
-                    Ok(body) => self.ask(QueueRequest::RetroSubscribe(body), noreply),
-                    Err(e) => self.ready(Response::ClientError(e.message().into())),
-                },
-            },
-            Request::Quit => self.close(ctx),
-            Request::Stats => {
-                let stats = self.env.stats();
-                self.ready(Response::Stats(stats));
-            }
-            Request::Version => self.ready(Response::Version(crate::node::VERSION.into())),
-            Request::Invalid(rejection) => {
-                self.ready(rejection.reply);
-                if rejection.close {
-                    self.close(ctx);
-                }
-            }
+            Op::Channels(pending) => self.channels(pending, ctx),
         }
     }
 
@@ -380,12 +445,17 @@ impl Connection {
                 // answered. Say why instead.
                 self.drain();
                 self.replies.clear();
-                let _ = self
-                    .codec
-                    .encode(Response::ServerError(message.into()), &mut self.out);
+                self.pushes_held = 0;
+                self.dialect.encode(
+                    D::Pending::default(),
+                    Answer::ServerError(message.into()),
+                    Vec::new(),
+                    &self.env,
+                    &mut self.out,
+                );
             }
             // After the answers to what was already asked.
-            Some(message) => self.ready(Response::ServerError(message.into())),
+            Some(message) => self.ready(D::Pending::default(), Answer::ServerError(message.into())),
             None => {}
         }
         self.close(ctx);
@@ -396,7 +466,7 @@ impl Connection {
         loop {
             // Decode what is buffered.
             while self.can_read() {
-                match self.codec.decode(&mut self.rbuf) {
+                match self.dialect.decode(&mut self.rbuf) {
                     Ok(Some(req)) => {
                         self.info.touch();
                         if guard(self, ctx, |a, ctx| a.handle_request(req, ctx)).is_none() {
@@ -421,7 +491,7 @@ impl Connection {
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.reader), task, &mut self.rbuf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                     // The client closed its side: answer what was asked.
-                    while let Ok(Some(req)) = self.codec.decode_eof(&mut self.rbuf) {
+                    while let Some(req) = self.dialect.decode_eof(&mut self.rbuf) {
                         if self.closing {
                             break;
                         }
@@ -453,17 +523,28 @@ impl Connection {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        if D::PUSH && self.push_unacked && self.pushes_held == 0 {
+            // Everything pushed so far is written: ask for what came since.
+            // A subscriber taking its pushes is not idle, as a polling one.
+            self.push_unacked = false;
+            self.info.touch();
+            self.env
+                .node
+                .counters
+                .resp_push_batches
+                .fetch_add(1, Ordering::Relaxed);
+            self.queue.do_send(PushAck);
+        }
+        // Idle connections are the many: once a poll found nothing (or a
+        // write needed a large buffer), keep no buffers or answer slots.
+        if self.out.capacity() > BUFFER_KEEP || (self.quiet && self.out.capacity() > 0) {
+            self.out = BytesMut::new();
+        }
         if self.quiet && self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
-            // Nothing half-read: keep no read buffer while the client is quiet.
             self.rbuf = BytesMut::new();
         }
         if self.quiet && self.replies.is_empty() && self.replies.capacity() > 0 {
-            // Idle connections are the many: keep no answer slots.
             self.replies = VecDeque::new();
-        }
-        if self.out.capacity() > 64 * 1024 || (self.quiet && self.out.capacity() > 0) {
-            // Written out and nothing pending: keep no buffer between polls.
-            self.out = BytesMut::new();
         }
         if self.closing && self.replies.is_empty() {
             let _ = Pin::new(&mut self.writer).poll_shutdown(task);
@@ -474,7 +555,7 @@ impl Connection {
     }
 }
 
-impl Actor for Connection {
+impl<D: Dialect> Actor for Connection<D> {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
@@ -483,10 +564,17 @@ impl Actor for Connection {
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.queue.do_send(Close);
+        if D::PUSH {
+            self.env
+                .node
+                .counters
+                .resp_connections
+                .fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
-impl Supervised for Connection {
+impl<D: Dialect> Supervised for Connection<D> {
     /// Temporary child: a failure ends the client cleanly.
     fn failed(&mut self, ctx: &mut Context<Self>, why: Panicked) {
         let node = &self.env.node;
@@ -500,28 +588,30 @@ impl Supervised for Connection {
     }
 }
 
-impl Handler<FromQueue> for Connection {
+impl<D: Dialect> Handler<FromQueue> for Connection<D> {
     type Result = ();
 
     fn handle(&mut self, msg: FromQueue, ctx: &mut Context<Self>) {
         guard(self, ctx, |a, ctx| match msg {
-            FromQueue::Answer { ticket, response } => a.resolve(ticket, Ready::Response(response)),
+            FromQueue::Answer { ticket, response } => a.resolve(ticket, Answer::Queue(response)),
             FromQueue::Taken { ticket, taken } => match taken {
                 Taken::Items(items) => {
+                    a.quiet = items.is_empty();
                     a.env.node.metrics.observe_poll_messages(items.len());
-                    a.resolve(ticket, Ready::Poll(items))
+                    a.resolve(ticket, Answer::Polled(items))
                 }
                 Taken::Overflowed => {
-                    a.resolve(ticket, Ready::Quiet);
+                    a.resolve(ticket, Answer::Now);
                     a.kicked(Kick::SlowConsumer, ctx)
                 }
             },
+            FromQueue::Pushed(items) => a.pushed(items),
             FromQueue::Kick(why) => a.kicked(why, ctx),
         });
     }
 }
 
-impl Handler<Routed> for Connection {
+impl<D: Dialect> Handler<Routed> for Connection<D> {
     type Result = ();
 
     fn handle(&mut self, msg: Routed, ctx: &mut Context<Self>) {
@@ -534,7 +624,13 @@ impl Handler<Routed> for Connection {
     }
 }
 
-impl Handler<KickConnection> for Connection {
+impl<D: Dialect> Handler<Wake> for Connection<D> {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, _ctx: &mut Context<Self>) {}
+}
+
+impl<D: Dialect> Handler<KickConnection> for Connection<D> {
     type Result = ();
 
     fn handle(&mut self, msg: KickConnection, ctx: &mut Context<Self>) {
@@ -545,13 +641,13 @@ impl Handler<KickConnection> for Connection {
 /// Drives the socket (see [`Connection::poll_io`]).
 struct Io;
 
-impl ActorFuture<Connection> for Io {
+impl<D: Dialect> ActorFuture<Connection<D>> for Io {
     type Output = ();
 
     fn poll(
         self: Pin<&mut Self>,
-        act: &mut Connection,
-        ctx: &mut Context<Connection>,
+        act: &mut Connection<D>,
+        ctx: &mut Context<Connection<D>>,
         task: &mut std::task::Context<'_>,
     ) -> Poll<()> {
         act.poll_io(ctx, task)

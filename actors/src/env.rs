@@ -83,6 +83,9 @@ impl Env {
             ("shard_restarts".into(), get(&c.shard_restarts)),
             ("listener_restarts".into(), get(&c.listener_restarts)),
             ("supervisor_restarts".into(), get(&c.supervisor_restarts)),
+            ("curr_resp_connections".into(), get(&c.resp_connections)),
+            ("resp_pushes".into(), get(&c.resp_pushes)),
+            ("resp_push_batches".into(), get(&c.resp_push_batches)),
         ];
         if let Some(proxy) = &self.proxy {
             stats.push(("upstream_restarts".into(), get(&c.upstream_restarts)));

@@ -33,8 +33,10 @@
 //!   drain, dumps. [`listener`] accepts, refuses past `max_tcp_clients`,
 //!   starts each client pair on the next worker arbiter.
 //! - [`connection`] — one per client: socket, decoding, answers in order,
-//!   publishing. [`queue`] — one per client (the original's "waitress"):
-//!   owns the client's subscriptions and inbox.
+//!   publishing; generic over its [`dialect`] (memcached on the main
+//!   port, Redis's RESP on `resp_port`). [`queue`] — one per client (the
+//!   original's "waitress"): owns the client's subscriptions and inbox,
+//!   polled or (push mode) pushing.
 //! - [`message`] — a published message and what an inbox holds of it;
 //!   [`client`] — a client's identity and figures.
 //! - [`metrics`] and [`http`] — the optional Prometheus `/metrics` and
@@ -58,6 +60,7 @@ pub mod clock;
 pub mod connection;
 pub mod control;
 pub mod courier;
+pub mod dialect;
 pub mod env;
 pub mod guard;
 pub mod http;

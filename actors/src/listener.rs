@@ -1,7 +1,9 @@
 //! The listener actor: accepts TCP connections, refuses those beyond
 //! `max_tcp_clients` with `SERVER_ERROR Too many clients`, and starts each
 //! accepted connection's actors on the next worker arbiter (round robin), so
-//! connections spread over every core.
+//! connections spread over every core. With `resp_port` set it accepts on
+//! that socket too, starting Redis-dialect connections there
+//! ([`crate::dialect::Resp`]); `max_tcp_clients` counts both.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -15,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::connection::Connection;
+use crate::dialect::{Memcached, Resp};
 use crate::env::Env;
 use crate::guard::{guard, Panicked, Supervised};
 use crate::supervision::{Child, ChildDown};
@@ -29,6 +32,17 @@ pub struct Listener {
     /// Told if this actor fails, so it restarts it.
     supervisor: Recipient<ChildDown>,
 }
+
+/// Which dialect a listening socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// The main port: the memcached dialect.
+    Main,
+    /// `resp_port`: the Redis dialect.
+    Resp,
+}
+
+type Accepted = (Port, std::io::Result<(TcpStream, SocketAddr)>);
 
 /// Stops accepting (node shutdown).
 #[derive(Message)]
@@ -54,20 +68,26 @@ impl Listener {
     pub fn start(
         env: Arc<Env>,
         socket: &std::net::TcpListener,
+        resp_socket: Option<&std::net::TcpListener>,
         workers: Vec<ArbiterHandle>,
         supervisor: Recipient<ChildDown>,
     ) -> std::io::Result<Addr<Listener>> {
-        let socket = TcpListener::from_std(socket.try_clone()?)?;
+        let mut sockets = vec![(Port::Main, TcpListener::from_std(socket.try_clone()?)?)];
+        if let Some(resp) = resp_socket {
+            sockets.push((Port::Resp, TcpListener::from_std(resp.try_clone()?)?));
+        }
         Ok(Listener::create(move |ctx| {
-            let accepts = futures_util::stream::unfold(socket, |socket| async move {
-                let accepted = socket.accept().await;
-                if accepted.is_err() {
-                    // Out of file descriptors or similar: don't spin.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Some((accepted, socket))
-            });
-            ctx.add_stream(accepts);
+            for (port, socket) in sockets {
+                let accepts = futures_util::stream::unfold(socket, move |socket| async move {
+                    let accepted = socket.accept().await;
+                    if accepted.is_err() {
+                        // Out of file descriptors or similar: don't spin.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Some(((port, accepted), socket))
+                });
+                ctx.add_stream(accepts);
+            }
             Listener {
                 env,
                 workers,
@@ -77,7 +97,7 @@ impl Listener {
         }))
     }
 
-    fn refuse(&self, mut stream: TcpStream, peer: SocketAddr) {
+    fn refuse(&self, port: Port, mut stream: TcpStream, peer: SocketAddr) {
         self.env
             .node
             .counters
@@ -87,7 +107,12 @@ impl Listener {
         warn!(node.log, "refused client: too many clients";
             "peer" => %peer, "max_tcp_clients" => node.settings.max_tcp_clients);
         actix::spawn(async move {
-            let _ = stream.write_all(b"SERVER_ERROR Too many clients\r\n").await;
+            let refusal: &[u8] = match port {
+                Port::Main => b"SERVER_ERROR Too many clients\r\n",
+                // Redis's own words when maxclients is reached.
+                Port::Resp => b"-ERR max number of clients reached\r\n",
+            };
+            let _ = stream.write_all(refusal).await;
             let _ = stream.shutdown().await;
             let mut sink = [0u8; 512];
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -119,16 +144,16 @@ impl Supervised for Listener {
     }
 }
 
-impl StreamHandler<std::io::Result<(TcpStream, SocketAddr)>> for Listener {
-    fn handle(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>, ctx: &mut Context<Self>) {
-        guard(self, ctx, |a, _| a.accepted(item));
+impl StreamHandler<Accepted> for Listener {
+    fn handle(&mut self, (port, item): Accepted, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, _| a.accepted(port, item));
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 impl Listener {
-    fn accepted(&mut self, item: std::io::Result<(TcpStream, SocketAddr)>) {
+    fn accepted(&mut self, port: Port, item: std::io::Result<(TcpStream, SocketAddr)>) {
         let (stream, peer) = match item {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -141,7 +166,7 @@ impl Listener {
         let before = current.fetch_add(1, Ordering::SeqCst);
         if before >= node.settings.max_tcp_clients as u64 {
             current.fetch_sub(1, Ordering::SeqCst);
-            self.refuse(stream, peer);
+            self.refuse(port, stream, peer);
             return;
         }
         node.counters
@@ -159,7 +184,10 @@ impl Listener {
         self.next = self.next.wrapping_add(1);
         let env = self.env.clone();
         worker.spawn_fn(move || match TcpStream::from_std(std_stream) {
-            Ok(stream) => Connection::start(env, home, stream),
+            Ok(stream) => match port {
+                Port::Main => Connection::<Memcached>::start(env, home, stream),
+                Port::Resp => Connection::<Resp>::start(env, home, stream),
+            },
             Err(_) => {
                 env.node
                     .counters

@@ -48,6 +48,14 @@ pub struct Counters {
     pub upstream_restarts: AtomicU64,
     /// Sub-supervisor restarts.
     pub supervisor_restarts: AtomicU64,
+    /// Connections of the Redis dialect (`resp_port`) open now (also
+    /// counted in `current_connections`).
+    pub resp_connections: AtomicU64,
+    /// `message` pushes written to Redis-dialect subscribers.
+    pub resp_pushes: AtomicU64,
+    /// Pushed batches written and acknowledged (coalescing: many pushes per
+    /// batch under load).
+    pub resp_push_batches: AtomicU64,
 }
 
 /// A node's fixed context.

@@ -40,8 +40,9 @@ use crate::shard::{Owned, QueueRef, Route, RouteItem, Routed, ShardFailed, Sub, 
 /// queued or buffered message does not pin the whole read buffer.
 const DETACH_BELOW: usize = 16 * 1024;
 
-/// What a finished publish request got.
-pub type Outcome = Result<(), ShardFailed>;
+/// What a finished publish request got: the subscribers its messages were
+/// queued for (one per subscriber per message; the publisher excluded).
+pub type Outcome = Result<usize, ShardFailed>;
 
 /// One actor's publish pipeline.
 pub struct Publisher {
@@ -153,7 +154,7 @@ impl Publisher {
                 return self
                     .open_tickets
                     .drain(..)
-                    .map(|(t, _)| (t, Ok(())))
+                    .map(|(t, _)| (t, Ok(0)))
                     .collect();
             }
             // Complete with the last batch in flight (keeps answers in order).
@@ -255,6 +256,7 @@ impl Publisher {
             ..Plan::default()
         };
         let mut failed_msgs = vec![false; b.msgs.len()];
+        let mut reached = vec![0usize; b.msgs.len()];
         let mut delivered = 0u64;
         // The last single-topic list seen and its subscribers' plan slots.
         let mut last: Option<(*const (), Vec<usize>)> = None;
@@ -321,6 +323,7 @@ impl Publisher {
                 }
             }
             delivered += recipients as u64;
+            reached[k] = recipients;
             let metrics = &self.env.node.metrics;
             metrics.observe_fanout(recipients);
             metrics.observe_publish_to_queue(std::time::Duration::from_nanos(
@@ -356,8 +359,10 @@ impl Publisher {
         }
         let mut start = 0;
         for (ticket, upto) in b.tickets {
-            let failed = failed_msgs[start.min(upto)..upto].iter().any(|&f| f);
-            done.push((ticket, if failed { Err(ShardFailed) } else { Ok(()) }));
+            let range = start.min(upto)..upto;
+            let failed = failed_msgs[range.clone()].iter().any(|&f| f);
+            let n = reached[range].iter().sum();
+            done.push((ticket, if failed { Err(ShardFailed) } else { Ok(n) }));
             start = upto;
         }
     }

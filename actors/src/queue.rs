@@ -19,6 +19,13 @@
 //!   the client is a slow consumer, its inbox is emptied and its connection
 //!   told to close.
 //! - A poll ([`Take`]) takes up to [`POLL_BYTES`] of the inbox.
+//! - In push mode ([`Watch`], for dialects that push, such as RESP) the
+//!   queue sends the inbox to its connection ([`FromQueue::Pushed`]) as
+//!   deliveries arrive, coalesced: at most one push is outstanding, the
+//!   next (everything queued meanwhile) goes when the connection says it
+//!   wrote the last one ([`PushAck`]). A connection that cannot write
+//!   leaves the deliveries in the inbox, whose bounds make it a slow
+//!   consumer. A replay is pushed at once, before the subscribe's answer.
 //! - When the connection goes ([`Close`]) or this actor fails, the client
 //!   is removed from every shard and the actor stops.
 
@@ -77,6 +84,16 @@ pub struct Take {
     pub ticket: u64,
 }
 
+/// Switches the queue to push mode (see the module doc).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Watch;
+
+/// The connection wrote the last [`FromQueue::Pushed`]: send what came since.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PushAck;
+
 /// Deliveries from a publisher, in its publish order.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -106,8 +123,16 @@ pub struct KickIfHolds(pub Arc<FastSet<Bytes>>);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub enum FromQueue {
-    Answer { ticket: u64, response: Response },
-    Taken { ticket: u64, taken: Taken },
+    Answer {
+        ticket: u64,
+        response: Response,
+    },
+    Taken {
+        ticket: u64,
+        taken: Taken,
+    },
+    /// Push mode: deliveries to write now (acknowledge with [`PushAck`]).
+    Pushed(Vec<Delivery>),
     Kick(Kick),
 }
 
@@ -159,6 +184,9 @@ pub struct ClientQueue {
     in_flight: Option<Box<InFlight>>,
     /// The client was removed from the shards (closing or failed).
     removed: bool,
+    /// Push mode ([`Watch`]), and whether a push awaits its [`PushAck`].
+    push_mode: bool,
+    push_outstanding: bool,
 }
 
 impl ClientQueue {
@@ -182,6 +210,8 @@ impl ClientQueue {
             horizon: None,
             in_flight: None,
             removed: false,
+            push_mode: false,
+            push_outstanding: false,
         }
     }
 
@@ -293,6 +323,19 @@ impl ClientQueue {
             self.items.push(item);
         }
         self.publish_figures();
+    }
+
+    /// Push mode: sends the inbox to the connection unless a push is
+    /// outstanding (or regardless, with `force`).
+    fn offer(&mut self, force: bool) {
+        if !self.push_mode || self.items.is_empty() || (self.push_outstanding && !force) {
+            return;
+        }
+        self.push_outstanding = true;
+        self.bytes = 0;
+        let items = std::mem::take(&mut self.items);
+        self.publish_figures();
+        self.conn.do_send(FromQueue::Pushed(items));
     }
 
     fn in_flight_mut(&mut self) -> &mut InFlight {
@@ -478,6 +521,8 @@ impl ClientQueue {
                 .delivered
                 .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
             self.push(deliveries);
+            // Before the answer, so the connection writes the replay first.
+            self.offer(true);
         }
         Response::Stored
     }
@@ -685,7 +730,27 @@ impl Handler<Deliver> for ClientQueue {
         guard(self, ctx, |a, _| {
             let items = a.filter(msg.0);
             a.push(items);
+            a.offer(false);
         });
+    }
+}
+
+impl Handler<Watch> for ClientQueue {
+    type Result = ();
+
+    fn handle(&mut self, _: Watch, _ctx: &mut Context<Self>) {
+        self.push_mode = true;
+        self.offer(false);
+    }
+}
+
+impl Handler<PushAck> for ClientQueue {
+    type Result = ();
+
+    fn handle(&mut self, _: PushAck, _ctx: &mut Context<Self>) {
+        self.info.polled();
+        self.push_outstanding = false;
+        self.offer(false);
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Supervisor {
     /// The listening socket; each listener actor works on a clone of it, so
     /// a listener restart neither drops queued connections nor rebinds.
     socket: std::net::TcpListener,
+    /// The `resp_port` socket, if set (the listener accepts on both).
+    resp_socket: Option<std::net::TcpListener>,
     /// Worker threads for connections.
     workers: Vec<Arbiter>,
     /// Threads of the router shards (kept for the node's lifetime).
@@ -67,6 +69,14 @@ impl Supervisor {
         let socket = std::net::TcpListener::bind((s.listen_ip, s.tcp_server_port))?;
         socket.set_nonblocking(true)?;
         let addr = socket.local_addr()?;
+        let resp_socket = match s.resp_port {
+            0 => None,
+            port => {
+                let resp = std::net::TcpListener::bind((s.listen_ip, port))?;
+                resp.set_nonblocking(true)?;
+                Some(resp)
+            }
+        };
         let threads = if s.worker_threads > 0 {
             s.worker_threads
         } else {
@@ -124,6 +134,7 @@ impl Supervisor {
             Supervisor {
                 node: node.clone(),
                 socket,
+                resp_socket,
                 workers,
                 _router_threads: router_threads,
                 env: Some(env),
@@ -141,14 +152,21 @@ impl Supervisor {
         node.metrics.set_ready(true);
         info!(node.log, "accepting connections";
             "addr" => %addr, "router_shards" => env.router.num_shards(),
-            "worker_threads" => threads, "max_tcp_clients" => s.max_tcp_clients);
+            "worker_threads" => threads, "max_tcp_clients" => s.max_tcp_clients,
+            "resp_port" => s.resp_port);
         Ok((sup, addr, env))
     }
 
     fn start_listener(&mut self, ctx: &mut Context<Self>) {
         let handles = self.workers.iter().map(|a| a.handle()).collect();
         let env = self.env.clone().expect("env");
-        match Listener::start(env, &self.socket, handles, ctx.address().recipient()) {
+        match Listener::start(
+            env,
+            &self.socket,
+            self.resp_socket.as_ref(),
+            handles,
+            ctx.address().recipient(),
+        ) {
             Ok(addr) => self.listener = Some(addr),
             Err(e) => {
                 crit!(self.node.log, "cannot start listener"; "error" => %e);

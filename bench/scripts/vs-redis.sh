@@ -5,7 +5,7 @@
 #   bench/scripts/vs-redis.sh [SECONDS] [kraken-bench flags...]
 #       e.g. bench/scripts/vs-redis.sh 10 --subscribers 500 --size 256
 #   VS_REDIS_KRAKEN_RESP=1 bench/scripts/vs-redis.sh ...   # also redis-fanout
-#       against the Kraken node's resp_port (once the node has one)
+#       against the Kraken node's resp_port
 #
 # Starts a fresh redis-server (Debian's package: apt-get install
 # redis-server) on a free loopback port with persistence off, and a fresh
