@@ -23,8 +23,8 @@ use std::task::Poll;
 use actix::prelude::*;
 use bytes::{Buf, Bytes, BytesMut};
 use kraken_protocol::{
-    parse_publish_block, parse_retro_body, parse_topics, BodyLimits, KrakenCodec, Limits, Request,
-    Response, SetKey,
+    parse_publish_block, parse_retro_body, parse_topics, BodyError, BodyLimits, KrakenCodec,
+    Limits, Request, Response, SetKey,
 };
 use slog::{error, info, warn};
 use tokio::io::AsyncWrite;
@@ -32,12 +32,14 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::budget::Held;
 use crate::client::{ClientInfo, Kick};
 use crate::guard::{guard, Panicked, Supervised};
 use crate::message::{encode_poll, Delivery};
 use crate::node::Env;
 use crate::publish::{Outcome, Publisher};
 use crate::queue::{Ask, ClientQueue, Close, FromQueue, QueueRequest, Take, Taken};
+use crate::ratelimit::RateLimit;
 use crate::shard::Routed;
 use crate::supervisor::InjectFault;
 
@@ -78,6 +80,8 @@ pub struct Connection {
     closing: bool,
     /// The client's side is closed (or broken).
     read_done: bool,
+    /// This connection's share of `max_pending_request_bytes`.
+    pending: Held,
 }
 
 /// One request's answer.
@@ -124,6 +128,7 @@ impl Connection {
             });
             Connection {
                 publisher: Publisher::new(id, home, true, env.clone(), me.recipient()),
+                pending: Held::new(env.node.clone()),
                 env,
                 info,
                 queue,
@@ -246,10 +251,23 @@ impl Connection {
         };
         let entries = match parse_publish_block(data, &limits) {
             Ok(entries) => entries,
-            Err(e) => return Some(Response::ClientError(e.message().into())),
+            Err(e) => {
+                let c = &self.env.node.counters;
+                let counter = match e {
+                    BodyError::TooManyTopics => &c.refused_publishes_topics,
+                    _ => &c.refused_publishes_bad,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                return Some(Response::ClientError(e.message().into()));
+            }
         };
         if let Some(proxy) = &self.env.proxy {
             if !proxy.admit(&entries) {
+                self.env
+                    .node
+                    .counters
+                    .refused_publishes_backlog
+                    .fetch_add(1, Ordering::Relaxed);
                 return Some(Response::ServerError(
                     "upstream backlog full: publish not accepted, retry".into(),
                 ));
@@ -257,13 +275,32 @@ impl Connection {
         }
         for entry in entries {
             if entry.topics.len() >= settings.router_min_publish_to_topics_to_warn {
-                warn!(self.env.node.log, "message names many topics";
-                    "topics" => entry.topics.len(), "client" => self.info.id,
-                    "peer" => %self.info.peer);
+                static MANY_TOPICS: RateLimit = RateLimit::warnings();
+                if let Some(suppressed) = MANY_TOPICS.allow() {
+                    warn!(self.env.node.log, "message names many topics";
+                        "topics" => entry.topics.len(), "client" => self.info.id,
+                        "peer" => %self.info.peer, "suppressed" => suppressed);
+                }
             }
             self.publisher.submit(entry.topics, entry.payload);
         }
         None
+    }
+
+    /// This connection's partial request would pass the node's
+    /// `max_pending_request_bytes`: refuse it and close.
+    fn over_budget(&mut self, ctx: &mut Context<Self>) {
+        static OVER_BUDGET: RateLimit = RateLimit::warnings();
+        if let Some(suppressed) = OVER_BUDGET.allow() {
+            warn!(self.env.node.log, "pending request budget exceeded: closing connection";
+                "client" => self.info.id, "peer" => %self.info.peer,
+                "buffered" => self.rbuf.len(),
+                "max_pending_request_bytes" => self.env.node.settings.max_pending_request_bytes,
+                "suppressed" => suppressed);
+        }
+        self.rbuf = BytesMut::new();
+        self.ready(Response::ServerError(crate::budget::REFUSAL.into()));
+        self.close(ctx);
     }
 
     fn ask(&mut self, req: QueueRequest, noreply: bool) {
@@ -311,6 +348,13 @@ impl Connection {
             }
             Request::Version => self.ready(Response::Version(crate::node::VERSION.into())),
             Request::Invalid(rejection) => {
+                if matches!(&rejection.reply, Response::ClientError(m) if m == "data block too large") {
+                    self.env
+                        .node
+                        .counters
+                        .refused_publishes_size
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 self.ready(rejection.reply);
                 if rejection.close {
                     self.close(ctx);
@@ -381,7 +425,13 @@ impl Connection {
                             return Poll::Ready(());
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        // The buffer holds a partial request (`crate::budget`).
+                        if !self.pending.update(self.rbuf.len()) {
+                            self.over_budget(ctx);
+                        }
+                        break;
+                    }
                     Err(_) => {
                         self.close(ctx);
                         break;

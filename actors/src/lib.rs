@@ -40,10 +40,13 @@
 //! - [`control`] — the control socket; [`proxy`] — proxy nodes' upstream
 //!   links; [`node`] — what actors are started with; [`settings`],
 //!   [`loglevel`].
+//! - [`budget`] — the node-wide budget of buffered partial requests;
+//!   [`ratelimit`] — rate limits for warnings clients can provoke.
 //!
 //! `docs/DESIGN.md` explains the message flow and why it keeps each
 //! guarantee.
 
+pub mod budget;
 pub mod client;
 pub mod clients;
 pub mod connection;
@@ -59,6 +62,7 @@ pub mod node;
 pub mod proxy;
 pub mod publish;
 pub mod queue;
+pub mod ratelimit;
 pub mod router;
 pub mod settings;
 pub mod shard;

@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::connection::Connection;
+use crate::ratelimit::RateLimit;
 use crate::guard::{guard, Panicked, Supervised};
 use crate::node::Env;
 use crate::supervisor::{Child, ChildDown};
@@ -84,8 +85,12 @@ impl Listener {
             .refused_connections
             .fetch_add(1, Ordering::Relaxed);
         let node = &self.env.node;
-        warn!(node.log, "refused client: too many clients";
-            "peer" => %peer, "max_tcp_clients" => node.settings.max_tcp_clients);
+        static REFUSED: RateLimit = RateLimit::warnings();
+        if let Some(suppressed) = REFUSED.allow() {
+            warn!(node.log, "refused client: too many clients";
+                "peer" => %peer, "max_tcp_clients" => node.settings.max_tcp_clients,
+                "suppressed" => suppressed);
+        }
         actix::spawn(async move {
             let _ = stream.write_all(b"SERVER_ERROR Too many clients\r\n").await;
             let _ = stream.shutdown().await;
@@ -147,6 +152,7 @@ impl Listener {
         node.counters
             .total_connections
             .fetch_add(1, Ordering::Relaxed);
+        keepalive(&stream, node.settings.tcp_keepalive_seconds);
         let std_stream = match stream.into_std() {
             Ok(s) => s,
             Err(_) => {
@@ -168,6 +174,22 @@ impl Listener {
             }
         });
     }
+}
+
+/// TCP keepalive on an accepted client socket (`tcp_keepalive_seconds`;
+/// zero: off): after `idle` without traffic the kernel probes the peer
+/// every `idle / 6` (at least 1 s), and gives up after 5 unanswered probes,
+/// so a peer that vanished without closing is found dead after about
+/// twice `idle` and its connection closed.
+fn keepalive(stream: &TcpStream, idle: Duration) {
+    if idle.is_zero() {
+        return;
+    }
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval((idle / 6).max(Duration::from_secs(1)))
+        .with_retries(5);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&probes);
 }
 
 impl Handler<Panic> for Listener {

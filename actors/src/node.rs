@@ -58,6 +58,24 @@ pub struct Counters {
     pub upstream_restarts: AtomicU64,
     /// Sub-supervisor restarts.
     pub supervisor_restarts: AtomicU64,
+    /// Subscribes refused: the client would pass `max_subscriptions_per_client`.
+    pub refused_subscribes_client: AtomicU64,
+    /// Subscribes refused: the node would pass `max_topics_per_node`.
+    pub refused_subscribes_node: AtomicU64,
+    /// Publish blocks refused: an entry names over `max_topics_per_message` topics.
+    pub refused_publishes_topics: AtomicU64,
+    /// Publish blocks refused: over `max_request_bytes`.
+    pub refused_publishes_size: AtomicU64,
+    /// Publish blocks refused: malformed.
+    pub refused_publishes_bad: AtomicU64,
+    /// Publish blocks refused: a proxy's upstream backlog is full.
+    pub refused_publishes_backlog: AtomicU64,
+    /// Connections closed for passing `max_pending_request_bytes`.
+    pub refused_pending: AtomicU64,
+    /// Bytes of partial requests buffered now (`crate::budget`).
+    pub pending_request_bytes: AtomicU64,
+    /// Bytes held by the retro buffers now, over all shards.
+    pub retro_bytes: AtomicU64,
 }
 
 /// A node's fixed context.
@@ -143,6 +161,37 @@ impl Env {
             ("shard_restarts".into(), get(&c.shard_restarts)),
             ("listener_restarts".into(), get(&c.listener_restarts)),
             ("supervisor_restarts".into(), get(&c.supervisor_restarts)),
+            (
+                "refused_subscribes_client".into(),
+                get(&c.refused_subscribes_client),
+            ),
+            (
+                "refused_subscribes_node".into(),
+                get(&c.refused_subscribes_node),
+            ),
+            (
+                "refused_publishes_topics".into(),
+                get(&c.refused_publishes_topics),
+            ),
+            ("refused_publishes_size".into(), get(&c.refused_publishes_size)),
+            ("refused_publishes_bad".into(), get(&c.refused_publishes_bad)),
+            (
+                "refused_publishes_backlog".into(),
+                get(&c.refused_publishes_backlog),
+            ),
+            ("refused_pending".into(), get(&c.refused_pending)),
+            ("pending_request_bytes".into(), get(&c.pending_request_bytes)),
+            (
+                "pending_request_budget".into(),
+                node.settings.max_pending_request_bytes.to_string(),
+            ),
+            ("retro_bytes".into(), get(&c.retro_bytes)),
+            (
+                "retro_bytes_budget".into(),
+                (node.settings.max_retro_bytes_per_router_shard as u64
+                    * self.router.num_shards() as u64)
+                    .to_string(),
+            ),
         ];
         if let Some(proxy) = &self.proxy {
             stats.push(("upstream_restarts".into(), get(&c.upstream_restarts)));
