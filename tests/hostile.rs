@@ -338,7 +338,11 @@ fn a_huge_subscribe_and_its_cleanup_leave_an_honest_pair_whole() {
     publisher.join().unwrap();
     let got = poll_until(&mut honest_sub, |m| m.len() >= 300, Duration::from_secs(20));
     let want: Vec<String> = (0..300).map(|i| i.to_string()).collect();
-    assert_eq!(payloads(&got), want, "the honest pair lost or reordered messages");
+    assert_eq!(
+        payloads(&got),
+        want,
+        "the honest pair lost or reordered messages"
+    );
     // The attacker's topics are all given back.
     node.wait_for_stat("topics", |v| v == 1);
     node.wait_for_stat("subscriptions", |v| v == 1);

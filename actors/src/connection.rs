@@ -348,7 +348,8 @@ impl Connection {
             }
             Request::Version => self.ready(Response::Version(crate::node::VERSION.into())),
             Request::Invalid(rejection) => {
-                if matches!(&rejection.reply, Response::ClientError(m) if m == "data block too large") {
+                if matches!(&rejection.reply, Response::ClientError(m) if m == "data block too large")
+                {
                     self.env
                         .node
                         .counters

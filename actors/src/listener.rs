@@ -15,9 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::connection::Connection;
-use crate::ratelimit::RateLimit;
 use crate::guard::{guard, Panicked, Supervised};
 use crate::node::Env;
+use crate::ratelimit::RateLimit;
 use crate::supervisor::{Child, ChildDown};
 
 /// The accept loop.

@@ -173,14 +173,23 @@ impl Env {
                 "refused_publishes_topics".into(),
                 get(&c.refused_publishes_topics),
             ),
-            ("refused_publishes_size".into(), get(&c.refused_publishes_size)),
-            ("refused_publishes_bad".into(), get(&c.refused_publishes_bad)),
+            (
+                "refused_publishes_size".into(),
+                get(&c.refused_publishes_size),
+            ),
+            (
+                "refused_publishes_bad".into(),
+                get(&c.refused_publishes_bad),
+            ),
             (
                 "refused_publishes_backlog".into(),
                 get(&c.refused_publishes_backlog),
             ),
             ("refused_pending".into(), get(&c.refused_pending)),
-            ("pending_request_bytes".into(), get(&c.pending_request_bytes)),
+            (
+                "pending_request_bytes".into(),
+                get(&c.pending_request_bytes),
+            ),
             (
                 "pending_request_budget".into(),
                 node.settings.max_pending_request_bytes.to_string(),

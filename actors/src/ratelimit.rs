@@ -61,7 +61,9 @@ impl RateLimit {
 
     fn allow_at(&self, now: Instant) -> Option<u64> {
         let mut w = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if w.start.is_none_or(|s| now.duration_since(s) >= self.interval) {
+        if w.start
+            .is_none_or(|s| now.duration_since(s) >= self.interval)
+        {
             w.start = Some(now);
             w.lines = 0;
         }

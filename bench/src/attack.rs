@@ -114,7 +114,13 @@ async fn write(s: &mut TcpStream, st: &AttackStats, b: &[u8]) -> bool {
 }
 
 /// Writes `n` bytes of `fill` in 1 MiB pieces, until `stop`.
-async fn write_fill(s: &mut TcpStream, st: &AttackStats, n: usize, fill: u8, stop: &AtomicBool) -> bool {
+async fn write_fill(
+    s: &mut TcpStream,
+    st: &AttackStats,
+    n: usize,
+    fill: u8,
+    stop: &AtomicBool,
+) -> bool {
     let chunk = vec![fill; 1 << 20];
     let mut left = n;
     while left > 0 && !stop.load(Ordering::Relaxed) {
@@ -179,8 +185,11 @@ async fn attacker(i: usize, ctx: Ctx, p: Arc<Params>, st: Arc<AttackStats>, stop
             let mut probe = [0u8; 1];
             while !stopped() {
                 if p.kind == "slowloris" {
-                    if let Ok(Ok(0) | Err(_)) =
-                        timeout(Duration::from_millis(200), tokio::io::AsyncReadExt::read(&mut s, &mut probe)).await
+                    if let Ok(Ok(0) | Err(_)) = timeout(
+                        Duration::from_millis(200),
+                        tokio::io::AsyncReadExt::read(&mut s, &mut probe),
+                    )
+                    .await
                     {
                         st.closed.fetch_add(1, Ordering::Relaxed);
                         return;
@@ -251,7 +260,10 @@ async fn attacker(i: usize, ctx: Ctx, p: Arc<Params>, st: Arc<AttackStats>, stop
 }
 
 /// The honest subscriber: polls until `stop`, then drains for a second.
-async fn honest_subscriber(mut r: ReplyReader<TcpStream>, stop: Arc<AtomicBool>) -> Result<Tracker, String> {
+async fn honest_subscriber(
+    mut r: ReplyReader<TcpStream>,
+    stop: Arc<AtomicBool>,
+) -> Result<Tracker, String> {
     let mut t = Tracker::default();
     let mut drained_at: Option<Instant> = None;
     loop {
@@ -282,7 +294,12 @@ async fn honest_subscriber(mut r: ReplyReader<TcpStream>, stop: Arc<AtomicBool>)
 }
 
 /// The honest publisher: `rate` messages per second until `stop`.
-async fn honest_publisher(mut r: ReplyReader<TcpStream>, topic: String, rate: u64, stop: Arc<AtomicBool>) -> Result<u64, String> {
+async fn honest_publisher(
+    mut r: ReplyReader<TcpStream>,
+    topic: String,
+    rate: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<u64, String> {
     let every = Duration::from_secs_f64(1.0 / rate as f64);
     let mut next = Instant::now();
     let mut seq = 0u64;
@@ -301,7 +318,9 @@ async fn honest_publisher(mut r: ReplyReader<TcpStream>, topic: String, rate: u6
             .map_err(|e| format!("honest publisher: write: {e}"))?;
         match timeout(Duration::from_secs(30), r.reply()).await {
             Ok(Ok(Reply::Stored)) => seq += 1,
-            Ok(Ok(other)) => return Err(format!("honest publisher: answered {}", other.describe())),
+            Ok(Ok(other)) => {
+                return Err(format!("honest publisher: answered {}", other.describe()))
+            }
             Ok(Err(e)) => return Err(format!("honest publisher: read: {e}")),
             Err(_) => return Err("honest publisher: no answer in 30 s".into()),
         }
@@ -323,16 +342,23 @@ pub async fn run(ctx: &Ctx, p: Params) -> (Report, bool) {
     r.str("kind", &p.kind, "");
     let topic = format!("{}honest", ctx.prefix);
     let pair = async {
-        let sub = common::connect(ctx.addr, None).await.map_err(|e| format!("connect: {e}"))?;
+        let sub = common::connect(ctx.addr, None)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let mut sub = ReplyReader::new(sub, 64 * 1024);
         let mut req = Vec::new();
         proto::push_topics(&mut req, "subscribe", &[&topic]);
-        sub.get_mut().write_all(&req).await.map_err(|e| e.to_string())?;
+        sub.get_mut()
+            .write_all(&req)
+            .await
+            .map_err(|e| e.to_string())?;
         match sub.reply().await.map_err(|e| e.to_string())? {
             Reply::Stored => {}
             other => return Err(format!("subscribe answered {}", other.describe())),
         }
-        let publ = common::connect(ctx.addr, None).await.map_err(|e| format!("connect: {e}"))?;
+        let publ = common::connect(ctx.addr, None)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         Ok::<_, String>((sub, ReplyReader::new(publ, 4096)))
     };
     let (sub, publ) = match timeout(ctx.connect_timeout, pair).await {
@@ -360,7 +386,15 @@ pub async fn run(ctx: &Ctx, p: Params) -> (Report, bool) {
         _ => 1,
     };
     let attackers: Vec<_> = (0..crowd)
-        .map(|i| tokio::spawn(attacker(i, ctx.clone(), p.clone(), st.clone(), stop.clone())))
+        .map(|i| {
+            tokio::spawn(attacker(
+                i,
+                ctx.clone(),
+                p.clone(),
+                st.clone(),
+                stop.clone(),
+            ))
+        })
         .collect();
     let attack_end = Instant::now() + ctx.duration;
     let mut peak_rss = before.server_rss_kib;
@@ -398,8 +432,16 @@ pub async fn run(ctx: &Ctx, p: Params) -> (Report, bool) {
             Tracker::default()
         }
     };
-    r.int("honest_published", published as i64, "messages the honest publisher got STORED for");
-    r.int("honest_received", t.unique as i64, "distinct messages the honest subscriber polled");
+    r.int(
+        "honest_published",
+        published as i64,
+        "messages the honest publisher got STORED for",
+    );
+    r.int(
+        "honest_received",
+        t.unique as i64,
+        "distinct messages the honest subscriber polled",
+    );
     r.int(
         "honest_lost",
         published.saturating_sub(t.unique) as i64,
@@ -407,18 +449,50 @@ pub async fn run(ctx: &Ctx, p: Params) -> (Report, bool) {
     );
     r.int("honest_duplicates", t.duplicates as i64, "");
     r.int("honest_out_of_order", t.ordering_violations as i64, "");
-    r.latency("honest_latency", &t.hist, "publish -> poll, over all three phases");
-    r.int("attack_ops", st.ops.load(Ordering::Relaxed) as i64, "attack requests or connections made");
-    r.int("attack_bytes", st.bytes.load(Ordering::Relaxed) as i64, "bytes the attackers wrote");
-    r.int("attack_closed", st.closed.load(Ordering::Relaxed) as i64, "attacker connections the node closed");
+    r.latency(
+        "honest_latency",
+        &t.hist,
+        "publish -> poll, over all three phases",
+    );
+    r.int(
+        "attack_ops",
+        st.ops.load(Ordering::Relaxed) as i64,
+        "attack requests or connections made",
+    );
+    r.int(
+        "attack_bytes",
+        st.bytes.load(Ordering::Relaxed) as i64,
+        "bytes the attackers wrote",
+    );
+    r.int(
+        "attack_closed",
+        st.closed.load(Ordering::Relaxed) as i64,
+        "attacker connections the node closed",
+    );
     if let Some(a) = st.first_answer.lock().unwrap().clone() {
         r.str("attack_answer", &a, "the first answer other than STORED");
     }
     let kib = |s: &crate::sys::Snapshot| s.server_rss_kib.map(|k| k as i64);
-    r.opt_int("server_rss_before_kib", kib(&before), "KiB, node RSS before the attack");
-    r.opt_int("server_rss_peak_kib", peak_rss.map(|k| k as i64), "KiB, highest node RSS seen during it");
-    r.opt_int("server_rss_during_kib", kib(&during), "KiB, node RSS at the end of the attack");
-    r.opt_int("server_rss_after_kib", kib(&after), "KiB, node RSS --settle s after the attackers left");
+    r.opt_int(
+        "server_rss_before_kib",
+        kib(&before),
+        "KiB, node RSS before the attack",
+    );
+    r.opt_int(
+        "server_rss_peak_kib",
+        peak_rss.map(|k| k as i64),
+        "KiB, highest node RSS seen during it",
+    );
+    r.opt_int(
+        "server_rss_during_kib",
+        kib(&during),
+        "KiB, node RSS at the end of the attack",
+    );
+    r.opt_int(
+        "server_rss_after_kib",
+        kib(&after),
+        "KiB, node RSS --settle s after the attackers left",
+    );
     let span = crate::sys::span(&before, &during);
     r.opt_float(
         "server_cpu_during",
