@@ -60,6 +60,10 @@ pub const MAX_PENDING: usize = 1024;
 /// Unwritten output past which reading pauses.
 pub const OUT_HIGH: usize = 256 * 1024;
 
+/// Bytes read in one turn of the socket future before it yields to the
+/// other connections on its worker (it is woken again at once).
+const READ_PER_TURN: usize = 1024 * 1024;
+
 /// One client connection.
 pub struct Connection {
     env: Arc<Env>,
@@ -416,6 +420,7 @@ impl Connection {
 
     /// One turn of socket work; returns `Ready` once the actor stopped.
     fn poll_io(&mut self, ctx: &mut Context<Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
+        let mut read_this_turn = 0;
         loop {
             // Decode what is buffered.
             while self.can_read() {
@@ -462,7 +467,16 @@ impl Connection {
                     self.close(ctx);
                     break;
                 }
-                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Ok(n)) => {
+                    // A client that streams without pause must not hold
+                    // the worker: past READ_PER_TURN, let the others run.
+                    read_this_turn += n;
+                    if read_this_turn >= READ_PER_TURN {
+                        task.waker().wake_by_ref();
+                        break;
+                    }
+                    continue;
+                }
                 Poll::Pending => break,
             }
         }
