@@ -5,25 +5,30 @@
 //! a client that sends most of a 16 MiB data block and then goes silent
 //! holds that memory for as long as it stays connected, and many such
 //! clients add up. Each connection accounts the bytes its buffer holds for
-//! an incomplete request in one node-wide sum ([`Held`]), updated after
-//! each decode turn:
+//! an incomplete request in one node-wide [`Budget`] (through its
+//! [`Held`]), after each read:
 //!
 //! - A partial request below [`ACCOUNT_FROM`] bytes (every command line,
-//!   every small block) is not accounted: it costs no atomic operation and
-//!   is never refused. The per-connection bound for those is
-//!   `max_line_bytes` / small blocks, times `max_tcp_clients`.
+//!   every small block) is not accounted: it takes no lock and is never
+//!   refused.
 //! - When a connection's partial request grows and the sum would pass the
-//!   budget, that connection (the one whose growth passes it) is answered
-//!   `SERVER_ERROR pending request budget exceeded` and closed; its bytes
-//!   are released at once. Connections already holding their share keep
-//!   it: their requests complete, or they are closed by
-//!   `client_idle_timeout`.
+//!   budget, the connection holding the largest partial request (the
+//!   oldest holder on ties, the growing one counting as the newest) is
+//!   answered `SERVER_ERROR pending request budget exceeded` and closed,
+//!   and its bytes are released at once; again until the growth fits. So a
+//!   crowd of clients each parked on most of a maximal block is closed
+//!   largest first, and an honest publisher's smaller block gets through;
+//!   a connection that is itself the largest is the one refused.
 //! - The bytes are released when the request completes (the buffer holds
 //!   less than [`ACCOUNT_FROM`] again) and when the connection ends
 //!   (`Drop`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
 
 use crate::node::Node;
 
@@ -33,25 +38,76 @@ pub const ACCOUNT_FROM: usize = 64 * 1024;
 /// What the refused connection is answered.
 pub const REFUSAL: &str = "pending request budget exceeded";
 
+/// Tells a connection that it was chosen to give its bytes back: answer
+/// [`REFUSAL`] and close.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct OverBudget;
+
+/// The holders of the node's budget.
+#[derive(Default)]
+pub struct Budget {
+    holders: Mutex<Holders>,
+}
+
+#[derive(Default)]
+struct Holders {
+    by_id: HashMap<u64, Holder>,
+    /// Sum of the holders' bytes.
+    sum: u64,
+    /// Order of arrival (ties go to the oldest holder).
+    next_since: u64,
+}
+
+struct Holder {
+    bytes: u64,
+    since: u64,
+    evicted: Arc<AtomicBool>,
+    tell: Recipient<OverBudget>,
+}
+
 /// One connection's share of the budget.
 pub struct Held {
     node: Arc<Node>,
+    id: u64,
+    tell: Recipient<OverBudget>,
+    /// Bytes this connection holds in the budget.
     bytes: u64,
+    /// Set when another connection's growth chose this one to close.
+    evicted: Arc<AtomicBool>,
+}
+
+impl Budget {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Holders> {
+        self.holders.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Held {
-    pub fn new(node: Arc<Node>) -> Held {
-        Held { node, bytes: 0 }
+    pub fn new(node: Arc<Node>, id: u64, tell: Recipient<OverBudget>) -> Held {
+        Held {
+            node,
+            id,
+            tell,
+            bytes: 0,
+            evicted: Arc::new(AtomicBool::new(false)),
+        }
     }
 
-    fn sum(&self) -> &AtomicU64 {
-        &self.node.counters.pending_request_bytes
+    fn publish(&self, sum: u64) {
+        self.node
+            .counters
+            .pending_request_bytes
+            .store(sum, Ordering::Relaxed);
     }
 
     /// The connection's buffer now holds `buffered` bytes of an incomplete
-    /// request (0: none). `false`: this growth would pass the budget; the
-    /// connection must be refused and closed (its share is released).
+    /// request (0: none). `false`: this connection must be refused and
+    /// closed (it is the largest holder, or another's growth chose it).
     pub fn update(&mut self, buffered: usize) -> bool {
+        if self.evicted.load(Ordering::Relaxed) {
+            return false;
+        }
         let now = if buffered < ACCOUNT_FROM {
             0
         } else {
@@ -60,33 +116,97 @@ impl Held {
         if now == self.bytes {
             return true;
         }
+        let budget = self.node.settings.max_pending_request_bytes as u64;
+        let id = self.id;
+        let node = self.node.clone();
+        let mut h = node.budget.lock();
         if now < self.bytes {
-            self.sum().fetch_sub(self.bytes - now, Ordering::Relaxed);
+            h.sum -= self.bytes - now;
+            if now == 0 {
+                h.by_id.remove(&id);
+            } else if let Some(me) = h.by_id.get_mut(&id) {
+                me.bytes = now;
+            }
             self.bytes = now;
+            let sum = h.sum;
+            drop(h);
+            self.publish(sum);
             return true;
         }
         let grow = now - self.bytes;
-        let budget = self.node.settings.max_pending_request_bytes as u64;
-        let before = self.sum().fetch_add(grow, Ordering::Relaxed);
-        if before + grow > budget {
-            self.sum().fetch_sub(grow, Ordering::Relaxed);
-            self.release();
-            self.node
-                .counters
-                .refused_pending
-                .fetch_add(1, Ordering::Relaxed);
+        let my_since = match h.by_id.get(&id) {
+            Some(me) => me.since,
+            None => h.next_since,
+        };
+        let mut refused = false;
+        while h.sum + grow > budget {
+            let victim = h
+                .by_id
+                .iter()
+                .filter(|(k, _)| **k != id)
+                .max_by_key(|(_, v)| (v.bytes, Reverse(v.since)))
+                .map(|(k, v)| (*k, (v.bytes, Reverse(v.since))));
+            match victim {
+                Some((victim, rank)) if rank > (now, Reverse(my_since)) => {
+                    let v = h.by_id.remove(&victim).expect("holder");
+                    h.sum -= v.bytes;
+                    v.evicted.store(true, Ordering::Relaxed);
+                    v.tell.do_send(OverBudget);
+                }
+                _ => {
+                    refused = true;
+                    break;
+                }
+            }
+        }
+        if refused {
+            if h.by_id.remove(&id).is_some() {
+                h.sum -= self.bytes;
+            }
+            self.bytes = 0;
+            let sum = h.sum;
+            drop(h);
+            self.publish(sum);
             return false;
         }
+        h.sum += grow;
+        if h.by_id.contains_key(&id) {
+            if let Some(me) = h.by_id.get_mut(&id) {
+                me.bytes = now;
+            }
+        } else {
+            h.next_since += 1;
+            h.by_id.insert(
+                id,
+                Holder {
+                    bytes: now,
+                    since: my_since,
+                    evicted: self.evicted.clone(),
+                    tell: self.tell.clone(),
+                },
+            );
+        }
         self.bytes = now;
+        let sum = h.sum;
+        drop(h);
+        self.publish(sum);
         true
     }
 
     /// Gives the whole share back.
     pub fn release(&mut self) {
-        if self.bytes > 0 {
-            self.sum().fetch_sub(self.bytes, Ordering::Relaxed);
-            self.bytes = 0;
+        if self.bytes == 0 {
+            return;
         }
+        let node = self.node.clone();
+        let mut h = node.budget.lock();
+        if h.by_id.remove(&self.id).is_some() {
+            h.sum -= self.bytes;
+        }
+        self.bytes = 0;
+        let sum = h.sum;
+        drop(h);
+        self.publish(sum);
     }
 }
 

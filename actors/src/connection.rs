@@ -32,7 +32,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::budget::Held;
+use crate::budget::{Held, OverBudget};
 use crate::client::{ClientInfo, Kick};
 use crate::guard::{guard, Panicked, Supervised};
 use crate::message::{encode_poll, Delivery};
@@ -131,8 +131,8 @@ impl Connection {
                 info: info.clone(),
             });
             Connection {
+                pending: Held::new(env.node.clone(), id, me.clone().recipient()),
                 publisher: Publisher::new(id, home, true, env.clone(), me.recipient()),
-                pending: Held::new(env.node.clone()),
                 env,
                 info,
                 queue,
@@ -294,6 +294,15 @@ impl Connection {
     /// This connection's partial request would pass the node's
     /// `max_pending_request_bytes`: refuse it and close.
     fn over_budget(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.pending.release();
+        self.env
+            .node
+            .counters
+            .refused_pending
+            .fetch_add(1, Ordering::Relaxed);
         static OVER_BUDGET: RateLimit = RateLimit::warnings();
         if let Some(suppressed) = OVER_BUDGET.allow() {
             warn!(self.env.node.log, "pending request budget exceeded: closing connection";
@@ -421,6 +430,8 @@ impl Connection {
     /// One turn of socket work; returns `Ready` once the actor stopped.
     fn poll_io(&mut self, ctx: &mut Context<Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
         let mut read_this_turn = 0;
+        // The socket said "nothing more now" (so it will wake this task).
+        let mut read_pending = false;
         loop {
             // Decode what is buffered.
             while self.can_read() {
@@ -477,7 +488,10 @@ impl Connection {
                     }
                     continue;
                 }
-                Poll::Pending => break,
+                Poll::Pending => {
+                    read_pending = true;
+                    break;
+                }
             }
         }
         // End of the turn: this turn's publishes go out as one batch per shard.
@@ -502,6 +516,13 @@ impl Connection {
             let _ = Pin::new(&mut self.writer).poll_shutdown(task);
             ctx.stop();
             return Poll::Ready(());
+        }
+        if !read_pending && self.can_read() {
+            // Reading paused this turn (answers outstanding) and may go on
+            // now, but no socket wake-up is due: come back at once, or a
+            // client pipelining locally answered requests would stall (and
+            // its disconnect would go unnoticed).
+            task.waker().wake_by_ref();
         }
         Poll::Pending
     }
@@ -562,6 +583,15 @@ impl Handler<Routed> for Connection {
             let done = a.publisher.routed(msg);
             a.resolve_published(done);
         });
+    }
+}
+
+impl Handler<OverBudget> for Connection {
+    type Result = ();
+
+    /// Another connection's growth chose this one to give its bytes back.
+    fn handle(&mut self, _: OverBudget, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, ctx| a.over_budget(ctx));
     }
 }
 
