@@ -15,9 +15,12 @@
 //!   closed, the others complete); a huge subscribe and its cleanup leave
 //!   an honest pair whole, a retro subscribe sliced into chunks replays
 //!   everything once.
-//! - A pipeliner that never reads is not read from, then dropped; accepted
-//!   sockets have TCP keepalive; a refused-connection flood logs a bounded
-//!   number of warnings.
+//! - A pipeliner that never reads is not read from, then dropped (and its
+//!   disconnect noticed at once); accepted sockets have TCP keepalive; a
+//!   refused-connection flood logs a bounded number of warnings.
+//! - Every attack at once (slowloris, a never-reading pipeliner, oversized
+//!   blocks, padded and repeated-topic publishes, huge subscribes): an
+//!   honest pair loses nothing, and everything is given back after.
 //! - Local users: the runtime directory must be the node's own, the console
 //!   log is never written through a planted symlink, and the control client
 //!   refuses a socket served by another user (`SO_PEERCRED`). The cases that

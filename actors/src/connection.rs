@@ -11,8 +11,10 @@
 //! in order. The socket is driven by one future ([`Io`]) that reads while
 //! fewer than [`MAX_PENDING`] answers are outstanding and less than
 //! [`OUT_HIGH`] bytes wait to be written (a client that does not read its
-//! answers is simply not read from), and ends each turn by sending the
-//! turn's publishes as one batch per shard.
+//! answers is simply not read from), at most [`READ_PER_TURN`] bytes per
+//! turn, and ends each turn by sending the turn's publishes as one batch
+//! per shard. A partial request's bytes count against the node's
+//! `max_pending_request_bytes` (`crate::budget`).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -62,7 +64,7 @@ pub const OUT_HIGH: usize = 256 * 1024;
 
 /// Bytes read in one turn of the socket future before it yields to the
 /// other connections on its worker (it is woken again at once).
-const READ_PER_TURN: usize = 1024 * 1024;
+pub const READ_PER_TURN: usize = 1024 * 1024;
 
 /// One client connection.
 pub struct Connection {
