@@ -120,6 +120,13 @@ fn an_entry_naming_too_many_topics_is_refused_whole_and_the_connection_stays_ope
     publisher.publish(&[(&["a", "b", "c", "a", "b", "c"], b"ok")]);
     expect_entries(&mut sub, b"MESSAGE a 2\r\nok\r\n");
     expect_version(&mut publisher);
+    let s = node.stats();
+    assert_eq!(s["refused_publishes_topics"], "1", "{s:?}");
+    assert_eq!(s["refused_publishes_bad"], "0", "{s:?}");
+    // The retro buffers hold the published message, within their budget.
+    let held: u64 = s["retro_bytes"].parse().unwrap();
+    let budget: u64 = s["retro_bytes_budget"].parse().unwrap();
+    assert!(held > 0 && held <= budget, "{s:?}");
 }
 
 #[test]
@@ -187,6 +194,7 @@ fn a_connection_that_keeps_sending_oversized_blocks_is_closed() {
     }
     client.expect_closed();
     expect_version(&mut node.connect());
+    assert_eq!(stat(&node, "refused_publishes_size"), 15);
 }
 
 // ---- Padding ---------------------------------------------------------------

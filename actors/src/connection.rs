@@ -387,10 +387,14 @@ impl Connection {
                     return;
                 }
                 node.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                warn!(node.log, "slow consumer: queue limit exceeded, closing connection";
-                    "client" => self.info.id, "peer" => %self.info.peer,
-                    "max_queue_messages" => node.settings.max_queue_messages,
-                    "max_queue_bytes" => node.settings.max_queue_bytes);
+                static SLOW: RateLimit = RateLimit::warnings();
+                if let Some(suppressed) = SLOW.allow() {
+                    warn!(node.log, "slow consumer: queue limit exceeded, closing connection";
+                        "client" => self.info.id, "peer" => %self.info.peer,
+                        "max_queue_messages" => node.settings.max_queue_messages,
+                        "max_queue_bytes" => node.settings.max_queue_bytes,
+                        "suppressed" => suppressed);
+                }
                 Some("slow consumer: queue limit exceeded")
             }
             Kick::UpstreamLost => {
