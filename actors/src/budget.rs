@@ -20,8 +20,7 @@
 //!   largest first, and an honest publisher's smaller block gets through;
 //!   a connection that is itself the largest is the one refused.
 //! - The bytes are released when the request completes (the buffer holds
-//!   less than [`ACCOUNT_FROM`] again) and when the connection ends
-//!   (`Drop`).
+//!   less than [`ACCOUNT_FROM`] again) and when the connection stops.
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
@@ -66,15 +65,16 @@ struct Holder {
     tell: Recipient<OverBudget>,
 }
 
-/// One connection's share of the budget.
+/// One connection's share of the budget: 16 bytes, and nothing else until
+/// the connection first holds [`ACCOUNT_FROM`] bytes of a partial request.
+/// The connection calls [`Held::release`] when it stops.
+#[derive(Default)]
 pub struct Held {
-    node: Arc<Node>,
-    id: u64,
-    tell: Recipient<OverBudget>,
     /// Bytes this connection holds in the budget.
     bytes: u64,
-    /// Set when another connection's growth chose this one to close.
-    evicted: Arc<AtomicBool>,
+    /// Set when another connection's growth chose this one to close
+    /// (allocated when the connection first holds bytes).
+    evicted: Option<Arc<AtomicBool>>,
 }
 
 impl Budget {
@@ -83,29 +83,29 @@ impl Budget {
     }
 }
 
+fn publish(node: &Node, sum: u64) {
+    node.counters
+        .pending_request_bytes
+        .store(sum, Ordering::Relaxed);
+}
+
 impl Held {
-    pub fn new(node: Arc<Node>, id: u64, tell: Recipient<OverBudget>) -> Held {
-        Held {
-            node,
-            id,
-            tell,
-            bytes: 0,
-            evicted: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    fn publish(&self, sum: u64) {
-        self.node
-            .counters
-            .pending_request_bytes
-            .store(sum, Ordering::Relaxed);
-    }
-
-    /// The connection's buffer now holds `buffered` bytes of an incomplete
-    /// request (0: none). `false`: this connection must be refused and
-    /// closed (it is the largest holder, or another's growth chose it).
-    pub fn update(&mut self, buffered: usize) -> bool {
-        if self.evicted.load(Ordering::Relaxed) {
+    /// Connection `id`'s buffer now holds `buffered` bytes of an incomplete
+    /// request (0: none); `tell` reaches it if another's growth chooses it.
+    /// `false`: this connection must be refused and closed (it is the
+    /// largest holder, or another's growth chose it).
+    pub fn update(
+        &mut self,
+        node: &Node,
+        id: u64,
+        tell: impl FnOnce() -> Recipient<OverBudget>,
+        buffered: usize,
+    ) -> bool {
+        if self
+            .evicted
+            .as_ref()
+            .is_some_and(|e| e.load(Ordering::Relaxed))
+        {
             return false;
         }
         let now = if buffered < ACCOUNT_FROM {
@@ -116,9 +116,7 @@ impl Held {
         if now == self.bytes {
             return true;
         }
-        let budget = self.node.settings.max_pending_request_bytes as u64;
-        let id = self.id;
-        let node = self.node.clone();
+        let budget = node.settings.max_pending_request_bytes as u64;
         let mut h = node.budget.lock();
         if now < self.bytes {
             h.sum -= self.bytes - now;
@@ -130,7 +128,7 @@ impl Held {
             self.bytes = now;
             let sum = h.sum;
             drop(h);
-            self.publish(sum);
+            publish(node, sum);
             return true;
         }
         let grow = now - self.bytes;
@@ -166,52 +164,47 @@ impl Held {
             self.bytes = 0;
             let sum = h.sum;
             drop(h);
-            self.publish(sum);
+            publish(node, sum);
             return false;
         }
         h.sum += grow;
-        if h.by_id.contains_key(&id) {
-            if let Some(me) = h.by_id.get_mut(&id) {
-                me.bytes = now;
-            }
+        if let Some(me) = h.by_id.get_mut(&id) {
+            me.bytes = now;
         } else {
             h.next_since += 1;
+            let evicted = self
+                .evicted
+                .get_or_insert_with(|| Arc::new(AtomicBool::new(false)))
+                .clone();
             h.by_id.insert(
                 id,
                 Holder {
                     bytes: now,
                     since: my_since,
-                    evicted: self.evicted.clone(),
-                    tell: self.tell.clone(),
+                    evicted,
+                    tell: tell(),
                 },
             );
         }
         self.bytes = now;
         let sum = h.sum;
         drop(h);
-        self.publish(sum);
+        publish(node, sum);
         true
     }
 
-    /// Gives the whole share back.
-    pub fn release(&mut self) {
+    /// Gives connection `id`'s whole share back.
+    pub fn release(&mut self, node: &Node, id: u64) {
         if self.bytes == 0 {
             return;
         }
-        let node = self.node.clone();
         let mut h = node.budget.lock();
-        if h.by_id.remove(&self.id).is_some() {
+        if h.by_id.remove(&id).is_some() {
             h.sum -= self.bytes;
         }
         self.bytes = 0;
         let sum = h.sum;
         drop(h);
-        self.publish(sum);
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.release();
+        publish(node, sum);
     }
 }

@@ -16,10 +16,10 @@ use futures_util::future::join_all;
 use slog::error;
 
 use crate::client::{ClientInfo, FastMap, FastSet, Kick};
-use crate::connection::{Connection, KickConnection};
 use crate::guard::{guard, Panicked, Supervised};
 use crate::node::Node;
-use crate::queue::{ClientQueue, KickIfHolds, Topics};
+use crate::queue::{KickClient, KickIfHolds, Topics};
+use crate::shard::QueueRef;
 use crate::supervisor::{Child, ChildDown};
 
 /// Trim the heap once this many clients left since the last trim.
@@ -27,8 +27,7 @@ const TRIM_AFTER_CLOSES: u64 = 256;
 
 /// One client's pair.
 struct Entry {
-    conn: Addr<Connection>,
-    queue: Addr<ClientQueue>,
+    queue: QueueRef,
     info: Arc<ClientInfo>,
 }
 
@@ -46,8 +45,7 @@ pub struct ClientSupervisor {
 #[rtype(result = "()")]
 pub struct Join {
     pub id: u64,
-    pub conn: Addr<Connection>,
-    pub queue: Addr<ClientQueue>,
+    pub queue: QueueRef,
     pub info: Arc<ClientInfo>,
 }
 
@@ -58,7 +56,7 @@ pub struct Leave(pub u64);
 
 /// Every client queue (for a router shard's restart).
 #[derive(Message)]
-#[rtype(result = "Vec<(u64, Addr<ClientQueue>)>")]
+#[rtype(result = "Vec<(u64, QueueRef)>")]
 pub struct Queues;
 
 /// Tell every client's connection to close.
@@ -102,7 +100,7 @@ impl ClientSupervisor {
         let timeout = self.node.settings.client_idle_timeout;
         for e in self.clients.values() {
             if e.info.idle_for() >= timeout {
-                e.conn.do_send(KickConnection(Kick::Idle));
+                e.queue.do_send(KickClient(Kick::Idle));
             }
         }
         let closed = self
@@ -156,7 +154,6 @@ impl Handler<Join> for ClientSupervisor {
         self.clients.insert(
             msg.id,
             Entry {
-                conn: msg.conn,
                 queue: msg.queue,
                 info: msg.info,
             },
@@ -193,7 +190,7 @@ impl Handler<KickAll> for ClientSupervisor {
 
     fn handle(&mut self, msg: KickAll, _ctx: &mut Context<Self>) {
         for e in self.clients.values() {
-            e.conn.do_send(KickConnection(msg.0));
+            e.queue.do_send(KickClient(msg.0));
         }
     }
 }

@@ -42,6 +42,7 @@ use crate::node::Env;
 use crate::publish::{Outcome, Publisher};
 use crate::queue::{Ask, ClientQueue, Close, FromQueue, QueueRequest, Take, Taken};
 use crate::ratelimit::RateLimit;
+use crate::shard::QueueRef;
 use crate::shard::Routed;
 use crate::supervisor::InjectFault;
 
@@ -52,9 +53,6 @@ pub const FAULT_CONNECTION_PANIC: &[u8] = b"__kraken_fault_connection_panic__";
 /// bytes; the buffer grows for large publishes. Idle clients are the many,
 /// so this is most of what an idle connection costs.
 const READ_BUFFER_INITIAL: usize = 64;
-
-/// Largest write buffer a connection keeps once it is empty.
-const BUFFER_KEEP: usize = 16 * 1024;
 
 /// Answers outstanding at once; past it, reading pauses.
 pub const MAX_PENDING: usize = 1024;
@@ -71,8 +69,12 @@ pub struct Connection {
     env: Arc<Env>,
     info: Arc<ClientInfo>,
     /// The client's queue actor.
-    queue: Addr<ClientQueue>,
-    publisher: Publisher,
+    queue: QueueRef,
+    /// The publish pipeline, made at the first publish (most clients only
+    /// subscribe and poll; an idle connection should cost little).
+    publisher: Option<Box<Publisher>>,
+    /// The worker arbiter this connection runs on.
+    home: usize,
     codec: KrakenCodec,
     reader: OwnedReadHalf,
     rbuf: BytesMut,
@@ -123,24 +125,23 @@ impl Connection {
             max_request_bytes: s.max_request_bytes,
         };
         Connection::create(move |ctx| {
-            let me = ctx.address();
             let queue =
-                ClientQueue::new(env.clone(), home, info.clone(), me.clone().recipient()).start();
+                ClientQueue::begin(env.clone(), home, info.clone(), ctx.address().recipient());
             env.clients.do_send(crate::clients::Join {
                 id,
-                conn: me.clone(),
                 queue: queue.clone(),
                 info: info.clone(),
             });
             Connection {
-                pending: Held::new(env.node.clone(), id, me.clone().recipient()),
-                publisher: Publisher::new(id, home, true, env.clone(), me.recipient()),
+                pending: Held::default(),
+                publisher: None,
+                home,
                 env,
                 info,
                 queue,
                 codec: KrakenCodec::new(limits),
                 reader,
-                rbuf: BytesMut::with_capacity(READ_BUFFER_INITIAL),
+                rbuf: BytesMut::new(),
                 writer,
                 out: BytesMut::new(),
                 replies: VecDeque::new(),
@@ -249,7 +250,21 @@ impl Connection {
         }
     }
 
-    fn publish(&mut self, data: &Bytes) -> Option<Response> {
+    /// The publish pipeline, made on first use.
+    fn publisher(&mut self, ctx: &mut Context<Self>) -> &mut Publisher {
+        let (id, home, env) = (self.info.id, self.home, &self.env);
+        self.publisher.get_or_insert_with(|| {
+            Box::new(Publisher::new(
+                id,
+                home,
+                true,
+                env.clone(),
+                ctx.address().recipient(),
+            ))
+        })
+    }
+
+    fn publish(&mut self, data: &Bytes, ctx: &mut Context<Self>) -> Option<Response> {
         let settings = &self.env.node.settings;
         let limits = BodyLimits {
             max_topic_bytes: settings.max_topic_bytes,
@@ -279,8 +294,9 @@ impl Connection {
                 ));
             }
         }
+        let warn_topics = settings.router_min_publish_to_topics_to_warn;
         for entry in entries {
-            if entry.topics.len() >= settings.router_min_publish_to_topics_to_warn {
+            if entry.topics.len() >= warn_topics {
                 static MANY_TOPICS: RateLimit = RateLimit::warnings();
                 if let Some(suppressed) = MANY_TOPICS.allow() {
                     warn!(self.env.node.log, "message names many topics";
@@ -288,7 +304,7 @@ impl Connection {
                         "peer" => %self.info.peer, "suppressed" => suppressed);
                 }
             }
-            self.publisher.submit(entry.topics, entry.payload);
+            self.publisher(ctx).submit(entry.topics, entry.payload);
         }
         None
     }
@@ -299,7 +315,7 @@ impl Connection {
         if self.closing {
             return;
         }
-        self.pending.release();
+        self.pending.release(&self.env.node, self.info.id);
         self.env
             .node
             .counters
@@ -331,11 +347,11 @@ impl Connection {
                 self.queue.do_send(Take { ticket });
             }
             Request::Set { key, data, noreply } => match key {
-                SetKey::Publish => match self.publish(&data) {
+                SetKey::Publish => match self.publish(&data, ctx) {
                     Some(refused) => self.ready(refused),
                     None => {
                         let ticket = self.waiting(noreply);
-                        self.publisher.ticket(ticket);
+                        self.publisher(ctx).ticket(ticket);
                     }
                 },
                 SetKey::Subscribe | SetKey::Unsubscribe => match parse_topics(&data, max_topic) {
@@ -450,7 +466,9 @@ impl Connection {
                     }
                     Ok(None) => {
                         // The buffer holds a partial request (`crate::budget`).
-                        if !self.pending.update(self.rbuf.len()) {
+                        let tell = || ctx.address().recipient();
+                        let (node, id) = (&self.env.node, self.info.id);
+                        if !self.pending.update(node, id, tell, self.rbuf.len()) {
                             self.over_budget(ctx);
                         }
                         break;
@@ -501,8 +519,10 @@ impl Connection {
             }
         }
         // End of the turn: this turn's publishes go out as one batch per shard.
-        let done = self.publisher.flush();
-        self.resolve_published(done);
+        if let Some(p) = self.publisher.as_mut() {
+            let done = p.flush();
+            self.resolve_published(done);
+        }
         self.drain();
         while !self.out.is_empty() {
             match Pin::new(&mut self.writer).poll_write(task, &self.out) {
@@ -514,8 +534,16 @@ impl Connection {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        if self.out.capacity() > BUFFER_KEEP {
-            // Don't keep a large buffer per connection between polls.
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+            // Nothing half-read: keep no read buffer while the client is quiet.
+            self.rbuf = BytesMut::new();
+        }
+        if self.replies.is_empty() && self.replies.capacity() > 0 {
+            // Idle connections are the many: keep no answer slots.
+            self.replies = VecDeque::new();
+        }
+        if self.out.capacity() > 0 && self.replies.is_empty() {
+            // Written out and nothing pending: keep no buffer between polls.
             self.out = BytesMut::new();
         }
         if self.closing && self.replies.is_empty() {
@@ -542,6 +570,7 @@ impl Actor for Connection {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.pending.release(&self.env.node, self.info.id);
         self.queue.do_send(Close);
     }
 }
@@ -586,8 +615,10 @@ impl Handler<Routed> for Connection {
 
     fn handle(&mut self, msg: Routed, ctx: &mut Context<Self>) {
         guard(self, ctx, |a, _| {
-            let done = a.publisher.routed(msg);
-            a.resolve_published(done);
+            if let Some(p) = a.publisher.as_mut() {
+                let done = p.routed(msg);
+                a.resolve_published(done);
+            }
         });
     }
 }

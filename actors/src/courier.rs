@@ -7,12 +7,13 @@
 use actix::prelude::*;
 
 use crate::message::Delivery;
-use crate::queue::{ClientQueue, Deliver};
+use crate::queue::Deliver;
+use crate::shard::QueueRef;
 
 /// Deliveries for queues on this courier's arbiter.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Parcel(pub Vec<(Addr<ClientQueue>, Vec<Delivery>)>);
+pub struct Parcel(pub Vec<(QueueRef, Vec<Delivery>)>);
 
 /// One arbiter's courier. It holds no state, so it cannot be left
 /// inconsistent: a failure (a closed queue is skipped by `do_send`) needs

@@ -34,8 +34,8 @@ use crate::client::FastMap;
 use crate::courier::Parcel;
 use crate::message::{Delivery, Message};
 use crate::node::Env;
-use crate::queue::{ClientQueue, Deliver};
-use crate::shard::{Owned, Route, RouteItem, Routed, ShardFailed, Sub, SubList};
+use crate::queue::Deliver;
+use crate::shard::{Owned, QueueRef, Route, RouteItem, Routed, ShardFailed, Sub, SubList};
 
 /// Payloads shorter than this are copied out of the request buffer, so a
 /// queued or buffered message does not pin the whole read buffer.
@@ -77,7 +77,7 @@ struct Batch {
 #[derive(Default)]
 struct Plan {
     index: FastMap<u64, usize>,
-    targets: Vec<(usize, Addr<ClientQueue>, Vec<Delivery>)>,
+    targets: Vec<(usize, QueueRef, Vec<Delivery>)>,
     /// Room for this many deliveries per subscriber (the batch's size).
     room: usize,
 }
@@ -258,7 +258,7 @@ impl Publisher {
         let mut failed_msgs = vec![false; b.msgs.len()];
         let mut delivered = 0u64;
         // The last single-topic list seen and its subscribers' plan slots.
-        let mut last: Option<(*const Vec<Sub>, Vec<usize>)> = None;
+        let mut last: Option<(*const (), Vec<usize>)> = None;
         for (k, msg) in b.msgs.iter().enumerate() {
             let mut lists: Vec<(u32, Option<SubList>)> = Vec::with_capacity(msg.topics.len());
             let mut failed = false;
@@ -280,7 +280,7 @@ impl Publisher {
             let mut recipients = 0usize;
             if lists.len() == 1 {
                 if let Some(list) = lists.pop().and_then(|(_, l)| l) {
-                    let ptr = Arc::as_ptr(&list);
+                    let ptr = list.key();
                     let slots = match &last {
                         Some((p, slots)) if *p == ptr => slots.clone(),
                         _ => {
@@ -336,7 +336,7 @@ impl Publisher {
                 }
             }
         }
-        let mut parcels: Vec<Vec<(Addr<ClientQueue>, Vec<Delivery>)>> =
+        let mut parcels: Vec<Vec<(QueueRef, Vec<Delivery>)>> =
             (0..self.env.couriers.len()).map(|_| Vec::new()).collect();
         for (home, queue, items) in plan.targets {
             if items.is_empty() {

@@ -44,7 +44,9 @@ use crate::guard::{guard, Panicked, Supervised};
 use crate::message::{Delivery, Message};
 use crate::node::Env;
 use crate::router::{shard_of, Horizon, ReplayScope};
-use crate::shard::{Replay, ResyncReply, RouterShard, ShardFailed, Subscribe, Unsubscribe};
+use crate::shard::{
+    QueueRef, Replay, ResyncReply, RouterShard, ShardFailed, Subscribe, Unsubscribe,
+};
 
 /// Topic that makes a queue actor panic when `fault_injection` is on.
 pub const FAULT_QUEUE_PANIC: &[u8] = b"__kraken_fault_queue_panic__";
@@ -105,6 +107,11 @@ pub struct Resync {
 #[rtype(result = "()")]
 pub struct Close;
 
+/// Tell this client's connection to close (from the clients' supervisor).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct KickClient(pub Kick);
+
 /// This client's topics (`dump_queue_topics`).
 #[derive(Message)]
 #[rtype(result = "Vec<Bytes>")]
@@ -155,6 +162,9 @@ pub struct ClientQueue {
     env: Arc<Env>,
     /// The worker arbiter this queue (and its connection) runs on.
     home: usize,
+    /// This actor's address, shared with its connection, the clients'
+    /// supervisor and the shards that list it (one sender for all).
+    me: Option<QueueRef>,
     info: Arc<ClientInfo>,
     conn: Recipient<FromQueue>,
     subs: FastSet<Bytes>,
@@ -181,6 +191,7 @@ impl ClientQueue {
         ClientQueue {
             env,
             home,
+            me: None,
             info,
             conn,
             subs: FastSet::default(),
@@ -196,6 +207,28 @@ impl ClientQueue {
 
     fn id(&self) -> u64 {
         self.info.id
+    }
+
+    /// Starts a client's queue actor on the current arbiter; returns its
+    /// shared address.
+    pub fn begin(
+        env: Arc<Env>,
+        home: usize,
+        info: Arc<ClientInfo>,
+        conn: Recipient<FromQueue>,
+    ) -> QueueRef {
+        let ctx = Context::new();
+        let me: QueueRef = Arc::new(ctx.address());
+        let mut queue = ClientQueue::new(env, home, info, conn);
+        queue.me = Some(me.clone());
+        ctx.run(queue);
+        me
+    }
+
+    fn me(&mut self, ctx: &mut Context<Self>) -> QueueRef {
+        self.me
+            .get_or_insert_with(|| Arc::new(ctx.address()))
+            .clone()
     }
 
     fn answer(&self, ticket: u64, response: Response) {
@@ -323,7 +356,7 @@ impl ClientQueue {
                 replay_topics[shard_of(t, n)].push(t.clone());
             }
         }
-        let me = ctx.address();
+        let me = self.me(ctx);
         let id = self.id();
         let home = self.home;
         // Per shard, the change in chunks of at most SHARD_CHUNK topics
@@ -487,7 +520,7 @@ impl ClientQueue {
         Response::Stored
     }
 
-    fn unsubscribe(&mut self, ctx: &mut Context<Self>, ticket: u64, topics: Vec<Bytes>) {
+    fn unsubscribe(&mut self, ticket: u64, topics: Vec<Bytes>) {
         let n = self.env.router.num_shards();
         let mut by_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
         for t in topics {
@@ -498,23 +531,20 @@ impl ClientQueue {
         self.info
             .subscriptions
             .store(self.subs.len() as u64, Ordering::Relaxed);
-        let asks = self.unsubscribes(by_shard);
-        if asks.is_empty() {
-            return self.answer(ticket, Response::Stored);
+        // Answered at once: from now on this queue drops what still
+        // arrives for these topics (deliveries routed before the shards
+        // saw the change), so nothing published after the answer reaches
+        // the client on them. The shards get the change in chunks.
+        let sent = by_shard.iter().any(|topics| !topics.is_empty());
+        for ask in self.unsubscribes(by_shard) {
+            actix::spawn(async move {
+                let _ = ask.await;
+            });
         }
-        self.in_flight_mut().unsubscribed = true;
-        let fut =
-            async move { join_all(asks).await }
-                .into_actor(self)
-                .map(move |answers, act, _ctx| {
-                    let response = if answers.iter().all(|a| a.is_ok()) {
-                        Response::Stored
-                    } else {
-                        ShardFailed.reply()
-                    };
-                    act.answer(ticket, response);
-                });
-        ctx.wait(fut);
+        if sent {
+            self.in_flight_mut().unsubscribed = true;
+        }
+        self.answer(ticket, Response::Stored);
     }
 
     fn ask(&mut self, ctx: &mut Context<Self>, ticket: u64, req: QueueRequest) {
@@ -547,7 +577,7 @@ impl ClientQueue {
                     }
                 }
             }
-            QueueRequest::Unsubscribe(topics) => self.unsubscribe(ctx, ticket, topics),
+            QueueRequest::Unsubscribe(topics) => self.unsubscribe(ticket, topics),
             QueueRequest::Register => {
                 let clock = self.env.router.clock();
                 self.horizon = Some(Box::new(Registered {
@@ -739,7 +769,7 @@ impl Handler<Resync> for ClientQueue {
             .collect();
         msg.reply_to.do_send(ResyncReply {
             id: self.info.id,
-            queue: ctx.address(),
+            queue: self.me(ctx),
             home: self.home,
             topics,
         });
@@ -752,6 +782,14 @@ impl Handler<Close> for ClientQueue {
     fn handle(&mut self, _: Close, ctx: &mut Context<Self>) {
         self.remove_everywhere();
         ctx.stop();
+    }
+}
+
+impl Handler<KickClient> for ClientQueue {
+    type Result = ();
+
+    fn handle(&mut self, msg: KickClient, _ctx: &mut Context<Self>) {
+        self.conn.do_send(FromQueue::Kick(msg.0));
     }
 }
 

@@ -47,17 +47,57 @@ pub const FAULT_SHARD_PANIC: &[u8] = b"__kraken_fault_shard_panic__";
 /// routes again without those that did not answer (their clients are gone).
 const RESYNC_PATIENCE: Duration = Duration::from_secs(5);
 
+/// A client queue's address, shared: cloning an `Addr` allocates (actix
+/// gives each sender its own task slot), cloning this is one increment.
+pub type QueueRef = Arc<Addr<ClientQueue>>;
+
 /// One subscriber of a topic.
 #[derive(Clone)]
 pub struct Sub {
     pub id: u64,
-    pub queue: Addr<ClientQueue>,
+    pub queue: QueueRef,
     /// The worker arbiter the queue lives on (its courier's index).
     pub home: usize,
 }
 
-/// A topic's subscribers: a shared snapshot, copied on write.
-pub type SubList = Arc<Vec<Sub>>;
+/// A topic's subscribers, as the shard answers them: an immutable
+/// snapshot, cheap to clone. Most topics have one subscriber, which is held
+/// without an allocation of its own; a list of several is shared and
+/// copied on write.
+#[derive(Clone)]
+pub enum SubList {
+    One(Sub),
+    Many(Arc<Vec<Sub>>),
+}
+
+impl SubList {
+    pub fn iter(&self) -> std::slice::Iter<'_, Sub> {
+        match self {
+            SubList::One(s) => std::slice::from_ref(s).iter(),
+            SubList::Many(v) => v.iter(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            SubList::One(_) => 1,
+            SubList::Many(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Equal for two snapshots with the same subscribers (used to reuse
+    /// the work of one message for the next on the same topic).
+    pub fn key(&self) -> *const () {
+        match self {
+            SubList::One(s) => Arc::as_ptr(&s.queue) as *const (),
+            SubList::Many(v) => Arc::as_ptr(v) as *const (),
+        }
+    }
+}
 
 /// Which topics of a message a shard owns (indices into `Message::topics`).
 #[derive(Debug, Clone)]
@@ -132,7 +172,7 @@ impl ShardFailed {
 #[rtype(result = "Result<Replay, ShardFailed>")]
 pub struct Subscribe {
     pub id: u64,
-    pub queue: Addr<ClientQueue>,
+    pub queue: QueueRef,
     pub home: usize,
     pub add: Vec<Bytes>,
     pub replay: Option<(Horizon, Vec<Bytes>)>,
@@ -162,7 +202,7 @@ pub struct Unsubscribe {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Restart {
-    pub queues: Vec<(u64, Addr<ClientQueue>)>,
+    pub queues: Vec<(u64, QueueRef)>,
 }
 
 /// A client queue's topics on this shard, for a restart.
@@ -170,7 +210,7 @@ pub struct Restart {
 #[rtype(result = "()")]
 pub struct ResyncReply {
     pub id: u64,
-    pub queue: Addr<ClientQueue>,
+    pub queue: QueueRef,
     pub home: usize,
     pub topics: Vec<Bytes>,
 }
@@ -250,7 +290,7 @@ impl RetroBuffer {
 struct Rebuilding {
     /// Queues whose topics are still awaited (`None`: the supervisor has not
     /// restarted the shard yet).
-    awaiting: Option<FastMap<u64, Addr<ClientQueue>>>,
+    awaiting: Option<FastMap<u64, QueueRef>>,
     /// Routes held back until the table is whole again.
     deferred: Vec<Route>,
     /// The topics held before the failure (a proxy's observer is told the
@@ -271,6 +311,8 @@ pub struct RouterShard {
     observer: Option<Arc<dyn TopicObserver>>,
     supervisor: Recipient<ShardDown>,
     rebuilding: Option<Box<Rebuilding>>,
+    /// Changes to the node's (topics, subscriptions) counts not yet published.
+    delta: (i64, i64),
 }
 
 impl RouterShard {
@@ -302,6 +344,7 @@ impl RouterShard {
             observer,
             supervisor,
             rebuilding: None,
+            delta: (0, 0),
         }
     }
 
@@ -355,25 +398,47 @@ impl RouterShard {
     /// Adds `id` to `topic`; `check` guards against adding it twice (while
     /// a restart merges the queues' answers with live changes).
     fn add(&mut self, topic: Bytes, sub: &Sub, check: bool, gained: &mut Vec<Bytes>) {
-        let list = self
-            .topics
-            .entry(topic.clone())
-            .or_insert_with(|| Arc::new(Vec::with_capacity(1)));
-        if check && list.iter().any(|s| s.id == sub.id) {
-            return;
-        }
-        if list.is_empty() {
-            self.node.counters.topics.fetch_add(1, Ordering::Relaxed);
-            if self.observer.is_some() {
-                gained.push(topic);
+        use std::collections::hash_map::Entry;
+        match self.topics.entry(topic) {
+            Entry::Vacant(v) => {
+                if self.observer.is_some() {
+                    gained.push(v.key().clone());
+                }
+                v.insert(SubList::One(sub.clone()));
+                self.delta.0 += 1;
+            }
+            Entry::Occupied(mut o) => {
+                let list = o.get_mut();
+                if check && list.iter().any(|s| s.id == sub.id) {
+                    return;
+                }
+                match list {
+                    SubList::One(first) => {
+                        *list = SubList::Many(Arc::new(vec![first.clone(), sub.clone()]));
+                    }
+                    SubList::Many(v) => Arc::make_mut(v).push(sub.clone()),
+                }
             }
         }
-        Arc::make_mut(list).push(sub.clone());
         self.subscriptions += 1;
-        self.node
-            .counters
-            .subscriptions
-            .fetch_add(1, Ordering::Relaxed);
+        self.delta.1 += 1;
+    }
+
+    /// Publishes this handler's changes to the node's topic and
+    /// subscription counts (once per message, not per topic).
+    fn flush_counts(&mut self) {
+        let (t, s) = std::mem::take(&mut self.delta);
+        let c = &self.node.counters;
+        if t > 0 {
+            c.topics.fetch_add(t as u64, Ordering::Relaxed);
+        } else if t < 0 {
+            c.topics.fetch_sub((-t) as u64, Ordering::Relaxed);
+        }
+        if s > 0 {
+            c.subscriptions.fetch_add(s as u64, Ordering::Relaxed);
+        } else if s < 0 {
+            c.subscriptions.fetch_sub((-s) as u64, Ordering::Relaxed);
+        }
     }
 
     fn remove(&mut self, topic: &Bytes, id: u64, lost: &mut Vec<Bytes>) {
@@ -383,15 +448,22 @@ impl RouterShard {
         let Some(at) = list.iter().position(|s| s.id == id) else {
             return;
         };
-        Arc::make_mut(list).swap_remove(at);
+        let emptied = match list {
+            SubList::One(_) => true,
+            SubList::Many(v) => {
+                let v = Arc::make_mut(v);
+                v.swap_remove(at);
+                if v.len() == 1 {
+                    *list = SubList::One(v[0].clone());
+                }
+                false
+            }
+        };
         self.subscriptions -= 1;
-        self.node
-            .counters
-            .subscriptions
-            .fetch_sub(1, Ordering::Relaxed);
-        if list.is_empty() {
+        self.delta.1 -= 1;
+        if emptied {
             self.topics.remove(topic);
-            self.node.counters.topics.fetch_sub(1, Ordering::Relaxed);
+            self.delta.0 -= 1;
             if self.observer.is_some() {
                 lost.push(topic.clone());
             }
@@ -419,6 +491,7 @@ impl RouterShard {
             }
             self.add(topic, &sub, check, &mut gained);
         }
+        self.flush_counts();
         if let Some(obs) = self.observer.as_ref().filter(|_| !gained.is_empty()) {
             obs.gained(gained);
         }
@@ -450,6 +523,7 @@ impl RouterShard {
         for topic in &msg.topics {
             self.remove(topic, msg.id, &mut lost);
         }
+        self.flush_counts();
         if let Some(obs) = self.observer.as_ref().filter(|_| !lost.is_empty()) {
             obs.lost(lost);
         }
@@ -457,6 +531,7 @@ impl RouterShard {
 
     /// Forgets everything after a failure and waits for the supervisor.
     fn reset(&mut self) {
+        self.flush_counts();
         let previous: FastSet<Bytes> = self.topics.keys().cloned().collect();
         let c = &self.node.counters;
         c.topics
@@ -621,6 +696,7 @@ impl Handler<ResyncReply> for RouterShard {
             debug_assert_eq!(shard_of(&topic, self.shards), self.index);
             self.add(topic, &sub, true, &mut ignored);
         }
+        self.flush_counts();
         if let Some(awaiting) = self.rebuilding.as_mut().and_then(|r| r.awaiting.as_mut()) {
             awaiting.remove(&msg.id);
         }

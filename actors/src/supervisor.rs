@@ -161,10 +161,14 @@ impl Supervisor {
                 observer,
                 clients.clone(),
                 me.clone().recipient(),
-                &router_threads
-                    .iter()
-                    .map(|a| a.handle())
-                    .collect::<Vec<_>>(),
+                &if std::env::var_os("XSHARDS_ON_WORKERS").is_some() {
+                    handles.clone()
+                } else {
+                    router_threads
+                        .iter()
+                        .map(|a| a.handle())
+                        .collect::<Vec<_>>()
+                },
             );
             let proxy = links.as_ref().map(|l| l.proxy.clone());
             let couriers = handles
