@@ -75,7 +75,7 @@ pub fn parse(a: &Args, kind: Option<String>) -> Result<Params, String> {
         kind,
         rate: a.get("rate", 200)?,
         settle: Duration::from_secs_f64(a.get("settle", 3.0f64)?.max(0.0)),
-        topics: a.get("topics", 2_000_000)?,
+        topics: a.get("topics", 500_000)?,
         names: a.get("names", 2_000_000)?,
     };
     if p.rate == 0 || p.attackers == 0 || p.block < 2 {

@@ -57,7 +57,7 @@ scenarios (flags with their defaults):
           (the fanout over the Redis protocol: SUBSCRIBE and pushed messages;
           any RESP server, e.g. redis-server or a node's resp_port)
   attack KIND  --rate 200 (honest publishes/s) --settle 3 (s before and after)
-          --attackers 20 (100 for slowloris) --topics 2000000 --block <bytes>
+          --attackers 20 (100 for slowloris) --topics 500000 --block <bytes>
           --names 2000000; KIND: big-subscribe, slowloris, never-reads,
           oversized, padded, repeated-topic (an honest pair's latency and loss,
           and the node's RSS, before, during and after the attack)
