@@ -9,6 +9,18 @@
 //!   sending them is closed.
 //! - `MESSAGE` lines and subscribe bodies padded with megabytes of spaces
 //!   parse quickly and mean what they say.
+//! - Caps at their boundary: `max_subscriptions_per_client`,
+//!   `max_topics_per_node` (refused whole, nothing applied), the
+//!   pending-request budget (the connection passing it is refused and
+//!   closed, the others complete); a huge subscribe and its cleanup leave
+//!   an honest pair whole, a retro subscribe sliced into chunks replays
+//!   everything once.
+//! - A pipeliner that never reads is not read from, then dropped (and its
+//!   disconnect noticed at once); accepted sockets have TCP keepalive; a
+//!   refused-connection flood logs a bounded number of warnings.
+//! - Every attack at once (slowloris, a never-reading pipeliner, oversized
+//!   blocks, padded and repeated-topic publishes, huge subscribes): an
+//!   honest pair loses nothing, and everything is given back after.
 //! - Local users: the runtime directory must be the node's own, the console
 //!   log is never written through a planted symlink, and the control client
 //!   refuses a socket served by another user (`SO_PEERCRED`). The cases that
@@ -108,6 +120,13 @@ fn an_entry_naming_too_many_topics_is_refused_whole_and_the_connection_stays_ope
     publisher.publish(&[(&["a", "b", "c", "a", "b", "c"], b"ok")]);
     expect_entries(&mut sub, b"MESSAGE a 2\r\nok\r\n");
     expect_version(&mut publisher);
+    let s = node.stats();
+    assert_eq!(s["refused_publishes_topics"], "1", "{s:?}");
+    assert_eq!(s["refused_publishes_bad"], "0", "{s:?}");
+    // The retro buffers hold the published message, within their budget.
+    let held: u64 = s["retro_bytes"].parse().unwrap();
+    let budget: u64 = s["retro_bytes_budget"].parse().unwrap();
+    assert!(held > 0 && held <= budget, "{s:?}");
 }
 
 #[test]
@@ -175,6 +194,7 @@ fn a_connection_that_keeps_sending_oversized_blocks_is_closed() {
     }
     client.expect_closed();
     expect_version(&mut node.connect());
+    assert_eq!(stat(&node, "refused_publishes_size"), 15);
 }
 
 // ---- Padding ---------------------------------------------------------------
@@ -211,6 +231,484 @@ fn message_lines_and_subscribe_bodies_padded_with_megabytes_of_spaces_parse_quic
     eprintln!("two 15 MiB padded requests took {used:?} of node CPU");
     assert!(used < Duration::from_secs(2), "{used:?} of CPU");
     expect_version(&mut publisher);
+}
+
+// ---- Subscription caps and sliced work ----------------------------------------
+
+fn stat(node: &Node, name: &str) -> i64 {
+    let s = node.stats();
+    s.get(name)
+        .unwrap_or_else(|| panic!("stats has no `{name}`: {s:?}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_subscribe_past_max_subscriptions_per_client_is_refused_whole() {
+    let node = Node::start(&[("max_subscriptions_per_client", "5")]);
+    let mut client = node.connect();
+    client.subscribe(&["a", "b", "c", "d"]);
+    // One new topic and one held: 5, at the limit.
+    client.subscribe(&["a", "e"]);
+    // Two more would be 7: refused, neither applied.
+    client.send(&set_request("subscribe", b"f g"));
+    client.expect(b"CLIENT_ERROR too many subscriptions\r\n");
+    // Holding again what it holds is no change.
+    client.subscribe(&["a", "b"]);
+    let mut publisher = node.connect();
+    publisher.publish(&[(&["f"], b"no"), (&["g"], b"no"), (&["e"], b"yes")]);
+    expect_entries(&mut client, b"MESSAGE e 3\r\nyes\r\n");
+    assert_nothing_arrives(&mut client);
+    assert_eq!(stat(&node, "refused_subscribes_client"), 1);
+    assert_eq!(stat(&node, "subscriptions"), 5);
+    // Room made, room used.
+    client.unsubscribe(&["a"]);
+    client.subscribe(&["f"]);
+    expect_version(&mut client);
+}
+
+#[test]
+fn a_subscribe_adding_topics_past_max_topics_per_node_is_refused_and_undone() {
+    let node = Node::start(&[("max_topics_per_node", "4")]);
+    let mut first = node.connect();
+    first.subscribe(&["t1", "t2", "t3"]);
+    // Topics the node holds already are not new: no limit applies.
+    let mut second = node.connect();
+    second.subscribe(&["t1", "t2", "t3", "t4"]);
+    assert_eq!(stat(&node, "topics"), 4);
+    // Two new topics (beside held ones): refused, nothing of it applied.
+    second.send(&set_request("subscribe", b"t1 t5 t6"));
+    second.expect(b"SERVER_ERROR too many topics on this node\r\n");
+    node.wait_for_stat("subscriptions", |v| v == 7);
+    assert_eq!(stat(&node, "topics"), 4);
+    assert_eq!(stat(&node, "refused_subscribes_node"), 1);
+    let mut publisher = node.connect();
+    publisher.publish(&[(&["t5"], b"no"), (&["t1"], b"yes")]);
+    expect_entries(&mut first, b"MESSAGE t1 3\r\nyes\r\n");
+    expect_entries(&mut second, b"MESSAGE t1 3\r\nyes\r\n");
+    assert_nothing_arrives(&mut second);
+    // A topic given up frees a place.
+    first.unsubscribe(&["t3"]);
+    second.unsubscribe(&["t3"]);
+    node.wait_for_stat("topics", |v| v == 3);
+    second.subscribe(&["t5"]);
+    expect_version(&mut second);
+}
+
+/// `n` topics `<prefix>0` .. `<prefix>{n-1}`, space-separated.
+fn many_topics(prefix: &str, n: usize) -> Vec<u8> {
+    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    names.join(" ").into_bytes()
+}
+
+#[test]
+fn a_retro_subscribe_of_many_topics_replays_what_every_chunk_found_once() {
+    let node = Node::start(&[]);
+    let mut publisher = node.connect();
+    let horizon = node.fresh_horizon();
+    // Far apart in a 20000-topic subscribe: in different chunks (of 4096).
+    publisher.publish(&[(&["m0"], b"first"), (&["m9000", "m19999"], b"second")]);
+    let mut client = node.connect();
+    let body = [
+        format!("{horizon}\r\n").into_bytes(),
+        many_topics("m", 20_000),
+    ]
+    .concat();
+    client.send(&set_request("retro_subscribe", &body));
+    client.expect(b"STORED\r\n");
+    let got = poll_exactly(&mut client, 2);
+    assert_eq!(payloads(&got), ["first", "second"]);
+    assert_eq!(got[1].topics.len(), 2, "{}", show_msgs(&got));
+    publisher.publish1("m12345", b"live");
+    expect_entries(&mut client, b"MESSAGE m12345 4\r\nlive\r\n");
+}
+
+#[test]
+fn a_huge_subscribe_and_its_cleanup_leave_an_honest_pair_whole() {
+    let node = Node::start(&[]);
+    let mut honest_sub = node.connect();
+    honest_sub.subscribe(&["honest"]);
+    let addr = node.addr();
+    // The honest publisher publishes 300 messages while the attack runs.
+    let publisher = std::thread::spawn(move || {
+        let mut p = Client::connect(addr);
+        for i in 0..300 {
+            p.publish1("honest", format!("{i}").as_bytes());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    // 100000 topics in one subscribe (25 chunks), twice, then gone.
+    let body = many_topics("big", 100_000);
+    for _ in 0..2 {
+        let mut attacker = node.connect();
+        attacker.send(&set_request("subscribe", &body));
+        attacker.expect(b"STORED\r\n");
+        attacker.send(b"quit\r\n");
+        attacker.expect_closed();
+    }
+    publisher.join().unwrap();
+    let got = poll_until(&mut honest_sub, |m| m.len() >= 300, Duration::from_secs(20));
+    let want: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    assert_eq!(
+        payloads(&got),
+        want,
+        "the honest pair lost or reordered messages"
+    );
+    // The attacker's topics are all given back.
+    node.wait_for_stat("topics", |v| v == 1);
+    node.wait_for_stat("subscriptions", |v| v == 1);
+}
+
+// ---- Clients that do not read, slowloris --------------------------------------
+
+#[test]
+fn a_pipeliner_that_never_reads_is_dropped_and_its_memory_returns() {
+    let node = Node::start(&[
+        ("client_idle_timeout", "2"),
+        ("close_write_timeout_seconds", "1"),
+    ]);
+    let baseline = stat(&node, "curr_connections");
+    // Pipelines `stats` (a large answer) and never reads, until the node
+    // stops reading it and the socket's buffers are full.
+    let mut attacker = std::net::TcpStream::connect(node.addr()).unwrap();
+    attacker
+        .set_write_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let burst = b"stats\r\n".repeat(1000);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent = 0usize;
+    loop {
+        use std::io::Write;
+        match attacker.write(&burst) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node read {sent} bytes of requests from a client that reads nothing"
+        );
+    }
+    eprintln!("the node stopped reading after about {sent} bytes of requests");
+    assert_eq!(stat(&node, "curr_connections"), baseline + 1);
+    // An honest pair is served meanwhile.
+    {
+        let mut honest = node.connect();
+        honest.subscribe(&["honest"]);
+        node.connect().publish1("honest", b"x");
+        expect_entries(&mut honest, b"MESSAGE honest 1\r\nx\r\n");
+    }
+    // Idle (it sends nothing the node reads), then its answers are not
+    // taken: dropped, and its connection's memory with it.
+    node.wait_for_stat("idle_clients_closed", |v| v >= 1);
+    node.wait_for_stat("curr_connections", |v| v == baseline);
+    // Its socket is closed (reset or EOF after whatever it had not read).
+    attacker
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut sink = vec![0u8; 1 << 20];
+    let closed_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        use std::io::Read;
+        match attacker.read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => assert!(Instant::now() < closed_by, "still open"),
+        }
+    }
+    expect_version(&mut node.connect());
+}
+
+/// Sends `set publish` announcing an entry of topic `a` whose payload makes
+/// the block `block` bytes long, and the first `first` bytes of the block.
+/// Returns the rest of the request.
+fn start_publish(client: &mut Client, block: usize, first: usize) -> Vec<u8> {
+    // The payload's length, whose own digits are part of the block.
+    let mut payload_len = block;
+    loop {
+        let h = format!("MESSAGE a {payload_len}\r\n");
+        if h.len() + payload_len == block {
+            break;
+        }
+        payload_len = block - h.len();
+    }
+    let mut data = format!("MESSAGE a {payload_len}\r\n").into_bytes();
+    data.resize(block, b'p');
+    client.send(format!("set publish 0 0 {block}\r\n").as_bytes());
+    client.send(&data[..first]);
+    let mut rest = data[first..].to_vec();
+    rest.extend_from_slice(b"\r\n");
+    rest
+}
+
+#[test]
+fn partial_requests_are_bounded_by_the_pending_request_budget_largest_first() {
+    const KIB: usize = 1024;
+    let node = Node::start(&[("max_pending_request_bytes", &(1024 * KIB).to_string())]);
+    let mut honest_sub = node.connect();
+    honest_sub.subscribe(&["a", "honest"]);
+    assert_eq!(stat(&node, "pending_request_budget"), 1024 * KIB as i64);
+    // A slowloris holds 700 KiB of a 2 MiB block, and goes silent.
+    let mut loris = node.connect();
+    let _ = start_publish(&mut loris, 2048 * KIB, 700 * KIB);
+    node.wait_for_stat("pending_request_bytes", |v| v >= 700 * KIB as i64);
+    // Small requests are never counted: the honest pair is served.
+    let mut honest_pub = node.connect();
+    honest_pub.publish1("honest", b"1");
+    expect_entries(&mut honest_sub, b"MESSAGE honest 1\r\n1\r\n");
+    // An honest 600 KiB publish would pass the budget: the largest holder,
+    // the slowloris, is refused and closed, and the publish goes through.
+    let mut big = node.connect();
+    let rest = start_publish(&mut big, 600 * KIB, 500 * KIB);
+    big.send(&rest);
+    big.expect(b"STORED\r\n");
+    loris.expect(b"SERVER_ERROR pending request budget exceeded\r\n");
+    loris.expect_closed();
+    assert_eq!(stat(&node, "refused_pending"), 1);
+    let got = poll_count(&mut honest_sub, 1);
+    // The header `MESSAGE a 614382\r\n` is 18 bytes.
+    assert_eq!(got[0].payload.len(), 600 * KIB - 18);
+    node.wait_for_stat("pending_request_bytes", |v| v == 0);
+    // A connection that is itself the largest holder is the one refused:
+    // 300 KiB held, then one growing to 750 KiB.
+    let mut small = node.connect();
+    let small_rest = start_publish(&mut small, 400 * KIB, 300 * KIB);
+    node.wait_for_stat("pending_request_bytes", |v| v >= 300 * KIB as i64);
+    let mut greedy = node.connect();
+    let _ = start_publish(&mut greedy, 2048 * KIB, 700 * KIB);
+    node.wait_for_stat("pending_request_bytes", |v| v >= 1000 * KIB as i64);
+    greedy.send(&[b'p'; 50 * KIB]);
+    greedy.expect(b"SERVER_ERROR pending request budget exceeded\r\n");
+    greedy.expect_closed();
+    assert_eq!(stat(&node, "refused_pending"), 2);
+    small.send(&small_rest);
+    small.expect(b"STORED\r\n");
+    poll_count(&mut honest_sub, 1);
+    node.wait_for_stat("pending_request_bytes", |v| v == 0);
+    // And a connection that leaves mid-request gives its share back.
+    let mut leaver = node.connect();
+    let _ = start_publish(&mut leaver, 1024 * KIB, 500 * KIB);
+    node.wait_for_stat("pending_request_bytes", |v| v >= 500 * KIB as i64);
+    drop(leaver);
+    node.wait_for_stat("pending_request_bytes", |v| v == 0);
+    honest_pub.publish1("honest", b"2");
+    expect_entries(&mut honest_sub, b"MESSAGE honest 1\r\n2\r\n");
+}
+
+// ---- Every attack at once, beside an honest pair ----------------------------------
+
+/// The node's resident memory (KiB), from `/proc/<pid>/status`.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_honest_pair_loses_nothing_while_every_attack_runs_and_the_node_recovers_after() {
+    use std::io::Write;
+    let node = Node::start(&[
+        ("max_pending_request_bytes", &(32 * MIB).to_string()),
+        ("max_subscriptions_per_client", "50000"),
+    ]);
+    let mut honest_sub = node.connect();
+    honest_sub.subscribe(&["honest"]);
+    let mut honest_pub = node.connect();
+    let baseline = stat(&node, "curr_connections");
+    let rss_before = rss_kib(node.pid());
+    let addr = node.addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let running = |stop: &std::sync::Arc<std::sync::atomic::AtomicBool>| {
+        !stop.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut attackers = Vec::new();
+    // Slowloris: 4 connections each holding 15 MiB of a 16 MiB block (the
+    // budget of 32 MiB holds two; the largest and oldest are closed).
+    let mut lorises: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    for l in &mut lorises {
+        let _ = l.write_all(format!("set publish 0 0 {}\r\n", 16 * MIB).as_bytes());
+        let chunk = vec![b'x'; MIB];
+        for _ in 0..15 {
+            if l.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    }
+    // A pipeliner that never reads.
+    let mut never_reads = std::net::TcpStream::connect(addr).unwrap();
+    never_reads
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let burst = b"stats\r\n".repeat(1000);
+    while never_reads.write_all(&burst).is_ok() {}
+    // An oversized-block stream, a padded MESSAGE line and a repeated topic
+    // over and over, and a big subscriber coming and going.
+    {
+        let stop = stop.clone();
+        attackers.push(std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            let chunk = vec![b'x'; MIB];
+            while running(&stop) {
+                c.send(format!("set publish 0 0 {}\r\n", 32 * MIB).as_bytes());
+                for _ in 0..32 {
+                    c.send(&chunk);
+                }
+                c.send(b"\r\n");
+                c.expect(b"CLIENT_ERROR data block too large\r\n");
+                expect_version(&mut c);
+            }
+        }));
+    }
+    {
+        let stop = stop.clone();
+        attackers.push(std::thread::spawn(move || {
+            let mut c = Client::connect(addr);
+            let pad = 4 * MIB;
+            while running(&stop) {
+                let block_len = b"MESSAGE p".len() + pad + b" q 1\r\nx".len();
+                send_padded(
+                    &mut c,
+                    format!("set publish 0 0 {block_len}\r\nMESSAGE p").as_bytes(),
+                    pad,
+                    b' ',
+                    b" q 1\r\nx\r\n",
+                );
+                c.expect(b"STORED\r\n");
+                let names = 500_000;
+                let block_len = b"MESSAGE ".len() + 2 * names + b"1\r\nx".len();
+                c.send(format!("set publish 0 0 {block_len}\r\nMESSAGE ").as_bytes());
+                c.send(&[&b"r ".repeat(names)[..], b"1\r\nx\r\n"].concat());
+                c.expect(b"STORED\r\n");
+            }
+        }));
+    }
+    {
+        let stop = stop.clone();
+        let body = many_topics("big", 40_000);
+        attackers.push(std::thread::spawn(move || {
+            while running(&stop) {
+                let mut c = Client::connect(addr);
+                c.send(&set_request("subscribe", &body));
+                c.expect(b"STORED\r\n");
+                c.send(&set_request("subscribe", &many_topics("more", 20_000)));
+                c.expect(b"CLIENT_ERROR too many subscriptions\r\n");
+                c.send(b"quit\r\n");
+                c.expect_closed();
+            }
+        }));
+    }
+    // The honest pair: 400 messages, every one delivered, in order.
+    let mut got = Vec::new();
+    for i in 0..400 {
+        honest_pub.publish1("honest", format!("{i}").as_bytes());
+        if i % 20 == 0 {
+            got.extend(honest_sub.poll());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let rss_during = rss_kib(node.pid());
+    got.extend(poll_until(
+        &mut honest_sub,
+        |m| m.len() + got.len() >= 400,
+        Duration::from_secs(20),
+    ));
+    let want: Vec<String> = (0..400).map(|i| i.to_string()).collect();
+    assert_eq!(
+        payloads(&got),
+        want,
+        "the honest pair lost or reordered messages"
+    );
+    // The budget held: the lorises were closed largest first (as the
+    // others' requests grew), the honest big publishes went through.
+    assert!(
+        stat(&node, "pending_request_bytes") <= 32 * MIB as i64,
+        "over the budget"
+    );
+    assert!(stat(&node, "refused_pending") >= 2);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attackers {
+        a.join().unwrap();
+    }
+    drop(lorises);
+    drop(never_reads);
+    // Everything the attackers held is given back.
+    node.wait_for_stat("curr_connections", |v| v == baseline);
+    node.wait_for_stat("pending_request_bytes", |v| v == 0);
+    node.wait_for_stat("topics", |v| v == 1);
+    node.wait_for_stat("subscriptions", |v| v == 1);
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!(
+        "node RSS: {rss_before} KiB before, {rss_during} KiB during, {} KiB after the attacks",
+        rss_kib(node.pid())
+    );
+    honest_pub.publish1("honest", b"after");
+    expect_entries(&mut honest_sub, b"MESSAGE honest 5\r\nafter\r\n");
+}
+
+// ---- Keepalive and log floods ----------------------------------------------------
+
+/// The `ss -tno` line of the node's end of a connection to `node_port`
+/// from `peer_port` (`ss` shows its keepalive timer, if any).
+fn node_socket_line(node_port: u16, peer_port: u16) -> String {
+    let out = Command::new("ss")
+        .args(["-tno", "state", "established"])
+        .output()
+        .expect("`ss` (iproute2) is needed for this test: apt-get install iproute2");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let local = format!("127.0.0.1:{node_port}");
+    let peer = format!("127.0.0.1:{peer_port}");
+    text.lines()
+        .find(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() >= 4 && cols[2] == local && cols[3] == peer
+        })
+        .unwrap_or_else(|| panic!("no socket {local} -> {peer} in:\n{text}"))
+        .to_string()
+}
+
+/// A raw connection that has had its `version` answered.
+fn answered_connection(node: &Node) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(node.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"version\r\n").unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"VERSION "), "{:?}", &buf[..n]);
+    s
+}
+
+#[test]
+fn accepted_sockets_have_tcp_keepalive_unless_it_is_off() {
+    let node = Node::start(&[("tcp_keepalive_seconds", "45")]);
+    let conn = answered_connection(&node);
+    let line = node_socket_line(node.port(), conn.local_addr().unwrap().port());
+    assert!(line.contains("keepalive"), "no keepalive timer: {line}");
+    let off = Node::start(&[("tcp_keepalive_seconds", "0")]);
+    let conn = answered_connection(&off);
+    let line = node_socket_line(off.port(), conn.local_addr().unwrap().port());
+    assert!(!line.contains("keepalive"), "keepalive though off: {line}");
+}
+
+#[test]
+fn a_refused_connection_flood_logs_a_bounded_number_of_warnings() {
+    let node = Node::start(&[("max_tcp_clients", "1")]);
+    let mut held = node.connect();
+    expect_version(&mut held);
+    for _ in 0..60 {
+        let mut c = node.connect();
+        c.expect(b"SERVER_ERROR Too many clients\r\n");
+    }
+    assert_eq!(held.stats()["refused_connections"], "60");
+    let warnings = node
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("refused client"))
+        .count();
+    assert!(
+        (1..=10).contains(&warnings),
+        "{warnings} warnings for 60 refusals"
+    );
 }
 
 // ---- Local users -------------------------------------------------------------
@@ -420,4 +918,23 @@ fn the_control_client_refuses_a_socket_served_by_another_user() {
         "{}",
         status.text()
     );
+}
+
+#[test]
+fn a_pipeliner_that_never_reads_and_disconnects_is_cleaned_up_at_once() {
+    use std::io::Write;
+    // The default idle timeout (an hour): only noticing the disconnect ends it.
+    let node = Node::start(&[]);
+    let baseline = stat(&node, "curr_connections");
+    let mut never_reads = std::net::TcpStream::connect(node.addr()).unwrap();
+    never_reads
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // `version` and `stats` are answered by the connection itself: no
+    // other actor's answer wakes it while it waits to write.
+    let burst = [b"stats\r\n".repeat(600), b"version\r\n".repeat(600)].concat();
+    while never_reads.write_all(&burst).is_ok() {}
+    assert_eq!(stat(&node, "curr_connections"), baseline + 1);
+    drop(never_reads);
+    node.wait_for_stat("curr_connections", |v| v == baseline);
 }

@@ -14,7 +14,10 @@
 //! that reads while fewer than [`MAX_PENDING`] answers are outstanding and
 //! less than [`OUT_HIGH`] bytes wait to be written (a client that does not
 //! read its answers is simply not read from), and ends each turn by sending
-//! the turn's publishes as one batch per shard.
+//! the turn's publishes as one batch per shard. It reads at most
+//! [`READ_PER_TURN`] bytes per turn (a client streaming without pause does
+//! not hold its worker), and a partial request's bytes count against the
+//! node's `max_pending_request_bytes` (`crate::budget`).
 //!
 //! With a pushing dialect the queue is in push mode: each
 //! [`FromQueue::Pushed`] batch takes a slot behind the answers already
@@ -39,6 +42,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use crate::budget::{Held, OverBudget};
 use crate::client::{ClientInfo, Kick};
 use crate::dialect::{Answer, Dialect, Op};
 use crate::env::Env;
@@ -46,6 +50,7 @@ use crate::guard::{guard, Panicked, Supervised};
 use crate::message::Delivery;
 use crate::publish::{Outcome, Publisher};
 use crate::queue::{Ask, ClientQueue, Close, FromQueue, PushAck, QueueRequest, Take, Taken, Watch};
+use crate::ratelimit::RateLimit;
 use crate::shard::{DumpTopics, Routed};
 use crate::supervision::InjectFault;
 
@@ -59,6 +64,10 @@ const READ_BUFFER_INITIAL: usize = 64;
 
 /// Largest write buffer a busy connection keeps once it is written out.
 const BUFFER_KEEP: usize = 64 * 1024;
+
+/// Bytes read in one turn of the socket future before it yields to the
+/// other connections on its worker (it is woken again at once).
+pub const READ_PER_TURN: usize = 1024 * 1024;
 
 /// Answers outstanding at once; past it, reading pauses.
 pub const MAX_PENDING: usize = 1024;
@@ -97,6 +106,8 @@ pub struct Connection<D: Dialect> {
     read_done: bool,
     /// The last poll found nothing: the client is quiet, keep no buffers.
     quiet: bool,
+    /// This connection's share of `max_pending_request_bytes`.
+    pending: Held,
 }
 
 /// One request's answer.
@@ -171,6 +182,7 @@ impl<D: Dialect> Connection<D> {
                 closing: false,
                 read_done: false,
                 quiet: true,
+                pending: Held::default(),
             }
         });
     }
@@ -345,6 +357,11 @@ impl<D: Dialect> Connection<D> {
         let settings = &self.env.node.settings;
         if let Some(proxy) = &self.env.proxy {
             if !proxy.admit(&entries) {
+                self.env
+                    .node
+                    .counters
+                    .refused_publishes_backlog
+                    .fetch_add(1, Ordering::Relaxed);
                 let text = "upstream backlog full: publish not accepted, retry";
                 return self.ready(pending, Answer::ServerError(text.into()));
             }
@@ -352,9 +369,12 @@ impl<D: Dialect> Connection<D> {
         let warn_topics = settings.router_min_publish_to_topics_to_warn;
         for entry in entries {
             if entry.topics.len() >= warn_topics {
-                warn!(self.env.node.log, "message names many topics";
-                    "topics" => entry.topics.len(), "client" => self.info.id,
-                    "peer" => %self.info.peer);
+                static MANY_TOPICS: RateLimit = RateLimit::warnings();
+                if let Some(suppressed) = MANY_TOPICS.allow() {
+                    warn!(self.env.node.log, "message names many topics";
+                        "topics" => entry.topics.len(), "client" => self.info.id,
+                        "peer" => %self.info.peer, "suppressed" => suppressed);
+                }
             }
             self.publisher(ctx).submit(entry.topics, entry.payload);
         }
@@ -414,10 +434,14 @@ impl<D: Dialect> Connection<D> {
                     return;
                 }
                 node.counters.slow_consumers.fetch_add(1, Ordering::Relaxed);
-                warn!(node.log, "slow consumer: queue limit exceeded, closing connection";
-                    "client" => self.info.id, "peer" => %self.info.peer,
-                    "max_queue_messages" => node.settings.max_queue_messages,
-                    "max_queue_bytes" => node.settings.max_queue_bytes);
+                static SLOW: RateLimit = RateLimit::warnings();
+                if let Some(suppressed) = SLOW.allow() {
+                    warn!(node.log, "slow consumer: queue limit exceeded, closing connection";
+                        "client" => self.info.id, "peer" => %self.info.peer,
+                        "max_queue_messages" => node.settings.max_queue_messages,
+                        "max_queue_bytes" => node.settings.max_queue_bytes,
+                        "suppressed" => suppressed);
+                }
                 Some("slow consumer: queue limit exceeded")
             }
             Kick::UpstreamLost => {
@@ -463,6 +487,9 @@ impl<D: Dialect> Connection<D> {
 
     /// One turn of socket work; returns `Ready` once the actor stopped.
     fn poll_io(&mut self, ctx: &mut Context<Self>, task: &mut std::task::Context<'_>) -> Poll<()> {
+        let mut read_this_turn = 0;
+        // The socket said "nothing more now" (so it will wake this task).
+        let mut read_pending = false;
         loop {
             // Decode what is buffered.
             while self.can_read() {
@@ -473,7 +500,15 @@ impl<D: Dialect> Connection<D> {
                             return Poll::Ready(());
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        // The buffer holds a partial request (`crate::budget`).
+                        let tell = || ctx.address().recipient();
+                        let (node, id) = (&self.env.node, self.info.id);
+                        if !self.pending.update(node, id, tell, self.rbuf.len()) {
+                            self.over_budget(ctx);
+                        }
+                        break;
+                    }
                     Err(_) => {
                         self.close(ctx);
                         break;
@@ -503,8 +538,20 @@ impl<D: Dialect> Connection<D> {
                     self.close(ctx);
                     break;
                 }
-                Poll::Ready(Ok(_)) => continue,
-                Poll::Pending => break,
+                Poll::Ready(Ok(n)) => {
+                    // A client that streams without pause must not hold
+                    // the worker: past READ_PER_TURN, let the others run.
+                    read_this_turn += n;
+                    if read_this_turn >= READ_PER_TURN {
+                        task.waker().wake_by_ref();
+                        break;
+                    }
+                    continue;
+                }
+                Poll::Pending => {
+                    read_pending = true;
+                    break;
+                }
             }
         }
         // End of the turn: this turn's publishes go out as one batch per shard.
@@ -551,7 +598,44 @@ impl<D: Dialect> Connection<D> {
             ctx.stop();
             return Poll::Ready(());
         }
+        if !read_pending && self.can_read() {
+            // Reading paused this turn (answers outstanding) and may go on
+            // now, but no socket wake-up is due: come back at once, or a
+            // client pipelining locally answered requests would stall (and
+            // its disconnect would go unnoticed).
+            task.waker().wake_by_ref();
+        }
         Poll::Pending
+    }
+
+    /// This connection's partial request would pass the node's
+    /// `max_pending_request_bytes`: refuse it and close.
+    fn over_budget(&mut self, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.pending.release(&self.env.node, self.info.id);
+        self.env
+            .node
+            .counters
+            .refused_pending
+            .fetch_add(1, Ordering::Relaxed);
+        static OVER_BUDGET: RateLimit = RateLimit::warnings();
+        if let Some(suppressed) = OVER_BUDGET.allow() {
+            warn!(self.env.node.log, "pending request budget exceeded: closing connection";
+                "client" => self.info.id, "peer" => %self.info.peer,
+                "buffered" => self.rbuf.len(),
+                "max_pending_request_bytes" => self.env.node.settings.max_pending_request_bytes,
+                "suppressed" => suppressed);
+        }
+        self.rbuf = BytesMut::new();
+        self.replies.push_back(Slot::Ready {
+            pending: Default::default(),
+            answer: Answer::ServerError(crate::budget::REFUSAL.into()),
+            stash: Vec::new(),
+            batches: 0,
+        });
+        self.close(ctx);
     }
 }
 
@@ -563,6 +647,7 @@ impl<D: Dialect> Actor for Connection<D> {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        self.pending.release(&self.env.node, self.info.id);
         self.queue.do_send(Close);
         if D::PUSH {
             self.env
@@ -628,6 +713,15 @@ impl<D: Dialect> Handler<Wake> for Connection<D> {
     type Result = ();
 
     fn handle(&mut self, _: Wake, _ctx: &mut Context<Self>) {}
+}
+
+impl<D: Dialect> Handler<OverBudget> for Connection<D> {
+    type Result = ();
+
+    /// Another connection's growth chose this one to give its bytes back.
+    fn handle(&mut self, _: OverBudget, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, ctx| a.over_budget(ctx));
+    }
 }
 
 impl<D: Dialect> Handler<KickConnection> for Connection<D> {

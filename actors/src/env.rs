@@ -83,6 +83,46 @@ impl Env {
             ("shard_restarts".into(), get(&c.shard_restarts)),
             ("listener_restarts".into(), get(&c.listener_restarts)),
             ("supervisor_restarts".into(), get(&c.supervisor_restarts)),
+            (
+                "refused_subscribes_client".into(),
+                get(&c.refused_subscribes_client),
+            ),
+            (
+                "refused_subscribes_node".into(),
+                get(&c.refused_subscribes_node),
+            ),
+            (
+                "refused_publishes_topics".into(),
+                get(&c.refused_publishes_topics),
+            ),
+            (
+                "refused_publishes_size".into(),
+                get(&c.refused_publishes_size),
+            ),
+            (
+                "refused_publishes_bad".into(),
+                get(&c.refused_publishes_bad),
+            ),
+            (
+                "refused_publishes_backlog".into(),
+                get(&c.refused_publishes_backlog),
+            ),
+            ("refused_pending".into(), get(&c.refused_pending)),
+            (
+                "pending_request_bytes".into(),
+                get(&c.pending_request_bytes),
+            ),
+            (
+                "pending_request_budget".into(),
+                node.settings.max_pending_request_bytes.to_string(),
+            ),
+            ("retro_bytes".into(), get(&c.retro_bytes)),
+            (
+                "retro_bytes_budget".into(),
+                (node.settings.max_retro_bytes_per_router_shard as u64
+                    * self.router.num_shards() as u64)
+                    .to_string(),
+            ),
             ("curr_resp_connections".into(), get(&c.resp_connections)),
             ("resp_pushes".into(), get(&c.resp_pushes)),
             ("resp_push_batches".into(), get(&c.resp_push_batches)),

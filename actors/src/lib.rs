@@ -50,10 +50,13 @@
 //! shards know client queues only as [`shard::QueueHandle`], the clients'
 //! supervisor knows them as [`clients::ClientHandle`], and the client
 //! actors know a proxy only as [`env::ProxyHooks`].
+//! - [`budget`] — the node-wide budget of buffered partial requests;
+//!   [`ratelimit`] — rate limits for warnings clients can provoke.
 //!
 //! `docs/DESIGN.md` explains the message flow and why it keeps each
 //! guarantee.
 
+pub mod budget;
 pub mod client;
 pub mod clients;
 pub mod clock;
@@ -73,6 +76,7 @@ pub mod placement;
 pub mod proxy;
 pub mod publish;
 pub mod queue;
+pub mod ratelimit;
 pub mod router;
 pub mod settings;
 pub mod shard;

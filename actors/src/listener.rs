@@ -20,6 +20,7 @@ use crate::connection::Connection;
 use crate::dialect::{Memcached, Resp};
 use crate::env::Env;
 use crate::guard::{guard, Panicked, Supervised};
+use crate::ratelimit::RateLimit;
 use crate::supervision::{Child, ChildDown};
 
 /// The accept loop.
@@ -104,8 +105,12 @@ impl Listener {
             .refused_connections
             .fetch_add(1, Ordering::Relaxed);
         let node = &self.env.node;
-        warn!(node.log, "refused client: too many clients";
-            "peer" => %peer, "max_tcp_clients" => node.settings.max_tcp_clients);
+        static REFUSED: RateLimit = RateLimit::warnings();
+        if let Some(suppressed) = REFUSED.allow() {
+            warn!(node.log, "refused client: too many clients";
+                "peer" => %peer, "max_tcp_clients" => node.settings.max_tcp_clients,
+                "suppressed" => suppressed);
+        }
         actix::spawn(async move {
             let refusal: &[u8] = match port {
                 Port::Main => b"SERVER_ERROR Too many clients\r\n",
@@ -172,6 +177,7 @@ impl Listener {
         node.counters
             .total_connections
             .fetch_add(1, Ordering::Relaxed);
+        keepalive(&stream, node.settings.tcp_keepalive_seconds);
         let std_stream = match stream.into_std() {
             Ok(s) => s,
             Err(_) => {
@@ -196,6 +202,22 @@ impl Listener {
             }
         });
     }
+}
+
+/// TCP keepalive on an accepted client socket (`tcp_keepalive_seconds`;
+/// zero: off): after `idle` without traffic the kernel probes the peer
+/// every `idle / 6` (at least 1 s), and gives up after 5 unanswered probes,
+/// so a peer that vanished without closing is found dead after about
+/// twice `idle` and its connection closed.
+fn keepalive(stream: &TcpStream, idle: Duration) {
+    if idle.is_zero() {
+        return;
+    }
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(idle)
+        .with_interval((idle / 6).max(Duration::from_secs(1)))
+        .with_retries(5);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&probes);
 }
 
 impl Handler<Panic> for Listener {

@@ -56,6 +56,24 @@ pub struct Counters {
     /// Pushed batches written and acknowledged (coalescing: many pushes per
     /// batch under load).
     pub resp_push_batches: AtomicU64,
+    /// Subscribes refused: the client would pass `max_subscriptions_per_client`.
+    pub refused_subscribes_client: AtomicU64,
+    /// Subscribes refused: the node would pass `max_topics_per_node`.
+    pub refused_subscribes_node: AtomicU64,
+    /// Publish blocks refused: an entry names over `max_topics_per_message` topics.
+    pub refused_publishes_topics: AtomicU64,
+    /// Publish blocks refused: over `max_request_bytes`.
+    pub refused_publishes_size: AtomicU64,
+    /// Publish blocks refused: malformed.
+    pub refused_publishes_bad: AtomicU64,
+    /// Publish blocks refused: a proxy's upstream backlog is full.
+    pub refused_publishes_backlog: AtomicU64,
+    /// Connections closed for passing `max_pending_request_bytes`.
+    pub refused_pending: AtomicU64,
+    /// Bytes of partial requests buffered now (`crate::budget`).
+    pub pending_request_bytes: AtomicU64,
+    /// Bytes held by the retro buffers now, over all shards.
+    pub retro_bytes: AtomicU64,
 }
 
 /// A node's fixed context.
@@ -68,6 +86,8 @@ pub struct Node {
     /// The log level in force, changed by `change_log_level`.
     pub level: Arc<RuntimeLevel>,
     pub started: Instant,
+    /// Who holds the budget of partial requests (`max_pending_request_bytes`).
+    pub budget: crate::budget::Budget,
     next_client_id: AtomicU64,
 }
 
@@ -81,6 +101,7 @@ impl Node {
             counters: Counters::default(),
             level,
             started: Instant::now(),
+            budget: Default::default(),
             next_client_id: AtomicU64::new(1),
         })
     }

@@ -330,8 +330,12 @@ impl Publisher {
                 router.clock().now_ns().saturating_sub(msg.seq),
             ));
             if recipients >= settings.router_min_fanout_to_warn {
-                warn!(self.env.node.log, "message fanned out widely";
-                    "subscribers" => recipients, "client" => self.id);
+                static WIDE: crate::ratelimit::RateLimit = crate::ratelimit::RateLimit::warnings();
+                if let Some(suppressed) = WIDE.allow() {
+                    warn!(self.env.node.log, "message fanned out widely";
+                        "subscribers" => recipients, "client" => self.id,
+                        "suppressed" => suppressed);
+                }
             }
         }
         let mut parcels: Vec<Vec<(QueueRef, Vec<Delivery>)>> =

@@ -28,6 +28,12 @@
 //!   consumer. A replay is pushed at once, before the subscribe's answer.
 //! - When the connection goes ([`Close`]) or this actor fails, the client
 //!   is removed from every shard and the actor stops.
+//! - Bounds: a subscribe that would take the client past
+//!   `max_subscriptions_per_client` is refused whole (`CLIENT_ERROR too
+//!   many subscriptions`); one whose topics new to the node would take it
+//!   past `max_topics_per_node` is refused by the shards and undone
+//!   (`SERVER_ERROR too many topics on this node`). Every change reaches
+//!   a shard in chunks of at most [`SHARD_CHUNK`] topics.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -58,6 +64,12 @@ pub const FAULT_QUEUE_PANIC: &[u8] = b"__kraken_fault_queue_panic__";
 /// is in flight for as long as its publisher takes to gather the shards'
 /// answers: microseconds, far below this.
 const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(30);
+
+/// Most topics one message to a router shard carries. A larger subscribe,
+/// unsubscribe or removal goes to each shard as several messages, each sent
+/// once the previous one is handled, so publishes and other clients'
+/// changes get their turn in between: no shard is held long by one client.
+pub const SHARD_CHUNK: usize = 4096;
 
 /// A subscription change.
 #[derive(Debug)]
@@ -389,6 +401,25 @@ impl ClientQueue {
                 added.push(t.clone());
             }
         }
+        let cap = self.env.node.settings.max_subscriptions_per_client;
+        if self.subs.len() > cap {
+            // Refused whole: nothing of it is applied.
+            for t in &added {
+                self.subs.remove(t);
+            }
+            self.env
+                .node
+                .counters
+                .refused_subscribes_client
+                .fetch_add(1, Ordering::Relaxed);
+            info!(self.env.node.log, "subscribe refused: too many subscriptions";
+                "client" => self.id(), "held" => self.subs.len(), "asked" => added.len(),
+                "max_subscriptions_per_client" => cap);
+            return self.answer(
+                ticket,
+                Response::ClientError("too many subscriptions".into()),
+            );
+        }
         self.info
             .subscriptions
             .store(self.subs.len() as u64, Ordering::Relaxed);
@@ -408,19 +439,45 @@ impl ClientQueue {
         }
         let me = self.me(ctx);
         let id = self.id();
-        let targets: Vec<usize> = (0..n)
-            .filter(|&s| !add[s].is_empty() || !replay_topics[s].is_empty())
-            .collect();
-        let asks: Vec<_> = targets
+        let home = self.home;
+        // Per shard, the change in chunks of at most SHARD_CHUNK topics
+        // (added, and to replay), sent one after another.
+        let asks: Vec<_> = add
             .into_iter()
-            .map(|s| {
-                self.env.router.shard(s).send(Subscribe {
-                    id,
-                    queue: me.clone(),
-                    home: self.home,
-                    add: std::mem::take(&mut add[s]),
-                    replay: replay.map(|(h, _)| (h, std::mem::take(&mut replay_topics[s]))),
-                })
+            .zip(replay_topics)
+            .enumerate()
+            .filter(|(_, (add, again))| !add.is_empty() || !again.is_empty())
+            .map(|(s, (add, again))| {
+                let count = add
+                    .len()
+                    .div_ceil(SHARD_CHUNK)
+                    .max(again.len().div_ceil(SHARD_CHUNK));
+                let (mut add, mut again) = (add.chunks(SHARD_CHUNK), again.chunks(SHARD_CHUNK));
+                let chunks: Vec<Subscribe> = (0..count)
+                    .map(|_| Subscribe {
+                        id,
+                        queue: me.clone(),
+                        home,
+                        add: add.next().map(<[Bytes]>::to_vec).unwrap_or_default(),
+                        replay: match (replay, again.next()) {
+                            (Some((h, _)), Some(topics)) => Some((h, topics.to_vec())),
+                            _ => None,
+                        },
+                    })
+                    .collect();
+                let shard = self.env.router.shard(s).clone();
+                async move {
+                    let mut answers = Vec::with_capacity(chunks.len());
+                    for chunk in chunks {
+                        let answer = shard.send(chunk).await;
+                        let stop = !matches!(&answer, Ok(Ok(r)) if !r.over_topic_cap);
+                        answers.push(answer);
+                        if stop {
+                            break;
+                        }
+                    }
+                    answers
+                }
             })
             .collect();
         let upstream_topics = match (&upstream, replay.map(|r| r.1)) {
@@ -429,7 +486,7 @@ impl ClientQueue {
             _ => topics,
         };
         let added: FastSet<Bytes> = added.into_iter().collect();
-        let fut = async move { join_all(asks).await }
+        let fut = async move { join_all(asks).await.into_iter().flatten().collect() }
             .into_actor(self)
             .then(move |answers, act, _ctx| {
                 let local = guard(act, _ctx, |act, _| {
@@ -478,6 +535,25 @@ impl ClientQueue {
                 Ok(Err(failed)) => return failed.reply(),
                 Err(_) => return ShardFailed.reply(),
             }
+        }
+        if replays.iter().any(|r| r.over_topic_cap) {
+            // Undo the chunks the shards applied: nothing of it stays.
+            let undo: Vec<Bytes> = added.iter().cloned().collect();
+            for t in &undo {
+                self.subs.remove(t);
+            }
+            self.info
+                .subscriptions
+                .store(self.subs.len() as u64, Ordering::Relaxed);
+            self.send_unsubscribes(undo);
+            self.in_flight_mut().unsubscribed = true;
+            let node = &self.env.node;
+            node.counters
+                .refused_subscribes_node
+                .fetch_add(1, Ordering::Relaxed);
+            info!(node.log, "subscribe refused: too many topics on this node";
+                "client" => self.id(), "max_topics_per_node" => node.settings.max_topics_per_node);
+            return Response::ServerError("too many topics on this node".into());
         }
         let Some(scope) = scope else {
             return Response::Stored;
@@ -541,14 +617,12 @@ impl ClientQueue {
         // Answered at once: from now on this queue drops what still
         // arrives for these topics (deliveries routed before the shards
         // saw the change), so nothing published after the answer reaches
-        // the client on them.
-        let id = self.id();
-        let mut sent = false;
-        for (s, topics) in by_shard.into_iter().enumerate() {
-            if !topics.is_empty() {
-                self.env.router.shard(s).do_send(Unsubscribe { id, topics });
-                sent = true;
-            }
+        // the client on them. The shards get the change in chunks.
+        let sent = by_shard.iter().any(|topics| !topics.is_empty());
+        for ask in self.unsubscribes(by_shard) {
+            actix::spawn(async move {
+                let _ = ask.await;
+            });
         }
         if sent {
             self.in_flight_mut().unsubscribed = true;
@@ -621,19 +695,48 @@ impl ClientQueue {
         self.removed = true;
         self.items = Vec::new();
         self.bytes = 0;
+        let topics: Vec<Bytes> = std::mem::take(&mut self.subs).into_iter().collect();
+        self.send_unsubscribes(topics);
+    }
+
+    /// Removes the client from `topics` on their shards, in chunks, without
+    /// waiting for the answer.
+    fn send_unsubscribes(&self, topics: Vec<Bytes>) {
         let n = self.env.router.num_shards();
         let mut by_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
-        for t in std::mem::take(&mut self.subs) {
+        for t in topics {
             by_shard[shard_of(&t, n)].push(t);
         }
-        for (s, topics) in by_shard.into_iter().enumerate() {
-            if !topics.is_empty() {
-                self.env.router.shard(s).do_send(Unsubscribe {
-                    id: self.info.id,
-                    topics,
-                });
-            }
+        for ask in self.unsubscribes(by_shard) {
+            actix::spawn(async move {
+                let _ = ask.await;
+            });
         }
+    }
+
+    /// Per shard with topics, a future sending its [`Unsubscribe`]s in
+    /// chunks of at most [`SHARD_CHUNK`] topics, one after another;
+    /// `Err` if the shard failed.
+    fn unsubscribes(
+        &self,
+        by_shard: Vec<Vec<Bytes>>,
+    ) -> Vec<impl std::future::Future<Output = Result<(), MailboxError>> + 'static> {
+        let id = self.id();
+        by_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, ts)| !ts.is_empty())
+            .map(|(s, topics)| {
+                let shard = self.env.router.shard(s).clone();
+                async move {
+                    for chunk in topics.chunks(SHARD_CHUNK) {
+                        let topics = chunk.to_vec();
+                        shard.send(Unsubscribe { id, topics }).await?;
+                    }
+                    Ok(())
+                }
+            })
+            .collect()
     }
 }
 

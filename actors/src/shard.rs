@@ -235,6 +235,9 @@ pub struct Replay {
     pub complete: bool,
     /// The matching messages, ascending sequence.
     pub messages: Vec<Arc<Message>>,
+    /// Refused, nothing applied: the topics new to the node would pass
+    /// `max_topics_per_node`.
+    pub over_topic_cap: bool,
 }
 
 /// Remove subscriber `id` from `topics` (unknown ones are ignored).
@@ -398,6 +401,7 @@ impl RouterShard {
     fn route(&mut self, msg: Route) {
         let fault = self.node.settings.fault_injection;
         let mut lists = Vec::with_capacity(msg.items.len());
+        let retro_before = self.buffer.bytes;
         for item in &msg.items {
             self.buffer.store(&item.msg);
             for i in item.owned.iter() {
@@ -408,11 +412,37 @@ impl RouterShard {
                 lists.push(self.topics.get(topic).cloned());
             }
         }
+        self.retro_bytes_changed(retro_before);
         msg.reply_to.do_send(Routed {
             batch: msg.batch,
             shard: self.index,
             lists: Ok(lists),
         });
+    }
+
+    /// Keeps the node-wide `retro_bytes` counter in step with the buffer.
+    fn retro_bytes_changed(&self, before: usize) {
+        let now = self.buffer.bytes;
+        let c = &self.node.counters.retro_bytes;
+        if now > before {
+            c.fetch_add((now - before) as u64, Ordering::Relaxed);
+        } else if now < before {
+            c.fetch_sub((before - now) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Would adding these topics pass `max_topics_per_node`? Checked
+    /// before any is added, so a refused chunk applies nothing. Shards
+    /// check concurrently: the node may pass the cap by what other shards
+    /// add at the same moment (at most a chunk each).
+    fn over_topic_cap(&self, add: &[Bytes]) -> bool {
+        let cap = self.node.settings.max_topics_per_node as u64;
+        let held = self.node.counters.topics.load(Ordering::Relaxed);
+        if held + add.len() as u64 <= cap {
+            return false;
+        }
+        let new = add.iter().filter(|t| !self.topics.contains_key(*t)).count() as u64;
+        new > 0 && held + new > cap
     }
 
     /// Adds `id` to `topic`; `check` guards against adding it twice (while
@@ -498,6 +528,12 @@ impl RouterShard {
             home: msg.home,
         };
         let check = self.rebuilding.is_some();
+        if self.over_topic_cap(&msg.add) {
+            return Replay {
+                over_topic_cap: true,
+                ..Replay::default()
+            };
+        }
         let mut gained = Vec::new();
         for topic in msg.add {
             if fault && &topic[..] == FAULT_SHARD_PANIC {
@@ -512,7 +548,7 @@ impl RouterShard {
         let Some((horizon, topics)) = msg.replay else {
             return Replay {
                 complete: true,
-                messages: Vec::new(),
+                ..Replay::default()
             };
         };
         if !self.buffer.complete_for(horizon) {
@@ -528,6 +564,7 @@ impl RouterShard {
         Replay {
             complete: true,
             messages,
+            over_topic_cap: false,
         }
     }
 
@@ -551,6 +588,8 @@ impl RouterShard {
             .fetch_sub(self.topics.len() as u64, Ordering::Relaxed);
         c.subscriptions
             .fetch_sub(self.subscriptions as u64, Ordering::Relaxed);
+        c.retro_bytes
+            .fetch_sub(self.buffer.bytes as u64, Ordering::Relaxed);
         self.topics = FastMap::default();
         self.subscriptions = 0;
         let s = &self.node.settings;

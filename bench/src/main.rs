@@ -1,10 +1,12 @@
 //! kraken-bench: a load generator for the Kraken pubsub server.
 //!
-//! `kraken-bench <fanout|churn|idle|mixed|redis-fanout> [flags]`; see README.md.
+//! `kraken-bench <fanout|churn|idle|mixed|redis-fanout|attack KIND> [flags]`;
+//! see README.md (and docs/HARDENING.md for `attack`).
 //! It only ever connects to loopback addresses, and every run ends by itself
 //! (duration plus bounded set-up, answer and drain phases).
 
 mod args;
+mod attack;
 mod churn;
 mod common;
 mod fanout;
@@ -54,6 +56,11 @@ scenarios (flags with their defaults):
   redis-fanout  --subscribers 200 --publishers 2 --inflight 16 --size 64 [--resp3]
           (the fanout over the Redis protocol: SUBSCRIBE and pushed messages;
           any RESP server, e.g. redis-server or a node's resp_port)
+  attack KIND  --rate 200 (honest publishes/s) --settle 3 (s before and after)
+          --attackers 20 (100 for slowloris) --topics 500000 --block <bytes>
+          --names 2000000; KIND: big-subscribe, slowloris, never-reads,
+          oversized, padded, repeated-topic (an honest pair's latency and loss,
+          and the node's RSS, before, during and after the attack)
 
 common flags:
   --addr 127.0.0.1:12355   server address (loopback only)
@@ -89,10 +96,14 @@ enum Params {
     Idle(idle::Params),
     Mixed(mixed::Params),
     RedisFanout(redis_fanout::Params),
+    Attack(attack::Params),
 }
 
 /// Ok(true) if the run connected and measured something.
-fn run(scenario: &str, argv: Vec<String>) -> Result<bool, String> {
+fn run(scenario: &str, mut argv: Vec<String>) -> Result<bool, String> {
+    // `attack <kind>`: the kind is a word, not a flag.
+    let kind = (scenario == "attack" && argv.first().is_some_and(|a| !a.starts_with("--")))
+        .then(|| argv.remove(0));
     let args = Args::parse(argv)?;
     if args.switch("help")? {
         print!("{USAGE}");
@@ -133,6 +144,7 @@ fn run(scenario: &str, argv: Vec<String>) -> Result<bool, String> {
         "idle" => Params::Idle(idle::parse(&args)?),
         "mixed" => Params::Mixed(mixed::parse(&args)?),
         "redis-fanout" => Params::RedisFanout(redis_fanout::parse(&args)?),
+        "attack" => Params::Attack(attack::parse(&args, kind)?),
         other => return Err(format!("unknown scenario {other:?}")),
     };
     args.finish()?;
@@ -151,6 +163,7 @@ fn run(scenario: &str, argv: Vec<String>) -> Result<bool, String> {
             Params::Idle(p) => idle::run(&ctx, p).await,
             Params::Mixed(p) => mixed::run(&ctx, p).await,
             Params::RedisFanout(p) => redis_fanout::run(&ctx, p).await,
+            Params::Attack(p) => attack::run(&ctx, p).await,
         }
     });
     // Tasks still blocked somewhere are dropped here, not waited for.

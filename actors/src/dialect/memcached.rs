@@ -4,9 +4,10 @@
 
 use bytes::BytesMut;
 use kraken_protocol::{
-    parse_publish_block, parse_retro_body, parse_topics, BodyLimits, KrakenCodec, Limits, Request,
-    Response, SetKey,
+    parse_publish_block, parse_retro_body, parse_topics, BodyError, BodyLimits, KrakenCodec,
+    Limits, Request, Response, SetKey,
 };
+use std::sync::atomic::Ordering;
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::{Answer, Dialect, Op, Unreadable};
@@ -83,7 +84,15 @@ impl Dialect for Memcached {
                         };
                         match parse_publish_block(&data, &limits) {
                             Ok(entries) => Op::Publish(entries, wait),
-                            Err(e) => refuse(e.message()),
+                            Err(e) => {
+                                let c = &env.node.counters;
+                                let counter = match e {
+                                    BodyError::TooManyTopics => &c.refused_publishes_topics,
+                                    _ => &c.refused_publishes_bad,
+                                };
+                                counter.fetch_add(1, Ordering::Relaxed);
+                                refuse(e.message())
+                            }
                         }
                     }
                     SetKey::Subscribe | SetKey::Unsubscribe => match parse_topics(&data, max_topic)
@@ -111,6 +120,13 @@ impl Dialect for Memcached {
                 crate::node::VERSION.into(),
             ))),
             Request::Invalid(rejection) => {
+                if matches!(&rejection.reply, Response::ClientError(m) if m == "data block too large")
+                {
+                    env.node
+                        .counters
+                        .refused_publishes_size
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 let reply = Pending::Reply(rejection.reply);
                 if rejection.close {
                     Op::ReplyClose(reply)
