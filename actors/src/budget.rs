@@ -97,6 +97,7 @@ impl Held {
     pub fn update(
         &mut self,
         node: &Node,
+        budget: &Budget,
         id: u64,
         tell: impl FnOnce() -> Recipient<OverBudget>,
         buffered: usize,
@@ -116,8 +117,8 @@ impl Held {
         if now == self.bytes {
             return true;
         }
-        let budget = node.settings.max_pending_request_bytes as u64;
-        let mut h = node.budget.lock();
+        let limit = node.settings.max_pending_request_bytes as u64;
+        let mut h = budget.lock();
         if now < self.bytes {
             h.sum -= self.bytes - now;
             if now == 0 {
@@ -137,7 +138,7 @@ impl Held {
             None => h.next_since,
         };
         let mut refused = false;
-        while h.sum + grow > budget {
+        while h.sum + grow > limit {
             let victim = h
                 .by_id
                 .iter()
@@ -194,11 +195,11 @@ impl Held {
     }
 
     /// Gives connection `id`'s whole share back.
-    pub fn release(&mut self, node: &Node, id: u64) {
+    pub fn release(&mut self, node: &Node, budget: &Budget, id: u64) {
         if self.bytes == 0 {
             return;
         }
-        let mut h = node.budget.lock();
+        let mut h = budget.lock();
         if h.by_id.remove(&id).is_some() {
             h.sum -= self.bytes;
         }

@@ -504,7 +504,10 @@ impl<D: Dialect> Connection<D> {
                         // The buffer holds a partial request (`crate::budget`).
                         let tell = || ctx.address().recipient();
                         let (node, id) = (&self.env.node, self.info.id);
-                        if !self.pending.update(node, id, tell, self.rbuf.len()) {
+                        if !self
+                            .pending
+                            .update(node, &self.env.budget, id, tell, self.rbuf.len())
+                        {
                             self.over_budget(ctx);
                         }
                         break;
@@ -614,7 +617,8 @@ impl<D: Dialect> Connection<D> {
         if self.closing {
             return;
         }
-        self.pending.release(&self.env.node, self.info.id);
+        self.pending
+            .release(&self.env.node, &self.env.budget, self.info.id);
         self.env
             .node
             .counters
@@ -647,7 +651,8 @@ impl<D: Dialect> Actor for Connection<D> {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
-        self.pending.release(&self.env.node, self.info.id);
+        self.pending
+            .release(&self.env.node, &self.env.budget, self.info.id);
         self.queue.do_send(Close);
         if D::PUSH {
             self.env

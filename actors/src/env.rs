@@ -46,6 +46,8 @@ pub struct Env {
     pub faults: Recipient<InjectFault>,
     /// The address clients connect to.
     pub local_addr: SocketAddr,
+    /// Who holds the budget of partial requests (`max_pending_request_bytes`).
+    pub budget: crate::budget::Budget,
 }
 
 impl Env {

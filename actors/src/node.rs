@@ -86,8 +86,6 @@ pub struct Node {
     /// The log level in force, changed by `change_log_level`.
     pub level: Arc<RuntimeLevel>,
     pub started: Instant,
-    /// Who holds the budget of partial requests (`max_pending_request_bytes`).
-    pub budget: crate::budget::Budget,
     next_client_id: AtomicU64,
 }
 
@@ -101,7 +99,6 @@ impl Node {
             counters: Counters::default(),
             level,
             started: Instant::now(),
-            budget: Default::default(),
             next_client_id: AtomicU64::new(1),
         })
     }

@@ -126,6 +126,7 @@ impl Supervisor {
                 proxy: proxy.clone().map(|p| p as Arc<dyn ProxyHooks>),
                 faults: me.clone().recipient(),
                 local_addr: addr,
+                budget: Default::default(),
             });
             if let Some(links) = links {
                 links.start(env.clone(), me.clone().recipient());
