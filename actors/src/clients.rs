@@ -16,7 +16,7 @@ use futures_util::future::join_all;
 use slog::error;
 
 use crate::client::{ClientInfo, FastMap, FastSet, Kick};
-use crate::connection::{Connection, KickConnection};
+use crate::connection::KickConnection;
 use crate::guard::{guard, Panicked, Supervised};
 use crate::node::Node;
 use crate::queue::{ClientQueue, KickIfHolds, Topics};
@@ -27,7 +27,7 @@ const TRIM_AFTER_CLOSES: u64 = 256;
 
 /// One client's pair.
 struct Entry {
-    conn: Addr<Connection>,
+    conn: Recipient<KickConnection>,
     queue: Addr<ClientQueue>,
     info: Arc<ClientInfo>,
 }
@@ -46,7 +46,8 @@ pub struct ClientSupervisor {
 #[rtype(result = "()")]
 pub struct Join {
     pub id: u64,
-    pub conn: Addr<Connection>,
+    /// The client's connection (a recipient, so tests can stand in for it).
+    pub conn: Recipient<KickConnection>,
     pub queue: Addr<ClientQueue>,
     pub info: Arc<ClientInfo>,
 }

@@ -118,7 +118,7 @@ impl Connection {
                 ClientQueue::new(env.clone(), home, info.clone(), me.clone().recipient()).start();
             env.clients.do_send(crate::clients::Join {
                 id,
-                conn: me.clone(),
+                conn: me.clone().recipient(),
                 queue: queue.clone(),
                 info: info.clone(),
             });
