@@ -120,13 +120,23 @@ pub enum Taken {
     Overflowed,
 }
 
+/// Most messages a registered client remembers having been queued before
+/// its first subscribe; past it, that subscribe answers `NOT_FOUND` (the
+/// client reloads) rather than risk replaying one of them again.
+const MAX_RECEIVED_WHILE_REGISTERED: usize = 65_536;
+
 /// What `register` remembers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Registered {
     /// The exact horizon for this node's own retro buffers.
     at: Horizon,
     /// The wall clock then (ns): on a proxy, the horizon sent upstream.
     wall_ns: u64,
+    /// Sequence numbers of the messages queued since (live or replayed):
+    /// the replay skips them, whatever topics the client holds by then.
+    received: FastSet<u64>,
+    /// More than [`MAX_RECEIVED_WHILE_REGISTERED`] were.
+    lossy: bool,
 }
 
 /// Live copies to drop for a while: replayed messages, and deliveries
@@ -219,6 +229,13 @@ impl ClientQueue {
             }
             self.bytes += size;
             self.received += 1;
+            if let Some(r) = self.horizon.as_mut().filter(|r| !r.lossy) {
+                r.received.insert(item.message().seq);
+                if r.received.len() > MAX_RECEIVED_WHILE_REGISTERED {
+                    r.lossy = true;
+                    r.received = FastSet::default();
+                }
+            }
             self.items.push(item);
         }
         self.publish_figures();
@@ -267,6 +284,7 @@ impl ClientQueue {
         topics: Vec<Bytes>,
         replay: Option<(Horizon, ReplayScope)>,
         upstream: Upstream,
+        seen: Option<Box<Registered>>,
     ) {
         let n = self.env.router.num_shards();
         let mut added: Vec<Bytes> = Vec::new();
@@ -311,15 +329,14 @@ impl ClientQueue {
             .collect();
         let upstream_topics = match (&upstream, replay.map(|r| r.1)) {
             (Upstream::None, _) => Vec::new(),
-            (_, Some(ReplayScope::NewTopics)) => added.clone(),
+            (_, Some(ReplayScope::NewTopics)) => added,
             _ => topics,
         };
-        let added: FastSet<Bytes> = added.into_iter().collect();
         let fut = async move { join_all(asks).await }
             .into_actor(self)
             .then(move |answers, act, _ctx| {
                 let local = guard(act, _ctx, |act, _| {
-                    act.subscribed(answers, replay.map(|r| r.1), &added)
+                    act.subscribed(answers, replay.map(|r| r.1), seen.as_deref())
                 })
                 .unwrap_or_else(|| Response::ServerError("client queue failed".into()));
                 let log = act.env.node.log.clone();
@@ -355,7 +372,7 @@ impl ClientQueue {
         &mut self,
         answers: Vec<Result<Result<Replay, ShardFailed>, MailboxError>>,
         scope: Option<ReplayScope>,
-        added: &FastSet<Bytes>,
+        seen: Option<&Registered>,
     ) -> Response {
         let mut replays = Vec::with_capacity(answers.len());
         for a in answers {
@@ -368,7 +385,7 @@ impl ClientQueue {
         let Some(scope) = scope else {
             return Response::Stored;
         };
-        if !replays.iter().all(|r| r.complete) {
+        if !replays.iter().all(|r| r.complete) || seen.is_some_and(|r| r.lossy) {
             info!(self.env.node.log, "retro subscription incomplete: NOT_FOUND"; "client" => self.id());
             return Response::NotFound;
         }
@@ -382,13 +399,14 @@ impl ClientQueue {
         let deliveries: Vec<Delivery> = found
             .into_values()
             .filter(|m| {
-                // After `register`, a message that matched a topic held
-                // before this subscribe was delivered live already.
+                // After `register`, skip what was queued since (live, or by
+                // a retro_subscribe). Not "what names a topic held now": a
+                // topic may have been dropped after its delivery (the
+                // message would come twice) or added since by a
+                // retro_subscribe (it would be lost). A live copy still in
+                // flight is dropped on arrival (`InFlight::replayed`).
                 scope == ReplayScope::Requested
-                    || !m
-                        .topics
-                        .iter()
-                        .any(|t| subs.contains(t) && !added.contains(t))
+                    || !seen.is_some_and(|r| r.received.contains(&m.seq))
             })
             .map(|m| {
                 let held: Vec<u32> = (0..m.topics.len() as u32)
@@ -461,7 +479,7 @@ impl ClientQueue {
                     Upstream::None
                 };
                 match self.horizon.take() {
-                    None => self.subscribe(ctx, ticket, topics, None, upstream),
+                    None => self.subscribe(ctx, ticket, topics, None, upstream, None),
                     Some(r) => {
                         let upstream = match upstream {
                             Upstream::None => Upstream::None,
@@ -473,6 +491,7 @@ impl ClientQueue {
                             topics,
                             Some((r.at, ReplayScope::NewTopics)),
                             upstream,
+                            Some(r),
                         )
                     }
                 }
@@ -483,6 +502,8 @@ impl ClientQueue {
                 self.horizon = Some(Box::new(Registered {
                     at: clock.next(),
                     wall_ns: clock.now_ns(),
+                    received: FastSet::default(),
+                    lossy: false,
                 }));
                 self.answer(ticket, Response::Stored);
             }
@@ -499,6 +520,7 @@ impl ClientQueue {
                     body.topics,
                     Some((ns as u64, ReplayScope::Requested)),
                     upstream,
+                    None,
                 )
             }
         }

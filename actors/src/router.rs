@@ -32,7 +32,7 @@ pub type Horizon = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayScope {
     /// After `register`: only the topics this subscribe adds, and never a
-    /// message that matched a topic already held (it was delivered live).
+    /// message already queued for the client since the register.
     NewTopics,
     /// `retro_subscribe`: every requested topic (at-least-once).
     Requested,

@@ -490,3 +490,27 @@ async fn register_never_replays_a_message_the_client_already_got() {
     assert_eq!(last.len(), 1, "{last:?}");
     assert_eq!(last[0].topics, vec![y]);
 }
+
+/// Found by the property test above: a topic added by a retro_subscribe
+/// between `register` and the first subscribe made that subscribe skip the
+/// messages naming it, taking them for live deliveries: they were lost.
+#[actix_rt::test]
+async fn register_replays_a_message_whose_other_topic_came_by_retro_subscribe() {
+    let node = TestNode::start(kit::settings(4), 2, 2);
+    let c = node.client().await;
+    let p = node.client().await;
+    let (a, b) = (Bytes::from_static(b"rr-a"), Bytes::from_static(b"rr-b"));
+    assert_eq!(c.register().await, Response::Stored);
+    let m = vec![a.clone(), b.clone()];
+    assert_eq!(p.publish(vec![(m.clone(), "m".into())]).await, Ok(()));
+    let future = (node.now() / 1_000_000_000) as i64 + 5;
+    assert_eq!(c.retro(vec![a.clone()], future).await, Response::Stored);
+    assert_eq!(c.subscribe(vec![b]).await, Response::Stored);
+    let mut got = Vec::new();
+    c.poll_until(&mut got, Duration::from_secs(2), Duration::from_millis(30), |g| {
+        !g.is_empty()
+    })
+    .await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].topics, m);
+}

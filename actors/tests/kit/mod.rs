@@ -102,8 +102,28 @@ pub fn settings(shards: usize) -> Settings {
     }
 }
 
+/// Keeps the injected faults' panic messages out of the test output.
+fn quiet_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| info.payload().downcast_ref::<&str>().copied())
+                .unwrap_or("");
+            if !msg.starts_with("fault injection:") {
+                default(info);
+            }
+        }));
+    });
+}
+
 impl TestNode {
     pub fn start(settings: Settings, workers: usize, shard_threads: usize) -> TestNode {
+        quiet_injected_panics();
         let log = slog::Logger::root(slog::Discard, slog::o!());
         let node = Node::new(settings, log, RuntimeLevel::new(LogLevel::Error));
         let workers: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
