@@ -327,8 +327,7 @@ fn a_router_shard_restart_answers_not_found_before_it_and_stored_after_it() {
 }
 
 #[test]
-fn a_shard_pool_supervisor_panic_restarts_every_shard_and_every_client_keeps_every_subscription()
-{
+fn a_shard_pool_supervisor_panic_restarts_every_shard_and_every_client_keeps_every_subscription() {
     let node = faulty_node(&[]);
     let topics = topic_per_shard();
     let t: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -433,7 +432,9 @@ fn an_upstream_link_panic_on_a_proxy_restarts_the_link_which_mirrors_its_topics_
     );
 
     let _trigger = trigger(&proxy, UPSTREAM_PANIC);
-    wait_until("upstream_restarts", || stat(&proxy, "upstream_restarts") >= 1);
+    wait_until("upstream_restarts", || {
+        stat(&proxy, "upstream_restarts") >= 1
+    });
     assert!(proxy.log_contains("upstream link failed and was restarted"));
     // The new link mirrors the topics again and clients keep receiving.
     wait_until("the restarted link mirrors up-t", || {

@@ -302,9 +302,16 @@ impl ClientQueue {
         }
         let mut replay_topics: Vec<Vec<Bytes>> = vec![Vec::new(); n];
         if let Some((_, scope)) = replay {
-            let of = match scope {
-                ReplayScope::NewTopics => &added,
-                ReplayScope::Requested => &topics,
+            // After `register`, the replay covers every topic held, not
+            // only the new ones: a message since the register on a topic
+            // held before may still be on its way live, and replaying a
+            // later one (naming a new topic too) must not overtake it. It
+            // is replayed as well and its live copy dropped on arrival
+            // (`InFlight::replayed`); what was queued already is skipped.
+            let of: Vec<&Bytes> = match scope {
+                ReplayScope::NewTopics if added.is_empty() => Vec::new(),
+                ReplayScope::NewTopics => self.subs.iter().collect(),
+                ReplayScope::Requested => topics.iter().collect(),
             };
             for t in of {
                 replay_topics[shard_of(t, n)].push(t.clone());
@@ -329,7 +336,7 @@ impl ClientQueue {
             .collect();
         let upstream_topics = match (&upstream, replay.map(|r| r.1)) {
             (Upstream::None, _) => Vec::new(),
-            (_, Some(ReplayScope::NewTopics)) => added,
+            (_, Some(ReplayScope::NewTopics)) => added.clone(),
             _ => topics,
         };
         let fut = async move { join_all(asks).await }
@@ -400,11 +407,10 @@ impl ClientQueue {
             .into_values()
             .filter(|m| {
                 // After `register`, skip what was queued since (live, or by
-                // a retro_subscribe). Not "what names a topic held now": a
-                // topic may have been dropped after its delivery (the
-                // message would come twice) or added since by a
-                // retro_subscribe (it would be lost). A live copy still in
-                // flight is dropped on arrival (`InFlight::replayed`).
+                // a retro_subscribe). Not "what names a topic held before":
+                // that topic may have been dropped after the delivery (the
+                // message would come twice) or added by a retro_subscribe
+                // after the message (it would be lost).
                 scope == ReplayScope::Requested
                     || !seen.is_some_and(|r| r.received.contains(&m.seq))
             })

@@ -181,32 +181,36 @@ impl TestNode {
         let kicks = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = oneshot::channel();
         let k = kicks.clone();
-        Probe::start_in_arbiter(&self.workers[home].handle(), move |ctx: &mut Context<Probe>| {
-            let me = ctx.address();
-            let info = Arc::new(ClientInfo::new(id, SocketAddr::from(([127, 0, 0, 1], 1))));
-            env.node
-                .counters
-                .current_connections
-                .fetch_add(1, Ordering::SeqCst);
-            let queue = ClientQueue::new(env.clone(), home, info.clone(), me.clone().recipient())
-                .start();
-            env.clients.do_send(Join {
-                id,
-                conn: me.clone().recipient(),
-                queue: queue.clone(),
-                info,
-            });
-            let _ = tx.send((me.clone(), queue.clone()));
-            Probe {
-                publisher: Publisher::new(id, home, true, env.clone(), me.recipient()),
-                queue,
-                next_ticket: 0,
-                answers: HashMap::new(),
-                polls: HashMap::new(),
-                published: HashMap::new(),
-                kicks: k,
-            }
-        });
+        Probe::start_in_arbiter(
+            &self.workers[home].handle(),
+            move |ctx: &mut Context<Probe>| {
+                let me = ctx.address();
+                let info = Arc::new(ClientInfo::new(id, SocketAddr::from(([127, 0, 0, 1], 1))));
+                env.node
+                    .counters
+                    .current_connections
+                    .fetch_add(1, Ordering::SeqCst);
+                let queue =
+                    ClientQueue::new(env.clone(), home, info.clone(), me.clone().recipient())
+                        .start();
+                env.clients.do_send(Join {
+                    id,
+                    conn: me.clone().recipient(),
+                    queue: queue.clone(),
+                    info,
+                });
+                let _ = tx.send((me.clone(), queue.clone()));
+                Probe {
+                    publisher: Publisher::new(id, home, true, env.clone(), me.recipient()),
+                    queue,
+                    next_ticket: 0,
+                    answers: HashMap::new(),
+                    polls: HashMap::new(),
+                    published: HashMap::new(),
+                    kicks: k,
+                }
+            },
+        );
         let (probe, queue) = rx.await.expect("probe started");
         Client {
             id,
@@ -266,10 +270,7 @@ impl Handler<DoAsk> for Probe {
         let ticket = self.ticket();
         let (tx, rx) = oneshot::channel();
         self.answers.insert(ticket, tx);
-        self.queue.do_send(Ask {
-            ticket,
-            req: msg.0,
-        });
+        self.queue.do_send(Ask { ticket, req: msg.0 });
         Box::pin(async move {
             rx.await
                 .unwrap_or(Response::ServerError("queue gone".into()))
