@@ -270,7 +270,7 @@ impl World<'_> {
                     .into_iter()
                     .map(|s| self.complete(s, h))
                     .collect();
-                let stored = if verdicts.iter().any(|v| *v == Some(false)) {
+                let stored = if verdicts.contains(&Some(false)) {
                     false
                 } else if verdicts.iter().all(|v| *v == Some(true)) {
                     true

@@ -109,19 +109,17 @@ async fn publisher(node: &TestNode, c: Client, seed: u64, sh: &Shared) {
         let r = c.publish(batch.clone()).await;
         let t1 = node.now();
         assert_eq!(r, Ok(()), "a publish failed");
-        let mut sent = sh.sent.borrow_mut();
-        for (topics, payload) in batch {
-            sent.insert(
-                payload,
-                Sent {
+        sh.sent
+            .borrow_mut()
+            .extend(batch.into_iter().map(|(topics, payload)| {
+                let s = Sent {
                     publisher: c.id,
                     topics,
                     t0,
                     t1,
-                },
-            );
-        }
-        drop(sent);
+                };
+                (payload, s)
+            }));
         if k % 16 == 0 {
             sleep(1).await;
         }
