@@ -427,14 +427,12 @@ fn routing_keeps_every_guarantee_of_the_model() {
     let nodes: Vec<(TestNode, Mutex<Vec<Reset>>)> = sys.block_on(async {
         // The shards take their start time on their own threads: bound it.
         let lo = kraken_actors::router::SeqClock::new().now_ns() - 1_000_000;
-        let nodes: Vec<TestNode> = (1..=8)
-            .map(|shards| {
-                let mut s = kit::settings(shards);
-                s.messages_stored_per_router_shard = 1_000_000;
-                TestNode::start(s, 2, 2)
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut nodes: Vec<TestNode> = Vec::new();
+        for shards in 1..=8 {
+            let mut s = kit::settings(shards);
+            s.messages_stored_per_router_shard = 1_000_000;
+            nodes.push(TestNode::started(s, 2, 2).await);
+        }
         nodes
             .into_iter()
             .map(|node| {
@@ -470,7 +468,7 @@ fn routing_keeps_every_guarantee_of_the_model() {
 /// subscribe (two entries of one message).
 #[actix_rt::test]
 async fn register_never_replays_a_message_the_client_already_got() {
-    let node = TestNode::start(kit::settings(4), 2, 2);
+    let node = TestNode::started(kit::settings(4), 2, 2).await;
     let c = node.client().await;
     let p = node.client().await;
     let (x, y) = (Bytes::from_static(b"reg-x"), Bytes::from_static(b"reg-y"));
@@ -521,7 +519,7 @@ async fn register_never_replays_a_message_the_client_already_got() {
 /// messages naming it, taking them for live deliveries: they were lost.
 #[actix_rt::test]
 async fn register_replays_a_message_whose_other_topic_came_by_retro_subscribe() {
-    let node = TestNode::start(kit::settings(4), 2, 2);
+    let node = TestNode::started(kit::settings(4), 2, 2).await;
     let c = node.client().await;
     let p = node.client().await;
     let (a, b) = (Bytes::from_static(b"rr-a"), Bytes::from_static(b"rr-b"));
@@ -541,4 +539,42 @@ async fn register_replays_a_message_whose_other_topic_came_by_retro_subscribe() 
     .await;
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].topics, m);
+}
+
+/// A registered client remembers what it was sent before its first
+/// subscribe, within a bound; past it, the subscribe answers NOT_FOUND
+/// (the client reloads) and still subscribes.
+#[actix_rt::test]
+async fn register_past_its_memory_bound_answers_not_found_and_subscribes() {
+    let node = TestNode::started(kit::settings(2), 2, 2).await;
+    let c = node.client().await;
+    let p = node.client().await;
+    let (x, y) = (Bytes::from_static(b"big-x"), Bytes::from_static(b"big-y"));
+    assert_eq!(c.subscribe(vec![x.clone()]).await, Response::Stored);
+    assert_eq!(c.register().await, Response::Stored);
+    let mut n = 0;
+    for _ in 0..14 {
+        let batch = (0..5_000)
+            .map(|_| {
+                n += 1;
+                (vec![x.clone()], Bytes::from(n.to_string()))
+            })
+            .collect();
+        assert_eq!(p.publish(batch).await, Ok(()));
+        let mut got = Vec::new();
+        c.poll_until(&mut got, Duration::from_secs(5), Duration::ZERO, |g| {
+            g.len() >= 5_000
+        })
+        .await;
+        assert_eq!(got.len(), 5_000);
+    }
+    assert_eq!(c.subscribe(vec![y.clone()]).await, Response::NotFound);
+    assert_eq!(p.publish(vec![(vec![y.clone()], "y".into())]).await, Ok(()));
+    let mut got = Vec::new();
+    c.poll_until(&mut got, Duration::from_secs(2), Duration::ZERO, |g| {
+        !g.is_empty()
+    })
+    .await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topics, vec![y]);
 }

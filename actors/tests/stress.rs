@@ -389,7 +389,7 @@ fn check(what: &str, o: &Outcome, sh: &Shared) {
 async fn routing_holds_under_concurrent_publishers_subscribers_and_shard_restarts() {
     let mut settings = kit::settings(8);
     settings.messages_stored_per_router_shard = 1_000_000;
-    let node = TestNode::start(settings, 4, 3);
+    let node = TestNode::started(settings, 4, 3).await;
     let sh = Shared {
         stop: Cell::new(false),
         faults_stop: Cell::new(false),

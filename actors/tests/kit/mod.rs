@@ -27,7 +27,7 @@ use kraken_actors::message::Delivery;
 use kraken_actors::publish::{Outcome, Publisher};
 use kraken_actors::queue::{Ask, ClientQueue, Close, FromQueue, QueueRequest, Take, Taken};
 use kraken_actors::router::SeqClock;
-use kraken_actors::shard::{Routed, ShardFailed};
+use kraken_actors::shard::{DumpTopics, Routed, ShardFailed};
 use kraken_actors::shard_pool::{RestartPool, ShardPool};
 use kraken_actors::supervisor::{Child, ChildDown, InjectFault};
 use kraken_actors::{Env, LogLevel, Node, Settings};
@@ -165,6 +165,16 @@ impl TestNode {
             _shard_threads: shard_threads,
             next_home: AtomicU64::new(0),
         }
+    }
+
+    /// Starts a node and waits until every shard runs (a shard's retro
+    /// buffer is complete from the moment it started on its thread).
+    pub async fn started(settings: Settings, workers: usize, shard_threads: usize) -> TestNode {
+        let node = TestNode::start(settings, workers, shard_threads);
+        for shard in node.env.router.shards() {
+            shard.send(DumpTopics).await.expect("shard running");
+        }
+        node
     }
 
     /// The node's clock now (ns): every message submitted later has a
