@@ -117,7 +117,10 @@ fn stats_counts_every_documented_counter() {
         let s = c.stats();
         // The slow consumer's subscriptions leave the shards just after
         // its connection is counted out: wait for both.
-        if stat(&s, "curr_connections") == 3 && stat(&s, "subscriptions") == 3 {
+        if stat(&s, "curr_connections") == 3
+            && stat(&s, "subscriptions") == 3
+            && stat(&s, "topics") == 2
+        {
             break s;
         }
         assert!(

@@ -156,13 +156,36 @@ pub enum Taken {
     Overflowed,
 }
 
+/// Most messages a registered client remembers having been queued before
+/// its first subscribe; past it, that subscribe answers `NOT_FOUND` (the
+/// client reloads) rather than risk replaying one of them again.
+const MAX_RECEIVED_WHILE_REGISTERED: usize = 65_536;
+
 /// What `register` remembers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Registered {
     /// The exact horizon for this node's own retro buffers.
     at: Horizon,
     /// The wall clock then (ns): on a proxy, the horizon sent upstream.
     wall_ns: u64,
+    /// Sequence numbers of the messages queued since (live or replayed):
+    /// the replay skips them, whatever topics the client holds by then.
+    received: FastSet<u64>,
+    /// More than [`MAX_RECEIVED_WHILE_REGISTERED`] were.
+    lossy: bool,
+}
+
+impl Registered {
+    fn note(&mut self, seq: u64) {
+        if self.lossy {
+            return;
+        }
+        self.received.insert(seq);
+        if self.received.len() > MAX_RECEIVED_WHILE_REGISTERED {
+            self.lossy = true;
+            self.received = FastSet::default();
+        }
+    }
 }
 
 /// Live copies to drop for a while: replayed messages, and deliveries
@@ -314,6 +337,11 @@ impl ClientQueue {
             // The common case under load: the batch becomes the inbox, no copy.
             let size: usize = items.iter().map(|d| d.message().queued_bytes()).sum();
             if size <= max_bytes {
+                if let Some(r) = self.horizon.as_mut() {
+                    for d in &items {
+                        r.note(d.message().seq);
+                    }
+                }
                 self.bytes = size;
                 self.received += items.len() as u64;
                 self.items = items;
@@ -332,6 +360,9 @@ impl ClientQueue {
             }
             self.bytes += size;
             self.received += 1;
+            if let Some(r) = self.horizon.as_mut() {
+                r.note(item.message().seq);
+            }
             self.items.push(item);
         }
         self.publish_figures();
@@ -393,6 +424,7 @@ impl ClientQueue {
         topics: Vec<Bytes>,
         replay: Option<(Horizon, ReplayScope)>,
         upstream: Upstream,
+        seen: Option<Box<Registered>>,
     ) {
         let n = self.env.router.num_shards();
         let mut added: Vec<Bytes> = Vec::new();
@@ -429,9 +461,16 @@ impl ClientQueue {
         }
         let mut replay_topics: Vec<Vec<Bytes>> = vec![Vec::new(); n];
         if let Some((_, scope)) = replay {
-            let of = match scope {
-                ReplayScope::NewTopics => &added,
-                ReplayScope::Requested => &topics,
+            // After `register`, the replay covers every topic held, not
+            // only the new ones: a message since the register on a topic
+            // held before may still be on its way live, and replaying a
+            // later one (naming a new topic too) must not overtake it. It
+            // is replayed as well and its live copy dropped on arrival
+            // (`InFlight::replayed`); what was queued already is skipped.
+            let of: Vec<&Bytes> = match scope {
+                ReplayScope::NewTopics if added.is_empty() => Vec::new(),
+                ReplayScope::NewTopics => self.subs.iter().collect(),
+                ReplayScope::Requested => topics.iter().collect(),
             };
             for t in of {
                 replay_topics[shard_of(t, n)].push(t.clone());
@@ -490,7 +529,7 @@ impl ClientQueue {
             .into_actor(self)
             .then(move |answers, act, _ctx| {
                 let local = guard(act, _ctx, |act, _| {
-                    act.subscribed(answers, replay.map(|r| r.1), &added)
+                    act.subscribed(answers, replay.map(|r| r.1), &added, seen.as_deref())
                 })
                 .unwrap_or_else(|| Response::ServerError("client queue failed".into()));
                 let log = act.env.node.log.clone();
@@ -527,6 +566,7 @@ impl ClientQueue {
         answers: Vec<Result<Result<Replay, ShardFailed>, MailboxError>>,
         scope: Option<ReplayScope>,
         added: &FastSet<Bytes>,
+        seen: Option<&Registered>,
     ) -> Response {
         let mut replays = Vec::with_capacity(answers.len());
         for a in answers {
@@ -558,7 +598,7 @@ impl ClientQueue {
         let Some(scope) = scope else {
             return Response::Stored;
         };
-        if !replays.iter().all(|r| r.complete) {
+        if !replays.iter().all(|r| r.complete) || seen.is_some_and(|r| r.lossy) {
             info!(self.env.node.log, "retro subscription incomplete: NOT_FOUND"; "client" => self.id());
             return Response::NotFound;
         }
@@ -572,13 +612,13 @@ impl ClientQueue {
         let deliveries: Vec<Delivery> = found
             .into_values()
             .filter(|m| {
-                // After `register`, a message that matched a topic held
-                // before this subscribe was delivered live already.
+                // After `register`, skip what was queued since (live, or by
+                // a retro_subscribe). Not "what names a topic held before":
+                // that topic may have been dropped after the delivery (the
+                // message would come twice) or added by a retro_subscribe
+                // after the message (it would be lost).
                 scope == ReplayScope::Requested
-                    || !m
-                        .topics
-                        .iter()
-                        .any(|t| subs.contains(t) && !added.contains(t))
+                    || !seen.is_some_and(|r| r.received.contains(&m.seq))
             })
             .map(|m| {
                 let held: Vec<u32> = (0..m.topics.len() as u32)
@@ -644,7 +684,7 @@ impl ClientQueue {
                     Upstream::None
                 };
                 match self.horizon.take() {
-                    None => self.subscribe(ctx, ticket, topics, None, upstream),
+                    None => self.subscribe(ctx, ticket, topics, None, upstream, None),
                     Some(r) => {
                         let upstream = match upstream {
                             Upstream::None => Upstream::None,
@@ -656,6 +696,7 @@ impl ClientQueue {
                             topics,
                             Some((r.at, ReplayScope::NewTopics)),
                             upstream,
+                            Some(r),
                         )
                     }
                 }
@@ -666,6 +707,8 @@ impl ClientQueue {
                 self.horizon = Some(Box::new(Registered {
                     at: clock.next(),
                     wall_ns: clock.now_ns(),
+                    received: FastSet::default(),
+                    lossy: false,
                 }));
                 self.answer(ticket, Response::Stored);
             }
@@ -682,6 +725,7 @@ impl ClientQueue {
                     body.topics,
                     Some((ns as u64, ReplayScope::Requested)),
                     upstream,
+                    None,
                 )
             }
         }

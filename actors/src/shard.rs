@@ -43,8 +43,10 @@ use crate::placement::shard_of;
 /// Which topics a replay covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplayScope {
-    /// After `register`: only the topics this subscribe adds, and never a
-    /// message that matched a topic already held (it was delivered live).
+    /// After `register`, a subscribe that adds topics: every topic then
+    /// held, skipping the messages already queued for the client since the
+    /// register (those on topics held before are replayed only when still
+    /// in flight, so that nothing overtakes them).
     NewTopics,
     /// `retro_subscribe`: every requested topic (at-least-once).
     Requested,
