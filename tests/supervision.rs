@@ -1,4 +1,4 @@
-//! Supervision (SPEC §5), each failure injected into the real binary
+//! Supervision, each failure injected into the real binary
 //! (`-kraken fault_injection true`, off by default) and its outcome observed
 //! over TCP:
 //!

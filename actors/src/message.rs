@@ -163,7 +163,7 @@ fn put_usize(out: &mut BytesMut, mut n: usize) {
 /// Writes the answer to `get messages` for `items` straight into the
 /// connection's write buffer: `END\r\n` when empty, else
 /// `VALUE messages 0 <k>\r\n<entries>END\r\n` with k = len(entries) - 2
-/// (SPEC §1: the last entry's CRLF is the memcached value terminator). The
+/// (`docs/PROTOCOL.md`: the last entry's CRLF is the memcached value terminator). The
 /// same bytes as the codec's `Response::Messages`, without building a
 /// header per entry (tested against it below).
 pub fn encode_poll(items: &[Delivery], out: &mut BytesMut) {

@@ -1,4 +1,4 @@
-//! Proxy nodes (SPEC §6): a node started with `upstreams` accepts clients as
+//! Proxy nodes: a node started with `upstreams` accepts clients as
 //! usual and mirrors what they need onto the upstream nodes.
 //!
 //! - Each topic belongs to one upstream, chosen by rendezvous hashing
