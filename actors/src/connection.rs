@@ -133,11 +133,6 @@ enum Slot<P> {
 #[rtype(result = "()")]
 struct Wake;
 
-/// Tells a connection to close.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct KickConnection(pub Kick);
-
 impl<D: Dialect> Connection<D> {
     /// Starts a connection actor and its queue actor on the current arbiter.
     pub fn start(env: Arc<Env>, home: usize, stream: TcpStream) {
@@ -726,14 +721,6 @@ impl<D: Dialect> Handler<OverBudget> for Connection<D> {
     /// Another connection's growth chose this one to give its bytes back.
     fn handle(&mut self, _: OverBudget, ctx: &mut Context<Self>) {
         guard(self, ctx, |a, ctx| a.over_budget(ctx));
-    }
-}
-
-impl<D: Dialect> Handler<KickConnection> for Connection<D> {
-    type Result = ();
-
-    fn handle(&mut self, msg: KickConnection, ctx: &mut Context<Self>) {
-        guard(self, ctx, |a, ctx| a.kicked(msg.0, ctx));
     }
 }
 

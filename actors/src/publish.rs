@@ -282,19 +282,16 @@ impl Publisher {
             if lists.len() == 1 {
                 if let Some(list) = lists.pop().and_then(|(_, l)| l) {
                     let ptr = list.key();
-                    let slots = match &last {
-                        Some((p, slots)) if *p == ptr => slots.clone(),
-                        _ => {
-                            let slots: Vec<usize> = list
-                                .iter()
-                                .filter(|s| s.id != self.id)
-                                .map(|s| plan.slot(s))
-                                .collect();
-                            last = Some((ptr, slots.clone()));
-                            slots
-                        }
-                    };
-                    for &slot in &slots {
+                    if last.as_ref().is_none_or(|(p, _)| *p != ptr) {
+                        let slots: Vec<usize> = list
+                            .iter()
+                            .filter(|s| s.id != self.id)
+                            .map(|s| plan.slot(s))
+                            .collect();
+                        last = Some((ptr, slots));
+                    }
+                    let slots = &last.as_ref().expect("just set").1;
+                    for &slot in slots {
                         plan.targets[slot].2.push(Delivery::All(msg.clone()));
                     }
                     recipients = slots.len();

@@ -204,7 +204,7 @@ pub struct ClientQueue {
     home: usize,
     /// This actor's address, shared with its connection, the clients'
     /// supervisor and the shards that list it (one sender for all).
-    me: Option<Arc<Addr<ClientQueue>>>,
+    me: Arc<Addr<ClientQueue>>,
     info: Arc<ClientInfo>,
     conn: Recipient<FromQueue>,
     subs: FastSet<Bytes>,
@@ -225,7 +225,8 @@ pub struct ClientQueue {
 }
 
 impl ClientQueue {
-    pub fn new(
+    fn new(
+        me: Arc<Addr<ClientQueue>>,
         env: Arc<Env>,
         home: usize,
         info: Arc<ClientInfo>,
@@ -234,7 +235,7 @@ impl ClientQueue {
         ClientQueue {
             env,
             home,
-            me: None,
+            me,
             info,
             conn,
             subs: FastSet::default(),
@@ -264,16 +265,20 @@ impl ClientQueue {
     ) -> Arc<Addr<ClientQueue>> {
         let ctx = Context::new();
         let me = Arc::new(ctx.address());
-        let mut queue = ClientQueue::new(env, home, info, conn);
-        queue.me = Some(me.clone());
-        ctx.run(queue);
+        ctx.run(ClientQueue::new(me.clone(), env, home, info, conn));
         me
     }
 
-    fn me(&mut self, ctx: &mut Context<Self>) -> QueueRef {
-        self.me
-            .get_or_insert_with(|| Arc::new(ctx.address()))
-            .clone()
+    /// This queue as the shards hold it.
+    fn me(&self) -> QueueRef {
+        self.me.clone()
+    }
+
+    /// Indices of the topics of `msg` this client holds.
+    fn held(&self, msg: &Message) -> Vec<u32> {
+        (0..msg.topics.len() as u32)
+            .filter(|&i| self.subs.contains(&msg.topics[i as usize]))
+            .collect()
     }
 }
 
@@ -406,9 +411,7 @@ impl ClientQueue {
                 kept.push(d);
                 continue;
             }
-            let held: Vec<u32> = (0..msg.topics.len() as u32)
-                .filter(|&i| self.subs.contains(&msg.topics[i as usize]))
-                .collect();
+            let held = self.held(msg);
             if !held.is_empty() {
                 kept.push(Message::delivery(msg, &held));
             }
@@ -476,7 +479,7 @@ impl ClientQueue {
                 replay_topics[shard_of(t, n)].push(t.clone());
             }
         }
-        let me = self.me(ctx);
+        let me = self.me();
         let id = self.id();
         let home = self.home;
         // Per shard, the change in chunks of at most SHARD_CHUNK topics
@@ -608,7 +611,6 @@ impl ClientQueue {
                 found.entry(m.seq).or_insert(m);
             }
         }
-        let subs = &self.subs;
         let deliveries: Vec<Delivery> = found
             .into_values()
             .filter(|m| {
@@ -620,12 +622,7 @@ impl ClientQueue {
                 scope == ReplayScope::Requested
                     || !seen.is_some_and(|r| r.received.contains(&m.seq))
             })
-            .map(|m| {
-                let held: Vec<u32> = (0..m.topics.len() as u32)
-                    .filter(|&i| subs.contains(&m.topics[i as usize]))
-                    .collect();
-                Message::delivery(&m, &held)
-            })
+            .map(|m| Message::delivery(&m, &self.held(&m)))
             .collect();
         if !deliveries.is_empty() {
             let f = self.in_flight_mut();
@@ -904,7 +901,7 @@ impl Handler<PushAck> for ClientQueue {
 impl Handler<Resync> for ClientQueue {
     type Result = ();
 
-    fn handle(&mut self, msg: Resync, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Resync, _ctx: &mut Context<Self>) {
         if self.removed {
             return;
         }
@@ -916,7 +913,7 @@ impl Handler<Resync> for ClientQueue {
             .collect();
         msg.reply_to.do_send(ResyncReply {
             id: self.info.id,
-            queue: self.me(ctx),
+            queue: self.me(),
             home: self.home,
             topics,
         });

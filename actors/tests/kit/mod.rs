@@ -20,7 +20,6 @@ use actix_rt::Arbiter;
 use bytes::Bytes;
 use kraken_actors::client::{ClientInfo, Kick};
 use kraken_actors::clients::{ClientSupervisor, Join};
-use kraken_actors::connection::KickConnection;
 use kraken_actors::courier::Courier;
 use kraken_actors::loglevel::RuntimeLevel;
 use kraken_actors::message::Delivery;
@@ -346,13 +345,6 @@ impl Handler<FromQueue> for Probe {
             // A probe polls; its queue is never in push mode.
             FromQueue::Pushed(_) => {}
         }
-    }
-}
-
-impl Handler<KickConnection> for Probe {
-    type Result = ();
-    fn handle(&mut self, msg: KickConnection, _: &mut Context<Self>) {
-        self.kicks.lock().unwrap().push(msg.0);
     }
 }
 
