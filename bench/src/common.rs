@@ -149,6 +149,21 @@ pub async fn connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<T
 /// since [`epoch`] (u64 LE); the rest of the payload is padding.
 pub const HEADER: usize = 20;
 
+/// Writes a publisher's requests, giving up at `deadline`; the error is
+/// what the report says.
+pub async fn write_publishes<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    buf: &[u8],
+    deadline: tokio::time::Instant,
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    match tokio::time::timeout_at(deadline, w.write_all(buf)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("publish write: {e}")),
+        Err(_) => Err("publish write stuck".into()),
+    }
+}
+
 pub fn write_header(p: &mut [u8], publisher: u32, seq: u64, ts: u64) {
     p[0..4].copy_from_slice(&publisher.to_le_bytes());
     p[4..12].copy_from_slice(&seq.to_le_bytes());

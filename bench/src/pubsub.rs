@@ -448,16 +448,9 @@ pub async fn publisher(
         if let Some(i) = interval {
             next += i * n as u32;
         }
-        match timeout_at(hard, wr.write_all(&buf)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                write_error = Some(format!("publish write: {e}"));
-                break;
-            }
-            Err(_) => {
-                write_error = Some("publish write stuck".into());
-                break;
-            }
+        if let Err(e) = crate::common::write_publishes(&mut wr, &buf, hard).await {
+            write_error = Some(e);
+            break;
         }
     }
     drop(ptx);

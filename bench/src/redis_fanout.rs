@@ -290,16 +290,9 @@ async fn publisher(
             let _ = tx.send(());
         }
         res.sent += n as u64;
-        match timeout_at(hard, wr.write_all(&buf)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                write_error = Some(format!("publish write: {e}"));
-                break;
-            }
-            Err(_) => {
-                write_error = Some("publish write stuck".into());
-                break;
-            }
+        if let Err(e) = crate::common::write_publishes(&mut wr, &buf, hard).await {
+            write_error = Some(e);
+            break;
         }
     }
     drop(tx);
