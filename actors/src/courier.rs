@@ -1,22 +1,22 @@
-//! The courier: one per worker arbiter. A publisher hands it, in one
-//! cross-thread message, the deliveries for every client queue that lives on
-//! its arbiter; it passes each queue its batch with a local (same-thread)
-//! send. A batch to 200 subscribers on two arbiters thus costs the
-//! publisher two cross-thread messages, not 200.
+//! The courier: one per worker arbiter. A publisher on another arbiter
+//! hands it, in one cross-thread message, the deliveries for every client
+//! queue that lives on its arbiter; it posts them on its arbiter's delivery
+//! board (`crate::board`), where each queue takes its own. A batch to 200
+//! subscribers on two arbiters thus costs the publisher two cross-thread
+//! messages, not 200, and the subscribers no mailbox message at all.
 
 use actix::prelude::*;
 
-use crate::message::Delivery;
-use crate::shard::QueueRef;
+use crate::board::{self, Run};
 
-/// Deliveries for queues on this courier's arbiter.
+/// Deliveries for queues on this courier's arbiter, in publish order.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Parcel(pub Vec<(QueueRef, Vec<Delivery>)>);
+pub struct Parcel(pub Vec<Run>);
 
 /// One arbiter's courier. It holds no state, so it cannot be left
-/// inconsistent: a failure (a closed queue is skipped by `do_send`) needs
-/// no restart.
+/// inconsistent: a failure (a run for a closed queue is skipped) needs no
+/// restart.
 #[derive(Default)]
 pub struct Courier;
 
@@ -28,8 +28,6 @@ impl Handler<Parcel> for Courier {
     type Result = ();
 
     fn handle(&mut self, msg: Parcel, _ctx: &mut Context<Self>) {
-        for (queue, items) in msg.0 {
-            queue.deliver(items);
-        }
+        board::post(msg.0);
     }
 }

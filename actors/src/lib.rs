@@ -27,8 +27,9 @@
 //! - [`router`] — the handle to the shards (their addresses);
 //!   [`clock`] — the node-wide message clock; [`placement`] — the stable
 //!   topic hash; [`publish`] — the scatter/gather publish path used by
-//!   connections and upstream links; [`courier`] — hands a publisher's
-//!   batch to the queues of one worker arbiter.
+//!   connections and upstream links; [`courier`] — posts a publisher's
+//!   batch on one worker arbiter's [`board`], the front of the inboxes
+//!   of the queues there.
 //! - [`clients`] — supervises the client pairs: directory, idle sweep,
 //!   drain, dumps. [`listener`] accepts, refuses past `max_tcp_clients`,
 //!   starts each client pair on the next worker arbiter.
@@ -56,6 +57,7 @@
 //! `docs/DESIGN.md` explains the message flow and why it keeps each
 //! guarantee.
 
+pub mod board;
 pub mod budget;
 pub mod client;
 pub mod clients;

@@ -16,11 +16,13 @@
 //!   its retro buffer and reads the topic's subscribers in one handler; a
 //!   subscribe on that shard is either before (the subscriber is in the
 //!   list: live) or after (the message is in the buffer: replayed).
-//! - **Cost.** A delivery is a pointer push into a per-subscriber batch;
-//!   each subscriber gets one mailbox message per batch, however many
-//!   messages the batch holds, and consecutive messages on the same topic
-//!   reuse the first one's lookups. Batches are what arrived in one turn of
-//!   the publisher's event loop, so they grow with the load.
+//! - **Cost.** A delivery is a pointer push into a run: the messages of a
+//!   batch for one set of subscribers on one arbiter (consecutive messages
+//!   on the same topic share the run and the first one's lookups). Each
+//!   other arbiter gets one message for the whole batch, and the runs are
+//!   posted on the subscribers' delivery board (`crate::board`), not sent
+//!   to their mailboxes. Batches are what arrived in one turn of the
+//!   publisher's event loop, so they grow with the load.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -30,11 +32,12 @@ use actix::prelude::*;
 use bytes::Bytes;
 use slog::warn;
 
+use crate::board::{self, Run, Target};
 use crate::client::FastMap;
 use crate::courier::Parcel;
 use crate::env::Env;
 use crate::message::{Delivery, Message};
-use crate::shard::{Owned, QueueRef, Route, RouteItem, Routed, ShardFailed, Sub, SubList};
+use crate::shard::{Owned, Route, RouteItem, Routed, ShardFailed, Sub, SubList};
 
 /// Payloads shorter than this are copied out of the request buffer, so a
 /// queued or buffered message does not pin the whole read buffer.
@@ -73,22 +76,120 @@ struct Batch {
     awaiting: usize,
 }
 
-/// Deliveries being gathered for one batch, per subscriber.
-#[derive(Default)]
+/// The runs a message opened: (arbiter, index of the run there).
+type Opened = Vec<(usize, usize)>;
+
+/// Deliveries being gathered for one batch: per worker arbiter, its runs
+/// (`crate::board::Run`), in publish order.
 struct Plan {
-    index: FastMap<u64, usize>,
-    targets: Vec<(usize, QueueRef, Vec<Delivery>)>,
-    /// Room for this many deliveries per subscriber (the batch's size).
-    room: usize,
+    runs: Vec<Vec<Run>>,
 }
 
 impl Plan {
-    fn slot(&mut self, sub: &Sub) -> usize {
-        let (targets, room) = (&mut self.targets, self.room);
-        *self.index.entry(sub.id).or_insert_with(|| {
-            targets.push((sub.home, sub.queue.clone(), Vec::with_capacity(room)));
-            targets.len() - 1
-        })
+    /// Opens a run on each arbiter that `subs` (the publisher `me`
+    /// excluded) live on; returns (arbiter, run) per arbiter and how many
+    /// subscribers they target.
+    fn open<'a>(&mut self, subs: impl Iterator<Item = &'a Sub>, me: u64) -> (Opened, usize) {
+        let mut opened: Opened = Vec::new();
+        let mut count = 0;
+        for sub in subs.filter(|s| s.id != me) {
+            let a = sub.home.arbiter as usize;
+            let Some(runs) = self.runs.get_mut(a) else {
+                continue;
+            };
+            let r = match opened.iter().find(|(x, _)| *x == a) {
+                Some(&(_, r)) => r,
+                None => {
+                    runs.push(Run::default());
+                    opened.push((a, runs.len() - 1));
+                    runs.len() - 1
+                }
+            };
+            runs[r].to.push(Target {
+                id: sub.id,
+                slot: sub.home.slot,
+            });
+            count += 1;
+        }
+        (opened, count)
+    }
+
+    /// Plans a message of several topics (`lists`: each topic's index and
+    /// subscribers); returns how many subscribers it reaches.
+    fn several(&mut self, msg: &Arc<Message>, lists: &[(u32, Option<SubList>)], me: u64) -> usize {
+        if msg.topics.len() > 64 {
+            return self.many(msg, lists, me);
+        }
+        // Per subscriber (first seen first): its target, arbiter and the
+        // bit set of the topics it holds.
+        let total: usize = lists.iter().flat_map(|(_, l)| l).map(SubList::len).sum();
+        let mut index: FastMap<u64, usize> =
+            FastMap::with_capacity_and_hasher(total, Default::default());
+        let mut held: Vec<(Target, usize, u64)> = Vec::with_capacity(total);
+        for (i, list) in lists {
+            let Some(list) = list else { continue };
+            for sub in list.iter().filter(|s| s.id != me) {
+                let e = *index.entry(sub.id).or_insert_with(|| {
+                    let t = Target {
+                        id: sub.id,
+                        slot: sub.home.slot,
+                    };
+                    held.push((t, sub.home.arbiter as usize, 0));
+                    held.len() - 1
+                });
+                held[e].2 |= 1 << i;
+            }
+        }
+        // Subscribers on one arbiter holding the same topics share a run.
+        let mut groups: FastMap<(usize, u64), usize> = FastMap::default();
+        let mut count = 0;
+        for (target, a, mask) in held {
+            let Some(runs) = self.runs.get_mut(a) else {
+                continue;
+            };
+            count += 1;
+            let r = *groups.entry((a, mask)).or_insert_with(|| {
+                let mut run = Run::default();
+                run.push(Message::delivery_for_mask(msg, mask));
+                runs.push(run);
+                runs.len() - 1
+            });
+            runs[r].to.push(target);
+        }
+        count
+    }
+
+    /// [`Plan::several`] for a message of more than 64 topics (no bit set
+    /// for them): a run per subscriber, its header built now.
+    fn many(&mut self, msg: &Arc<Message>, lists: &[(u32, Option<SubList>)], me: u64) -> usize {
+        let mut index: FastMap<u64, usize> = FastMap::default();
+        let mut held: Vec<(Target, usize, Vec<u32>)> = Vec::new();
+        for (i, list) in lists {
+            let Some(list) = list else { continue };
+            for sub in list.iter().filter(|s| s.id != me) {
+                let e = *index.entry(sub.id).or_insert_with(|| {
+                    let t = Target {
+                        id: sub.id,
+                        slot: sub.home.slot,
+                    };
+                    held.push((t, sub.home.arbiter as usize, Vec::new()));
+                    held.len() - 1
+                });
+                held[e].2.push(*i);
+            }
+        }
+        let mut count = 0;
+        for (target, a, idx) in held {
+            let Some(runs) = self.runs.get_mut(a) else {
+                continue;
+            };
+            count += 1;
+            let mut run = Run::default();
+            run.to.push(target);
+            run.push(Message::delivery(msg, &idx));
+            runs.push(run);
+        }
+        count
     }
 }
 
@@ -252,14 +353,15 @@ impl Publisher {
         let settings = &self.env.node.settings;
         let mut cursor = vec![0usize; router.num_shards()];
         let mut plan = Plan {
-            room: b.msgs.len().min(64),
-            ..Plan::default()
+            runs: (0..self.env.couriers.len()).map(|_| Vec::new()).collect(),
         };
         let mut failed_msgs = vec![false; b.msgs.len()];
         let mut reached = vec![0usize; b.msgs.len()];
         let mut delivered = 0u64;
-        // The last single-topic list seen and its subscribers' plan slots.
-        let mut last: Option<(*const (), Vec<usize>)> = None;
+        // The previous message's subscriber list, if it had one topic, with
+        // the runs it opened: the next message on the same list joins them.
+        // Any other run opened in between ends this (order per subscriber).
+        let mut last: Option<(*const (), Opened, usize)> = None;
         for (k, msg) in b.msgs.iter().enumerate() {
             let mut lists: Vec<(u32, Option<SubList>)> = Vec::with_capacity(msg.topics.len());
             let mut failed = false;
@@ -282,42 +384,22 @@ impl Publisher {
             if lists.len() == 1 {
                 if let Some(list) = lists.pop().and_then(|(_, l)| l) {
                     let ptr = list.key();
-                    if last.as_ref().is_none_or(|(p, _)| *p != ptr) {
-                        let slots: Vec<usize> = list
-                            .iter()
-                            .filter(|s| s.id != self.id)
-                            .map(|s| plan.slot(s))
-                            .collect();
-                        last = Some((ptr, slots));
+                    if last.as_ref().is_none_or(|(p, _, _)| *p != ptr) {
+                        let (opened, count) = plan.open(list.iter(), self.id);
+                        last = Some((ptr, opened, count));
                     }
-                    let slots = &last.as_ref().expect("just set").1;
-                    for &slot in slots {
-                        plan.targets[slot].2.push(Delivery::All(msg.clone()));
+                    let (_, opened, count) = last.as_ref().expect("just set");
+                    for &(a, r) in opened {
+                        plan.runs[a][r].push(Delivery::All(msg.clone()));
                     }
-                    recipients = slots.len();
+                    recipients = *count;
                 }
             } else {
                 // Several topics: one entry per subscriber, listing the
-                // topics it holds.
-                let mut held: FastMap<usize, Vec<u32>> = FastMap::default();
-                let mut order: Vec<usize> = Vec::new();
-                for (i, list) in &lists {
-                    let Some(list) = list else { continue };
-                    for sub in list.iter().filter(|s| s.id != self.id) {
-                        let slot = plan.slot(sub);
-                        held.entry(slot)
-                            .or_insert_with(|| {
-                                order.push(slot);
-                                Vec::new()
-                            })
-                            .push(*i);
-                    }
-                }
-                for slot in order {
-                    let idx = held.remove(&slot).unwrap_or_default();
-                    plan.targets[slot].2.push(Message::delivery(msg, &idx));
-                    recipients += 1;
-                }
+                // topics it holds; subscribers holding the same ones share
+                // a run.
+                last = None;
+                recipients = plan.several(msg, &lists, self.id);
             }
             delivered += recipients as u64;
             reached[k] = recipients;
@@ -335,21 +417,14 @@ impl Publisher {
                 }
             }
         }
-        let mut parcels: Vec<Vec<(QueueRef, Vec<Delivery>)>> =
-            (0..self.env.couriers.len()).map(|_| Vec::new()).collect();
-        for (home, queue, items) in plan.targets {
-            if items.is_empty() {
+        for (home, runs) in plan.runs.into_iter().enumerate() {
+            if runs.is_empty() {
                 continue;
             }
             if home == self.home {
-                queue.deliver(items);
-            } else if let Some(parcel) = parcels.get_mut(home) {
-                parcel.push((queue, items));
-            }
-        }
-        for (home, parcel) in parcels.into_iter().enumerate() {
-            if !parcel.is_empty() {
-                self.env.couriers[home].do_send(Parcel(parcel));
+                board::post(runs);
+            } else {
+                self.env.couriers[home].do_send(Parcel(runs));
             }
         }
         let c = &self.env.node.counters;

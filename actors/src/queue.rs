@@ -14,7 +14,10 @@
 //!   one entry per message, listing every topic of it the client holds.
 //!   The replayed sequence numbers are remembered for a while so that a
 //!   copy of the same message still in flight on the live path is dropped.
-//! - Deliveries arrive in batches ([`Deliver`]) from publishers; the inbox
+//! - Deliveries are posted on the delivery board of the queue's arbiter
+//!   (`crate::board`), which is the front of its inbox: the queue takes
+//!   them at the start of each handler, and is woken ([`Wake`]) only when
+//!   they would overflow it or, in push mode, to push them. The inbox
 //!   is bounded by `max_queue_messages` and `max_queue_bytes`: past either
 //!   the client is a slow consumer, its inbox is emptied and its connection
 //!   told to close.
@@ -46,6 +49,7 @@ use futures_util::future::join_all;
 use kraken_protocol::{Response, RetroBody};
 use slog::{debug, error, info};
 
+use crate::board::{self, Home, Wake, Wakeable};
 use crate::client::{ClientInfo, FastSet, Kick, POLL_BYTES};
 use crate::clients::ClientHandle;
 use crate::env::Env;
@@ -105,11 +109,6 @@ pub struct Watch;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PushAck;
-
-/// Deliveries from a publisher, in its publish order.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Deliver(pub Vec<Delivery>);
 
 /// The connection is gone: remove the client everywhere and stop.
 #[derive(Message)]
@@ -200,8 +199,9 @@ struct InFlight {
 /// One client's queue actor.
 pub struct ClientQueue {
     env: Arc<Env>,
-    /// The worker arbiter this queue (and its connection) runs on.
-    home: usize,
+    /// The worker arbiter this queue (and its connection) runs on, and
+    /// its slot on that arbiter's delivery board.
+    home: Home,
     /// This actor's address, shared with its connection, the clients'
     /// supervisor and the shards that list it (one sender for all).
     me: Arc<Addr<ClientQueue>>,
@@ -228,7 +228,7 @@ impl ClientQueue {
     fn new(
         me: Arc<Addr<ClientQueue>>,
         env: Arc<Env>,
-        home: usize,
+        home: Home,
         info: Arc<ClientInfo>,
         conn: Recipient<FromQueue>,
     ) -> Self {
@@ -265,6 +265,13 @@ impl ClientQueue {
     ) -> Arc<Addr<ClientQueue>> {
         let ctx = Context::new();
         let me = Arc::new(ctx.address());
+        let s = &env.node.settings;
+        let room = (s.max_queue_messages, s.max_queue_bytes);
+        let slot = board::open(info.id, me.clone(), info.clone(), room);
+        let home = Home {
+            arbiter: home as u32,
+            slot,
+        };
         ctx.run(ClientQueue::new(me.clone(), env, home, info, conn));
         me
     }
@@ -282,11 +289,13 @@ impl ClientQueue {
     }
 }
 
-impl QueueHandle for Addr<ClientQueue> {
-    fn deliver(&self, items: Vec<Delivery>) {
-        self.do_send(Deliver(items));
+impl Wakeable for Addr<ClientQueue> {
+    fn wake(&self) {
+        self.do_send(Wake);
     }
+}
 
+impl QueueHandle for Addr<ClientQueue> {
     fn resync(&self, msg: Resync) {
         self.do_send(msg);
     }
@@ -330,45 +339,71 @@ impl ClientQueue {
         self.info.received.store(self.received, Ordering::Relaxed);
     }
 
-    /// Queues deliveries; past a limit, empties the inbox, marks the client
-    /// a slow consumer and tells the connection.
-    fn push(&mut self, items: Vec<Delivery>) {
+    /// Takes what the board holds for this queue into the inbox. Every
+    /// handler that reads or changes the inbox (or the subscriptions)
+    /// starts with it, so deliveries count as arrived before the request.
+    fn drain(&mut self) {
+        let taken = board::take(self.home.slot, self.id());
+        if taken.items.is_empty() {
+            return;
+        }
+        let before = taken.items.len();
+        let items = self.filter(taken.items);
+        let bytes = if items.len() == before {
+            taken.bytes
+        } else {
+            items.iter().map(|d| d.message().queued_bytes()).sum()
+        };
+        self.push(items, bytes);
+    }
+
+    /// Tells the board what this queue can still take before it
+    /// overflows, and whether it wants a wake at each arrival (push mode,
+    /// no push outstanding). Every handler that drained ends with it.
+    fn arm(&self) {
         if self.overflowed || self.removed {
             return;
         }
         let s = &self.env.node.settings;
+        let room = (
+            s.max_queue_messages.saturating_sub(self.items.len()),
+            s.max_queue_bytes.saturating_sub(self.bytes),
+        );
+        let eager = self.push_mode && !self.push_outstanding;
+        board::arm(self.home.slot, self.id(), room, eager);
+    }
+
+    /// Queues deliveries (`size`: their queued bytes); past a limit,
+    /// empties the inbox, marks the client a slow consumer and tells the
+    /// connection.
+    fn push(&mut self, items: Vec<Delivery>, size: usize) {
+        if self.overflowed || self.removed || items.is_empty() {
+            return;
+        }
+        let s = &self.env.node.settings;
         let (max_messages, max_bytes) = (s.max_queue_messages, s.max_queue_bytes);
-        if self.items.is_empty() && items.len() <= max_messages {
-            // The common case under load: the batch becomes the inbox, no copy.
-            let size: usize = items.iter().map(|d| d.message().queued_bytes()).sum();
-            if size <= max_bytes {
-                if let Some(r) = self.horizon.as_mut() {
-                    for d in &items {
-                        r.note(d.message().seq);
-                    }
-                }
-                self.bytes = size;
-                self.received += items.len() as u64;
-                self.items = items;
-                self.publish_figures();
-                return;
+        if self.items.len() + items.len() > max_messages || self.bytes + size > max_bytes {
+            self.overflowed = true;
+            self.items = Vec::new();
+            self.bytes = 0;
+            // Nothing more is taken: free the slot and what it holds.
+            board::close(self.home.slot, self.id());
+            self.conn.do_send(FromQueue::Kick(Kick::SlowConsumer));
+            self.publish_figures();
+            return;
+        }
+        if let Some(r) = self.horizon.as_mut() {
+            for d in &items {
+                r.note(d.message().seq);
             }
         }
-        for item in items {
-            let size = item.message().queued_bytes();
-            if self.items.len() >= max_messages || self.bytes + size > max_bytes {
-                self.overflowed = true;
-                self.items = Vec::new();
-                self.bytes = 0;
-                self.conn.do_send(FromQueue::Kick(Kick::SlowConsumer));
-                break;
-            }
-            self.bytes += size;
-            self.received += 1;
-            if let Some(r) = self.horizon.as_mut() {
-                r.note(item.message().seq);
-            }
-            self.items.push(item);
+        self.bytes += size;
+        self.received += items.len() as u64;
+        if self.items.is_empty() {
+            // The common case under load: the batch becomes the inbox, no copy.
+            self.items = items;
+        } else {
+            self.items.extend(items);
         }
         self.publish_figures();
     }
@@ -633,7 +668,8 @@ impl ClientQueue {
                 .counters
                 .delivered
                 .fetch_add(deliveries.len() as u64, Ordering::Relaxed);
-            self.push(deliveries);
+            let size = deliveries.iter().map(|d| d.message().queued_bytes()).sum();
+            self.push(deliveries, size);
             // Before the answer, so the connection writes the replay first.
             self.offer(true);
         }
@@ -734,6 +770,7 @@ impl ClientQueue {
             return;
         }
         self.removed = true;
+        board::close(self.home.slot, self.id());
         self.items = Vec::new();
         self.bytes = 0;
         let topics: Vec<Bytes> = std::mem::take(&mut self.subs).into_iter().collect();
@@ -829,7 +866,12 @@ impl Handler<Ask> for ClientQueue {
 
     fn handle(&mut self, msg: Ask, ctx: &mut Context<Self>) {
         let ticket = msg.ticket;
-        if guard(self, ctx, |a, ctx| a.ask(ctx, ticket, msg.req)).is_none() {
+        let done = guard(self, ctx, |a, ctx| {
+            a.drain();
+            a.ask(ctx, ticket, msg.req);
+            a.arm();
+        });
+        if done.is_none() {
             self.answer(ticket, Response::ServerError("client queue failed".into()));
         }
     }
@@ -838,8 +880,11 @@ impl Handler<Ask> for ClientQueue {
 impl Handler<Take> for ClientQueue {
     type Result = ();
 
-    fn handle(&mut self, msg: Take, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Take, ctx: &mut Context<Self>) {
         self.info.polled();
+        if guard(self, ctx, |a, _| a.drain()).is_none() {
+            return;
+        }
         let taken = if self.overflowed {
             Taken::Overflowed
         } else if self.bytes <= POLL_BYTES {
@@ -860,6 +905,7 @@ impl Handler<Take> for ClientQueue {
             Taken::Items(self.items.drain(..n).collect())
         };
         self.publish_figures();
+        self.arm();
         self.conn.do_send(FromQueue::Taken {
             ticket: msg.ticket,
             taken,
@@ -867,14 +913,14 @@ impl Handler<Take> for ClientQueue {
     }
 }
 
-impl Handler<Deliver> for ClientQueue {
+impl Handler<Wake> for ClientQueue {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
         guard(self, ctx, |a, _| {
-            let items = a.filter(msg.0);
-            a.push(items);
+            a.drain();
             a.offer(false);
+            a.arm();
         });
     }
 }
@@ -882,19 +928,27 @@ impl Handler<Deliver> for ClientQueue {
 impl Handler<Watch> for ClientQueue {
     type Result = ();
 
-    fn handle(&mut self, _: Watch, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Watch, ctx: &mut Context<Self>) {
         self.push_mode = true;
-        self.offer(false);
+        guard(self, ctx, |a, _| {
+            a.drain();
+            a.offer(false);
+            a.arm();
+        });
     }
 }
 
 impl Handler<PushAck> for ClientQueue {
     type Result = ();
 
-    fn handle(&mut self, _: PushAck, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: PushAck, ctx: &mut Context<Self>) {
         self.info.polled();
         self.push_outstanding = false;
-        self.offer(false);
+        guard(self, ctx, |a, _| {
+            a.drain();
+            a.offer(false);
+            a.arm();
+        });
     }
 }
 

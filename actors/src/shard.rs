@@ -33,10 +33,11 @@ use actix::prelude::*;
 use bytes::Bytes;
 use slog::warn;
 
+use crate::board::Home;
 use crate::client::{FastMap, FastSet};
 use crate::clock::{Horizon, SeqClock};
 use crate::guard::{guard, Panicked, Supervised};
-use crate::message::{Delivery, Message};
+use crate::message::Message;
 use crate::node::Node;
 use crate::placement::shard_of;
 
@@ -77,13 +78,11 @@ pub const FAULT_SHARD_PANIC: &[u8] = b"__kraken_fault_shard_panic__";
 /// routes again without those that did not answer (their clients are gone).
 const RESYNC_PATIENCE: Duration = Duration::from_secs(5);
 
-/// What a shard and a publisher need of a client queue: to deliver to
-/// it, and to ask it for its topics when the shard restarts. Implemented
-/// by the client queue actor's address (`crate::queue`), so that this
-/// module does not depend on the queue's.
+/// What a shard needs of a client queue: to ask it for its topics when the
+/// shard restarts (deliveries go through its arbiter's board,
+/// `crate::board`). Implemented by the client queue actor's address
+/// (`crate::queue`), so that this module does not depend on the queue's.
 pub trait QueueHandle: Send + Sync {
-    /// Queue deliveries (in the caller's order).
-    fn deliver(&self, items: Vec<Delivery>);
     /// Ask for the queue's topics on shard `msg.shard` ([`ResyncReply`]).
     fn resync(&self, msg: Resync);
     /// Whether the queue still runs.
@@ -108,8 +107,9 @@ pub struct Resync {
 pub struct Sub {
     pub id: u64,
     pub queue: QueueRef,
-    /// The worker arbiter the queue lives on (its courier's index).
-    pub home: usize,
+    /// The worker arbiter the queue lives on (its courier's index) and
+    /// its slot on that arbiter's delivery board.
+    pub home: Home,
 }
 
 /// A topic's subscribers, as the shard answers them: an immutable
@@ -225,7 +225,7 @@ impl ShardFailed {
 pub struct Subscribe {
     pub id: u64,
     pub queue: QueueRef,
-    pub home: usize,
+    pub home: Home,
     pub add: Vec<Bytes>,
     pub replay: Option<(Horizon, Vec<Bytes>)>,
 }
@@ -263,7 +263,7 @@ pub struct Restart {
 pub struct ResyncReply {
     pub id: u64,
     pub queue: QueueRef,
-    pub home: usize,
+    pub home: Home,
     pub topics: Vec<Bytes>,
 }
 

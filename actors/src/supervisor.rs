@@ -104,14 +104,10 @@ impl Supervisor {
                 observer,
                 clients.clone(),
                 me.clone().recipient(),
-                &if std::env::var_os("XSHARDS_ON_WORKERS").is_some() {
-                    handles.clone()
-                } else {
-                    router_threads
-                        .iter()
-                        .map(|a| a.handle())
-                        .collect::<Vec<_>>()
-                },
+                &router_threads
+                    .iter()
+                    .map(|a| a.handle())
+                    .collect::<Vec<_>>(),
             );
             let proxy = links.as_ref().map(|l| l.proxy.clone());
             let couriers = handles

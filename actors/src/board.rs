@@ -1,0 +1,271 @@
+//! The delivery board: the front of the inbox of every client queue on one
+//! worker arbiter, one board per arbiter thread.
+//!
+//! A delivery used to be a mailbox message to its queue: an envelope and a
+//! vector allocated on the publisher's thread, a wake-up of the queue's
+//! task, and the frees on the queue's thread. Under sparse fan-out (many
+//! publishers, a message to a few hundred of a thousand clients) that was
+//! the whole cost of a delivery. On the board a delivery is a pointer push
+//! into the queue's slot; the queue takes its slot's deliveries into its
+//! inbox at the start of each of its handlers (a poll above all), so they
+//! reach it in the order they were posted and before anything it does next.
+//!
+//! Who touches a board: only actors of its own arbiter thread, the ones
+//! that are the queues' mailbox senders in effect. A publisher on that
+//! arbiter posts directly; any other publisher sends the arbiter's courier
+//! one [`Parcel`](crate::courier::Parcel) of [`Run`]s, which the courier
+//! posts. So a board needs no lock, and the queue still owns its inbox: the
+//! board only holds what was sent to it and not yet taken.
+//!
+//! A queue is woken (a [`Wake`] in its mailbox) only when it must act
+//! before its next request: when a slot's deliveries would take its queue
+//! past `max_queue_messages` or `max_queue_bytes` (the queue then makes the
+//! client a slow consumer, as at once as before), or, in push mode, when it
+//! is ready to push. A slot sends at most one wake between two takes.
+//!
+//! The figures `dump_queues` reads (`queued`, `queued_bytes`, `received`)
+//! are kept current as deliveries are posted.
+
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use crate::client::ClientInfo;
+use crate::message::Delivery;
+
+/// Where a client queue lives: its worker arbiter (the index of that
+/// arbiter's courier) and its slot on that arbiter's board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Home {
+    pub arbiter: u32,
+    pub slot: u32,
+}
+
+/// One recipient of a run: the client's id (node-unique, never reused: it
+/// tells a reused slot from the one a stale subscriber entry names) and
+/// its slot.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub id: u64,
+    pub slot: u32,
+}
+
+/// Deliveries for queues of one arbiter: every target gets every item, in
+/// order. Consecutive messages to the same subscriber list share one run.
+#[derive(Default)]
+pub struct Run {
+    pub to: Vec<Target>,
+    pub items: Vec<Delivery>,
+    /// Queued bytes of `items` (the queue limit's unit).
+    pub bytes: usize,
+}
+
+impl Run {
+    pub fn push(&mut self, item: Delivery) {
+        self.bytes += item.message().queued_bytes();
+        self.items.push(item);
+    }
+}
+
+/// What the board needs of a queue: to wake it. Implemented by the client
+/// queue actor's address.
+pub trait Wakeable: Send + Sync {
+    /// Send the queue a [`Wake`].
+    fn wake(&self);
+}
+
+/// A queue as its slot holds it (the queue's shared address).
+pub type WakeRef = Arc<dyn Wakeable>;
+
+/// Take your slot's deliveries (see the module doc).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wake;
+
+/// Deliveries a queue takes from its slot.
+#[derive(Default)]
+pub struct Taken {
+    pub items: Vec<Delivery>,
+    pub bytes: usize,
+}
+
+const WOKEN: u8 = 1;
+const EAGER: u8 = 2;
+
+struct Slot {
+    /// The queue's client id; 0 when the slot is free.
+    id: u64,
+    items: Vec<Delivery>,
+    bytes: usize,
+    /// What the queue can still take before it overflows.
+    room_messages: u32,
+    flags: u8,
+    room_bytes: usize,
+    queue: Option<WakeRef>,
+    info: Option<Arc<ClientInfo>>,
+}
+
+impl Slot {
+    const FREE: Slot = Slot {
+        id: 0,
+        items: Vec::new(),
+        bytes: 0,
+        room_messages: 0,
+        flags: 0,
+        room_bytes: 0,
+        queue: None,
+        info: None,
+    };
+}
+
+/// Slots live in pages, so that growing the board never moves or doubles
+/// the slots of all clients at once.
+const PAGE: usize = 256;
+
+#[derive(Default)]
+struct Board {
+    pages: Vec<Box<[Slot]>>,
+    free: Vec<u32>,
+}
+
+impl Board {
+    fn slot(&mut self, slot: u32, id: u64) -> Option<&mut Slot> {
+        let s = slot as usize;
+        let entry = self.pages.get_mut(s / PAGE)?.get_mut(s % PAGE)?;
+        (entry.id == id && id != 0).then_some(entry)
+    }
+}
+
+thread_local! {
+    static BOARD: RefCell<Board> = RefCell::default();
+}
+
+/// Opens a slot on this thread's board for queue `id`; returns its index.
+pub fn open(id: u64, queue: WakeRef, info: Arc<ClientInfo>, room: (usize, usize)) -> u32 {
+    BOARD.with_borrow_mut(|b| {
+        let index = match b.free.pop() {
+            Some(i) => i,
+            None => {
+                let base = b.pages.len() * PAGE;
+                b.pages
+                    .push((0..PAGE).map(|_| Slot::FREE).collect::<Vec<_>>().into());
+                b.free
+                    .extend((base + 1..base + PAGE).rev().map(|i| i as u32));
+                base as u32
+            }
+        };
+        let s = index as usize;
+        b.pages[s / PAGE][s % PAGE] = Slot {
+            id,
+            room_messages: room.0.min(u32::MAX as usize) as u32,
+            room_bytes: room.1,
+            queue: Some(queue),
+            info: Some(info),
+            ..Slot::FREE
+        };
+        index
+    })
+}
+
+/// Frees queue `id`'s slot, dropping what it still holds.
+pub fn close(slot: u32, id: u64) {
+    // Dropped outside the borrow: a delivery's drop runs no board code, but
+    // keep the board's critical section to bookkeeping.
+    let old = BOARD.with_borrow_mut(|b| {
+        let entry = b.slot(slot, id)?;
+        let old = std::mem::replace(entry, Slot::FREE);
+        b.free.push(slot);
+        Some(old)
+    });
+    drop(old);
+}
+
+/// Takes queue `id`'s deliveries; a new arrival may wake it again.
+pub fn take(slot: u32, id: u64) -> Taken {
+    BOARD.with_borrow_mut(|b| {
+        let Some(entry) = b.slot(slot, id) else {
+            return Taken::default();
+        };
+        entry.flags &= !WOKEN;
+        Taken {
+            items: std::mem::take(&mut entry.items),
+            bytes: std::mem::take(&mut entry.bytes),
+        }
+    })
+}
+
+/// Sets what queue `id` can take before it overflows (`room`: messages,
+/// bytes, counting what its slot holds), and whether to wake it at every
+/// arrival (`eager`: in push mode, ready to push).
+pub fn arm(slot: u32, id: u64, room: (usize, usize), eager: bool) {
+    BOARD.with_borrow_mut(|b| {
+        let Some(entry) = b.slot(slot, id) else {
+            return;
+        };
+        let held = (entry.items.len(), entry.bytes);
+        entry.room_messages = room.0.saturating_sub(held.0).min(u32::MAX as usize) as u32;
+        entry.room_bytes = room.1.saturating_sub(held.1);
+        if eager {
+            entry.flags |= EAGER;
+        } else {
+            entry.flags &= !EAGER;
+        }
+        if eager && !entry.items.is_empty() && entry.flags & WOKEN == 0 {
+            // Arrived since the queue last took: take them now.
+            entry.flags |= WOKEN;
+            if let Some(q) = &entry.queue {
+                q.wake();
+            }
+        }
+    })
+}
+
+/// Posts runs to the queues of this thread's board. Queues that must act
+/// now are woken.
+pub fn post(runs: Vec<Run>) {
+    let mut wake: Vec<WakeRef> = Vec::new();
+    BOARD.with_borrow_mut(|b| {
+        for run in &runs {
+            let n = run.items.len();
+            if n == 0 {
+                continue;
+            }
+            for t in &run.to {
+                let Some(entry) = b.slot(t.slot, t.id) else {
+                    continue; // the queue is gone
+                };
+                if entry.items.is_empty() && n > 1 {
+                    entry.items.reserve_exact(n);
+                }
+                entry.items.extend(run.items.iter().cloned());
+                entry.bytes += run.bytes;
+                let over = n > entry.room_messages as usize || run.bytes > entry.room_bytes;
+                if over {
+                    entry.room_messages = 0;
+                    entry.room_bytes = 0;
+                } else {
+                    entry.room_messages -= n as u32;
+                    entry.room_bytes -= run.bytes;
+                }
+                if let Some(info) = &entry.info {
+                    info.queued.fetch_add(n as u64, Ordering::Relaxed);
+                    info.queued_bytes
+                        .fetch_add(run.bytes as u64, Ordering::Relaxed);
+                    info.received.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                if (over || entry.flags & EAGER != 0) && entry.flags & WOKEN == 0 {
+                    entry.flags |= WOKEN;
+                    if let Some(q) = &entry.queue {
+                        wake.push(q.clone());
+                    }
+                }
+            }
+        }
+    });
+    drop(runs);
+    for q in wake {
+        q.wake();
+    }
+}
