@@ -23,16 +23,15 @@
 //! client a slow consumer, as at once as before), or, in push mode, when it
 //! is ready to push. A slot sends at most one wake between two takes.
 //!
-//! The figures `dump_queues` reads (`queued`, `queued_bytes`, `received`)
-//! are kept current as deliveries are posted.
+//! The queue's figures (`crate::client::ClientInfo`) count its inbox; what
+//! its slot holds is added by `dump_queues` ([`pending`]), so posting
+//! touches nothing but the slot.
 
 use std::cell::RefCell;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix::prelude::*;
 
-use crate::client::ClientInfo;
 use crate::message::Delivery;
 
 /// Where a client queue lives: its worker arbiter (the index of that
@@ -104,7 +103,6 @@ struct Slot {
     flags: u8,
     room_bytes: usize,
     queue: Option<WakeRef>,
-    info: Option<Arc<ClientInfo>>,
 }
 
 impl Slot {
@@ -116,7 +114,6 @@ impl Slot {
         flags: 0,
         room_bytes: 0,
         queue: None,
-        info: None,
     };
 }
 
@@ -143,7 +140,7 @@ thread_local! {
 }
 
 /// Opens a slot on this thread's board for queue `id`; returns its index.
-pub fn open(id: u64, queue: WakeRef, info: Arc<ClientInfo>, room: (usize, usize)) -> u32 {
+pub fn open(id: u64, queue: WakeRef, room: (usize, usize)) -> u32 {
     BOARD.with_borrow_mut(|b| {
         let index = match b.free.pop() {
             Some(i) => i,
@@ -162,7 +159,6 @@ pub fn open(id: u64, queue: WakeRef, info: Arc<ClientInfo>, room: (usize, usize)
             room_messages: room.0.min(u32::MAX as usize) as u32,
             room_bytes: room.1,
             queue: Some(queue),
-            info: Some(info),
             ..Slot::FREE
         };
         index
@@ -222,6 +218,19 @@ pub fn arm(slot: u32, id: u64, room: (usize, usize), eager: bool) {
     })
 }
 
+/// What this thread's board holds per queue: (client id, deliveries,
+/// their queued bytes), for the queues whose slot holds any.
+pub fn pending() -> Vec<(u64, usize, usize)> {
+    BOARD.with_borrow(|b| {
+        b.pages
+            .iter()
+            .flat_map(|p| p.iter())
+            .filter(|s| s.id != 0 && !s.items.is_empty())
+            .map(|s| (s.id, s.items.len(), s.bytes))
+            .collect()
+    })
+}
+
 /// Posts runs to the queues of this thread's board. Queues that must act
 /// now are woken.
 pub fn post(runs: Vec<Run>) {
@@ -232,14 +241,24 @@ pub fn post(runs: Vec<Run>) {
             if n == 0 {
                 continue;
             }
+            // The copies first, back to back: each is a locked increment,
+            // which would otherwise wait for the store of the previous
+            // target's copy into its (cold) slot.
+            let mut copies = Vec::with_capacity(n * run.to.len());
+            for _ in &run.to {
+                copies.extend(run.items.iter().cloned());
+            }
+            let mut copies = copies.into_iter();
             for t in &run.to {
+                let mine = copies.by_ref().take(n);
                 let Some(entry) = b.slot(t.slot, t.id) else {
+                    mine.for_each(drop);
                     continue; // the queue is gone
                 };
                 if entry.items.is_empty() && n > 1 {
                     entry.items.reserve_exact(n);
                 }
-                entry.items.extend(run.items.iter().cloned());
+                entry.items.extend(mine);
                 entry.bytes += run.bytes;
                 let over = n > entry.room_messages as usize || run.bytes > entry.room_bytes;
                 if over {
@@ -248,12 +267,6 @@ pub fn post(runs: Vec<Run>) {
                 } else {
                     entry.room_messages -= n as u32;
                     entry.room_bytes -= run.bytes;
-                }
-                if let Some(info) = &entry.info {
-                    info.queued.fetch_add(n as u64, Ordering::Relaxed);
-                    info.queued_bytes
-                        .fetch_add(run.bytes as u64, Ordering::Relaxed);
-                    info.received.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 if (over || entry.flags & EAGER != 0) && entry.flags & WOKEN == 0 {
                     entry.flags |= WOKEN;

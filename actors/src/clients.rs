@@ -84,10 +84,12 @@ pub struct KickAll(pub Kick);
 #[rtype(result = "u64")]
 pub struct KickHolders(pub Arc<FastSet<Bytes>>);
 
-/// `dump_queues` lines (after the header).
+/// `dump_queues` lines (after the header). It carries what the delivery
+/// boards hold for each client (id → deliveries, bytes), not yet in the
+/// client's own figures.
 #[derive(Message)]
 #[rtype(result = "String")]
-pub struct DumpQueues;
+pub struct DumpQueues(pub FastMap<u64, (usize, usize)>);
 
 /// One client's topics (`dump_queue_topics`); `None` if no such client.
 #[derive(Message)]
@@ -237,12 +239,13 @@ pub const DUMP_QUEUES_HEADER: &str =
 impl Handler<DumpQueues> for ClientSupervisor {
     type Result = String;
 
-    fn handle(&mut self, _: DumpQueues, _ctx: &mut Context<Self>) -> String {
+    fn handle(&mut self, msg: DumpQueues, _ctx: &mut Context<Self>) -> String {
         let mut entries: Vec<&Entry> = self.clients.values().collect();
         entries.sort_by_key(|e| e.info.id);
         let mut out = String::new();
         for e in entries {
             let c = &e.info;
+            let (posted, posted_bytes) = msg.0.get(&c.id).copied().unwrap_or_default();
             let since_poll = c
                 .since_last_poll()
                 .map_or_else(|| "never".to_string(), |d| d.as_secs().to_string());
@@ -252,9 +255,9 @@ impl Handler<DumpQueues> for ClientSupervisor {
                 c.id,
                 c.peer,
                 c.subscriptions.load(Ordering::Relaxed),
-                c.queued.load(Ordering::Relaxed),
-                c.queued_bytes.load(Ordering::Relaxed),
-                c.received.load(Ordering::Relaxed),
+                c.queued.load(Ordering::Relaxed) + posted as u64,
+                c.queued_bytes.load(Ordering::Relaxed) + posted_bytes as u64,
+                c.received.load(Ordering::Relaxed) + posted as u64,
                 c.connected_at.elapsed().as_secs(),
                 since_poll,
             );

@@ -52,7 +52,9 @@ use slog::{info, warn};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::client::FastMap;
 use crate::clients::{DumpQueues, QueueTopics, DUMP_QUEUES_HEADER};
+use crate::courier::Pending;
 use crate::env::Env;
 use crate::node::{Node, VERSION};
 use crate::settings::LogLevel;
@@ -402,7 +404,17 @@ fn change_log_level(node: &Node, level: LogLevel) -> String {
 
 /// One tab-separated line per client queue, after [`DUMP_QUEUES_HEADER`].
 async fn dump_queues(env: &Env) -> String {
-    let lines = env.clients.send(DumpQueues).await.unwrap_or_default();
+    // What the delivery boards hold, not yet taken by the queues.
+    let boards = futures_util::future::join_all(env.couriers.iter().map(|c| c.send(Pending))).await;
+    let mut posted: FastMap<u64, (usize, usize)> = FastMap::default();
+    for (id, n, bytes) in boards.into_iter().flatten().flatten() {
+        posted.insert(id, (n, bytes));
+    }
+    let lines = env
+        .clients
+        .send(DumpQueues(posted))
+        .await
+        .unwrap_or_default();
     format!("{DUMP_QUEUES_HEADER}\n{lines}")
 }
 

@@ -14,6 +14,12 @@ use crate::board::{self, Run};
 #[rtype(result = "()")]
 pub struct Parcel(pub Vec<Run>);
 
+/// What this arbiter's delivery board holds per queue ([`board::pending`]),
+/// for `dump_queues`.
+#[derive(Message)]
+#[rtype(result = "Vec<(u64, usize, usize)>")]
+pub struct Pending;
+
 /// One arbiter's courier. It holds no state, so it cannot be left
 /// inconsistent: a failure (a run for a closed queue is skipped) needs no
 /// restart.
@@ -29,5 +35,13 @@ impl Handler<Parcel> for Courier {
 
     fn handle(&mut self, msg: Parcel, _ctx: &mut Context<Self>) {
         board::post(msg.0);
+    }
+}
+
+impl Handler<Pending> for Courier {
+    type Result = MessageResult<Pending>;
+
+    fn handle(&mut self, _: Pending, _ctx: &mut Context<Self>) -> Self::Result {
+        MessageResult(board::pending())
     }
 }

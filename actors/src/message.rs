@@ -26,18 +26,40 @@ pub struct Message {
     pub full_header: Bytes,
 }
 
-/// A message queued for one subscriber: the shared message and which of its
+/// A reference to a message for the deliveries of one publish to one
+/// worker's queues: they share it, so that their reference counting stays
+/// on a cache line of that worker's, not on the message's own count, which
+/// every worker's deliveries would otherwise increment at the same time.
+#[derive(Debug, Clone)]
+#[allow(clippy::redundant_allocation)] // the second count is the point
+pub struct Held(Arc<Arc<Message>>);
+
+impl Held {
+    pub fn new(msg: &Arc<Message>) -> Self {
+        Held(Arc::new(msg.clone()))
+    }
+}
+
+impl std::ops::Deref for Held {
+    type Target = Arc<Message>;
+
+    fn deref(&self) -> &Arc<Message> {
+        &self.0
+    }
+}
+
+/// A message queued for one subscriber: the message and which of its
 /// topics the subscriber holds. One reference count, no allocation, in the
-/// common cases.
+/// common cases (cloning a delivery to more subscribers).
 #[derive(Debug, Clone)]
 pub enum Delivery {
     /// The subscriber holds every topic of the message.
-    All(Arc<Message>),
+    All(Held),
     /// It holds the topics whose bits are set (bit i = `topics[i]`; for
     /// messages of at most 64 topics).
-    Some(Arc<Message>, u64),
+    Some(Held, u64),
     /// Otherwise: the header built at publish time.
-    Built(Arc<Message>, Box<Bytes>),
+    Built(Held, Box<Bytes>),
 }
 
 impl Message {
@@ -57,16 +79,16 @@ impl Message {
     /// (indices into `topics`, ascending, repeats removed).
     pub fn delivery(msg: &Arc<Message>, matched: &[u32]) -> Delivery {
         if matched.len() == msg.topics.len() {
-            Delivery::All(msg.clone())
+            Delivery::all(msg)
         } else if msg.topics.len() <= 64 {
-            Delivery::Some(msg.clone(), matched.iter().fold(0, |m, &i| m | 1 << i))
+            Delivery::Some(Held::new(msg), matched.iter().fold(0, |m, &i| m | 1 << i))
         } else {
             let refs: Vec<&[u8]> = matched
                 .iter()
                 .map(|&i| &msg.topics[i as usize][..])
                 .collect();
             Delivery::Built(
-                msg.clone(),
+                Held::new(msg),
                 Box::new(message_header(&refs, msg.payload.len())),
             )
         }
@@ -80,9 +102,9 @@ impl Message {
             (1u64 << msg.topics.len()) - 1
         };
         if mask == all {
-            Delivery::All(msg.clone())
+            Delivery::all(msg)
         } else {
-            Delivery::Some(msg.clone(), mask)
+            Delivery::Some(Held::new(msg), mask)
         }
     }
 
@@ -93,6 +115,11 @@ impl Message {
 }
 
 impl Delivery {
+    /// The delivery of every topic of `msg`.
+    pub fn all(msg: &Arc<Message>) -> Delivery {
+        Delivery::All(Held::new(msg))
+    }
+
     pub fn message(&self) -> &Arc<Message> {
         match self {
             Delivery::All(m) | Delivery::Some(m, _) | Delivery::Built(m, _) => m,
@@ -236,7 +263,7 @@ mod tests {
     #[test]
     fn one_entry_matches_the_spec_framing() {
         let mut out = BytesMut::new();
-        encode_poll(&[Delivery::All(msg(&["a"], b"hey"))], &mut out);
+        encode_poll(&[Delivery::all(&msg(&["a"], b"hey"))], &mut out);
         assert_eq!(
             &out[..],
             b"VALUE messages 0 16\r\nMESSAGE a 3\r\nhey\r\nEND\r\n"
@@ -248,11 +275,11 @@ mod tests {
         let m = msg(&["c", "b", "y"], b"cby\r\nx");
         let big = msg(&["t1"], &[7u8; 1234]);
         let items = vec![
-            Delivery::All(m.clone()),
+            Delivery::all(&m),
             Message::delivery(&m, &[0, 1]),
             Message::delivery(&m, &[2]),
             Message::delivery_for_mask(&m, 0b111),
-            Delivery::All(big),
+            Delivery::all(&big),
         ];
         let mut out = BytesMut::new();
         encode_poll(&items, &mut out);

@@ -390,7 +390,7 @@ impl Publisher {
                     }
                     let (_, opened, count) = last.as_ref().expect("just set");
                     for &(a, r) in opened {
-                        plan.runs[a][r].push(Delivery::All(msg.clone()));
+                        plan.runs[a][r].push(Delivery::all(msg));
                     }
                     recipients = *count;
                 }

@@ -267,7 +267,7 @@ impl ClientQueue {
         let me = Arc::new(ctx.address());
         let s = &env.node.settings;
         let room = (s.max_queue_messages, s.max_queue_bytes);
-        let slot = board::open(info.id, me.clone(), info.clone(), room);
+        let slot = board::open(info.id, me.clone(), room);
         let home = Home {
             arbiter: home as u32,
             slot,
