@@ -361,7 +361,7 @@ impl Publisher {
         // The previous message's subscriber list, if it had one topic, with
         // the runs it opened: the next message on the same list joins them.
         // Any other run opened in between ends this (order per subscriber).
-        let mut last: Option<(*const (), Opened, usize)> = None;
+        let mut last: Option<(usize, Opened, usize)> = None;
         for (k, msg) in b.msgs.iter().enumerate() {
             let mut lists: Vec<(u32, Option<SubList>)> = Vec::with_capacity(msg.topics.len());
             let mut failed = false;

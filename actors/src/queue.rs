@@ -56,9 +56,7 @@ use crate::env::Env;
 use crate::guard::{guard, Panicked, Supervised};
 use crate::message::{Delivery, Message};
 use crate::router::{shard_of, Horizon, ReplayScope};
-use crate::shard::{
-    QueueHandle, QueueRef, Replay, Resync, ResyncReply, ShardFailed, Subscribe, Unsubscribe,
-};
+use crate::shard::{QueueHandle, Replay, Resync, ResyncReply, ShardFailed, Subscribe, Unsubscribe};
 
 /// Topic that makes a queue actor panic when `fault_injection` is on.
 pub const FAULT_QUEUE_PANIC: &[u8] = b"__kraken_fault_queue_panic__";
@@ -202,9 +200,6 @@ pub struct ClientQueue {
     /// The worker arbiter this queue (and its connection) runs on, and
     /// its slot on that arbiter's delivery board.
     home: Home,
-    /// This actor's address, shared with its connection, the clients'
-    /// supervisor and the shards that list it (one sender for all).
-    me: Arc<Addr<ClientQueue>>,
     info: Arc<ClientInfo>,
     conn: Recipient<FromQueue>,
     subs: FastSet<Bytes>,
@@ -225,17 +220,10 @@ pub struct ClientQueue {
 }
 
 impl ClientQueue {
-    fn new(
-        me: Arc<Addr<ClientQueue>>,
-        env: Arc<Env>,
-        home: Home,
-        info: Arc<ClientInfo>,
-        conn: Recipient<FromQueue>,
-    ) -> Self {
+    fn new(env: Arc<Env>, home: Home, info: Arc<ClientInfo>, conn: Recipient<FromQueue>) -> Self {
         ClientQueue {
             env,
             home,
-            me,
             info,
             conn,
             subs: FastSet::default(),
@@ -272,13 +260,8 @@ impl ClientQueue {
             arbiter: home as u32,
             slot,
         };
-        ctx.run(ClientQueue::new(me.clone(), env, home, info, conn));
+        ctx.run(ClientQueue::new(env, home, info, conn));
         me
-    }
-
-    /// This queue as the shards hold it.
-    fn me(&self) -> QueueRef {
-        self.me.clone()
     }
 
     /// Indices of the topics of `msg` this client holds.
@@ -514,7 +497,6 @@ impl ClientQueue {
                 replay_topics[shard_of(t, n)].push(t.clone());
             }
         }
-        let me = self.me();
         let id = self.id();
         let home = self.home;
         // Per shard, the change in chunks of at most SHARD_CHUNK topics
@@ -533,7 +515,6 @@ impl ClientQueue {
                 let chunks: Vec<Subscribe> = (0..count)
                     .map(|_| Subscribe {
                         id,
-                        queue: me.clone(),
                         home,
                         add: add.next().map(<[Bytes]>::to_vec).unwrap_or_default(),
                         replay: match (replay, again.next()) {
@@ -967,7 +948,6 @@ impl Handler<Resync> for ClientQueue {
             .collect();
         msg.reply_to.do_send(ResyncReply {
             id: self.info.id,
-            queue: self.me(),
             home: self.home,
             topics,
         });

@@ -102,11 +102,12 @@ pub struct Resync {
     pub reply_to: Addr<RouterShard>,
 }
 
-/// One subscriber of a topic.
-#[derive(Clone)]
+/// One subscriber of a topic: what a publisher needs to deliver to it.
+/// Small and without a reference count: tables hold one per subscription,
+/// and every routed message clones a list of them.
+#[derive(Clone, Copy)]
 pub struct Sub {
     pub id: u64,
-    pub queue: QueueRef,
     /// The worker arbiter the queue lives on (its courier's index) and
     /// its slot on that arbiter's delivery board.
     pub home: Home,
@@ -142,11 +143,12 @@ impl SubList {
     }
 
     /// Equal for two snapshots with the same subscribers (used to reuse
-    /// the work of one message for the next on the same topic).
-    pub fn key(&self) -> *const () {
+    /// the work of one message for the next on the same topic): a shared
+    /// list's address (even), or a lone subscriber's id, made odd.
+    pub fn key(&self) -> usize {
         match self {
-            SubList::One(s) => Arc::as_ptr(&s.queue) as *const (),
-            SubList::Many(v) => Arc::as_ptr(v) as *const (),
+            SubList::One(s) => ((s.id as usize) << 1) | 1,
+            SubList::Many(v) => Arc::as_ptr(v) as usize,
         }
     }
 }
@@ -224,7 +226,6 @@ impl ShardFailed {
 #[rtype(result = "Result<Replay, ShardFailed>")]
 pub struct Subscribe {
     pub id: u64,
-    pub queue: QueueRef,
     pub home: Home,
     pub add: Vec<Bytes>,
     pub replay: Option<(Horizon, Vec<Bytes>)>,
@@ -262,7 +263,6 @@ pub struct Restart {
 #[rtype(result = "()")]
 pub struct ResyncReply {
     pub id: u64,
-    pub queue: QueueRef,
     pub home: Home,
     pub topics: Vec<Bytes>,
 }
@@ -456,7 +456,7 @@ impl RouterShard {
                 if self.observer.is_some() {
                     gained.push(v.key().clone());
                 }
-                v.insert(SubList::One(sub.clone()));
+                v.insert(SubList::One(*sub));
                 self.delta.0 += 1;
             }
             Entry::Occupied(mut o) => {
@@ -466,9 +466,9 @@ impl RouterShard {
                 }
                 match list {
                     SubList::One(first) => {
-                        *list = SubList::Many(Arc::new(vec![first.clone(), sub.clone()]));
+                        *list = SubList::Many(Arc::new(vec![*first, *sub]));
                     }
-                    SubList::Many(v) => Arc::make_mut(v).push(sub.clone()),
+                    SubList::Many(v) => Arc::make_mut(v).push(*sub),
                 }
             }
         }
@@ -506,7 +506,7 @@ impl RouterShard {
                 let v = Arc::make_mut(v);
                 v.swap_remove(at);
                 if v.len() == 1 {
-                    *list = SubList::One(v[0].clone());
+                    *list = SubList::One(v[0]);
                 }
                 false
             }
@@ -526,7 +526,6 @@ impl RouterShard {
         let fault = self.node.settings.fault_injection;
         let sub = Sub {
             id: msg.id,
-            queue: msg.queue,
             home: msg.home,
         };
         let check = self.rebuilding.is_some();
@@ -740,7 +739,6 @@ impl Handler<ResyncReply> for RouterShard {
     fn handle(&mut self, msg: ResyncReply, ctx: &mut Context<Self>) {
         let sub = Sub {
             id: msg.id,
-            queue: msg.queue,
             home: msg.home,
         };
         let mut ignored = Vec::new();
