@@ -351,3 +351,74 @@ fn subscribers_of_different_topics_each_get_only_their_own() {
     assert_nothing_arrives(&mut sa);
     assert_nothing_arrives(&mut sb);
 }
+
+/// With several worker threads, clients land on different workers: a
+/// publisher's deliveries to another worker's clients travel through that
+/// worker's courier and delivery board. Every subscriber gets every message
+/// once, in order, single- and multi-topic alike, and `dump_queues` counts
+/// what waits on the boards before anyone polls.
+#[test]
+fn across_worker_threads_every_subscriber_gets_every_message_once_in_order() {
+    // 5 threads: 4 workers and a router thread.
+    let node = Node::start(&[("worker_threads", "5")]);
+    let mut subs: Vec<Client> = (0..8).map(|_| node.connect()).collect();
+    for (i, s) in subs.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            s.subscribe(&["even", "all"]);
+        } else {
+            s.subscribe(&["all"]);
+        }
+    }
+    let mut publishers: Vec<Client> = (0..3).map(|_| node.connect()).collect();
+    let mut want_even = Vec::new();
+    let mut want_odd = Vec::new();
+    for round in 0..40 {
+        for (p, publisher) in publishers.iter_mut().enumerate() {
+            let payload = format!("p{p}r{round:02}").into_bytes();
+            if round % 3 == 0 {
+                publisher.publish(&[(&["even", "all"], &payload)]);
+                want_even.push(Msg::new(&["even", "all"], &payload));
+                want_odd.push(Msg::new(&["all"], &payload));
+            } else {
+                publisher.publish1("all", &payload);
+                want_even.push(Msg::new(&["all"], &payload));
+                want_odd.push(Msg::new(&["all"], &payload));
+            }
+        }
+    }
+    // Before any poll, what waits for each subscriber (on its worker's
+    // board) shows in `dump_queues`: 120 messages each.
+    let out = node.ctl(&["dump_queues"]);
+    assert_eq!(out.code, Some(0), "{}", out.text());
+    for s in &subs {
+        let peer = s.local_addr().to_string();
+        let row: Vec<&str> = out
+            .stdout
+            .lines()
+            .map(|l| l.split('\t').collect::<Vec<_>>())
+            .find(|r| r.get(1) == Some(&peer.as_str()))
+            .unwrap_or_else(|| panic!("no queue for {peer}: {}", out.stdout));
+        assert_eq!(
+            (row[3], row[5]),
+            ("120", "120"),
+            "queued, received: {row:?}"
+        );
+    }
+    for (i, s) in subs.iter_mut().enumerate() {
+        let got = poll_exactly(s, 120);
+        // Per publisher, in its publish order.
+        let mut by_publisher: BTreeMap<String, Vec<Msg>> = BTreeMap::new();
+        for m in got {
+            let key = String::from_utf8_lossy(&m.payload[..2]).into_owned();
+            by_publisher.entry(key).or_default().push(m);
+        }
+        let want = if i % 2 == 0 { &want_even } else { &want_odd };
+        let mut want_by: BTreeMap<String, Vec<Msg>> = BTreeMap::new();
+        for m in want {
+            let key = String::from_utf8_lossy(&m.payload[..2]).into_owned();
+            want_by.entry(key).or_default().push(m.clone());
+        }
+        assert_eq!(by_publisher, want_by, "subscriber {i}");
+        s.expect_open_and_empty();
+    }
+}

@@ -164,7 +164,9 @@ settings! {
     max_restarts: u32 = 10, "forms::restarts";
     /// The window for `max_restarts` (default 10 s).
     max_restart_seconds: Duration = Duration::from_secs(10), "forms::seconds";
-    /// Worker threads (arbiters) for connections; 0 = one per core (at most 4096).
+    /// Threads (arbiters) for connections and router shards; 0 = one per
+    /// core (at most 4096). A quarter of them (at least one) run the
+    /// shards, the rest the connections (at least one).
     worker_threads: usize = 0, "forms::worker_threads";
     /// Enables fault-injection commands for supervision tests (default off).
     fault_injection: bool = false, "forms::boolean";
