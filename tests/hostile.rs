@@ -14,7 +14,10 @@
 //!   pending-request budget (the connection passing it is refused and
 //!   closed, the others complete); a huge subscribe and its cleanup leave
 //!   an honest pair whole, a retro subscribe sliced into chunks replays
-//!   everything once.
+//!   everything once; a huge subscribe, taken by its queue a slice at a
+//!   time, is whole before what is pipelined behind it, leaves nothing
+//!   when its client goes in the middle, and is refused whole when its
+//!   body is bad or it passes the cap part-way.
 //! - A pipeliner that never reads is not read from, then dropped (and its
 //!   disconnect noticed at once); accepted sockets have TCP keepalive; a
 //!   refused-connection flood logs a bounded number of warnings.
@@ -357,6 +360,87 @@ fn a_huge_subscribe_and_its_cleanup_leave_an_honest_pair_whole() {
     // The attacker's topics are all given back.
     node.wait_for_stat("topics", |v| v == 1);
     node.wait_for_stat("subscriptions", |v| v == 1);
+}
+
+/// The entries of a `get messages` reply read raw (not `END`).
+#[track_caller]
+fn entries_of(raw: &[u8]) -> Vec<Msg> {
+    assert_ne!(raw, b"END\r\n", "want messages, got none");
+    let start = raw.iter().position(|&b| b == b'\n').unwrap() + 1;
+    parse_entries(&raw[start..raw.len() - 5])
+}
+
+#[test]
+fn a_huge_subscribe_is_whole_before_what_is_pipelined_behind_it() {
+    // The queue takes a 100000-topic body a slice at a time, letting its
+    // worker run in between, but handles nothing else of the client
+    // meanwhile: the poll behind the subscribe sees all of its replay,
+    // the unsubscribe behind that poll removes all of it.
+    let node = Node::start(&[]);
+    let mut publisher = node.connect();
+    let mut client = node.connect();
+    client.register();
+    // Far apart in the body: in different slices (of 4096).
+    publisher.publish(&[(&["p7"], b"first"), (&["p54321", "p99999"], b"second")]);
+    let body = many_topics("p", 100_000);
+    let mut pipelined = set_request("subscribe", &body);
+    pipelined.extend_from_slice(b"get messages\r\n");
+    pipelined.extend_from_slice(&set_request("unsubscribe", &body));
+    pipelined.extend_from_slice(b"get messages\r\n");
+    client.send(&pipelined);
+    client.expect(b"STORED\r\n");
+    let got = entries_of(&client.read_messages_reply());
+    assert_eq!(payloads(&got), ["first", "second"], "{}", show_msgs(&got));
+    assert_eq!(got[1].topics, ["p54321", "p99999"]);
+    client.expect(b"STORED\r\n");
+    client.expect(b"END\r\n");
+    publisher.publish1("p500", b"late");
+    assert_nothing_arrives(&mut client);
+    node.wait_for_stat("topics", |v| v == 0);
+    // A client gone in the middle of its huge subscribe leaves nothing.
+    let mut leaver = node.connect();
+    leaver.send(&set_request("subscribe", &body));
+    drop(leaver);
+    // Its queue stops (and counts the connection closed) once the
+    // subscribe is done and its cleanup under way: the publisher, the
+    // client and the stats connection are left.
+    node.wait_for_stat("curr_connections", |v| v == 3);
+    node.wait_for_stat("topics", |v| v == 0);
+    node.wait_for_stat("subscriptions", |v| v == 0);
+}
+
+#[test]
+fn a_huge_bad_or_oversized_subscribe_is_refused_whole() {
+    let node = Node::start(&[("max_subscriptions_per_client", "50000")]);
+    let mut publisher = node.connect();
+    let mut client = node.connect();
+    client.register();
+    publisher.publish1("q3", b"kept");
+    // A bad topic at the very end of a long body: refused before anything
+    // of it is applied (the register is still there for the next one).
+    let mut bad = many_topics("q", 100_000);
+    bad.extend_from_slice(b" bad\rtopic");
+    client.send(&set_request("subscribe", &bad));
+    client.expect(b"CLIENT_ERROR bad topic\r\n");
+    client.send(&set_request("unsubscribe", &bad));
+    client.expect(b"CLIENT_ERROR bad topic\r\n");
+    assert_eq!(stat(&node, "topics"), 0);
+    client.send(&set_request("subscribe", &many_topics("q", 40_000)));
+    client.expect(b"STORED\r\n");
+    expect_entries(&mut client, b"MESSAGE q3 4\r\nkept\r\n");
+    // 20000 more would pass the cap part-way through: nothing of it stays.
+    client.send(&set_request("subscribe", &many_topics("r", 20_000)));
+    client.expect(b"CLIENT_ERROR too many subscriptions\r\n");
+    assert_eq!(stat(&node, "refused_subscribes_client"), 1);
+    node.wait_for_stat("subscriptions", |v| v == 40_000);
+    assert_eq!(stat(&node, "topics"), 40_000);
+    publisher.publish(&[(&["r5"], b"no"), (&["q39999"], b"yes")]);
+    expect_entries(&mut client, b"MESSAGE q39999 3\r\nyes\r\n");
+    assert_nothing_arrives(&mut client);
+    // Room is what the refusal left: 10000 more fit.
+    client.send(&set_request("subscribe", &many_topics("r", 10_000)));
+    client.expect(b"STORED\r\n");
+    expect_version(&mut client);
 }
 
 // ---- Clients that do not read, slowloris --------------------------------------

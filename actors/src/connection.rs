@@ -11,10 +11,13 @@
 //! answers that need another actor (a publish's shards, the queue) fill
 //! their slot when they come, and the ready prefix of `replies` is encoded
 //! by the dialect, in order. The socket is driven by one future ([`Io`])
-//! that reads while fewer than [`MAX_PENDING`] answers are outstanding and
+//! that reads while fewer than [`MAX_PENDING`] answers are outstanding,
 //! less than [`OUT_HIGH`] bytes wait to be written (a client that does not
-//! read its answers is simply not read from), and ends each turn by sending
-//! the turn's publishes as one batch per shard. It reads at most
+//! read its answers is simply not read from) and the large subscription
+//! changes its queue has not answered yet name at most `max_request_bytes`
+//! of topics (a queue takes a huge subscribe a slice at a time, far slower
+//! than it is read), and ends each turn by sending the turn's publishes as
+//! one batch per shard. It reads at most
 //! [`READ_PER_TURN`] bytes per turn (a client streaming without pause does
 //! not hold its worker), and a partial request's bytes count against the
 //! node's `max_pending_request_bytes` (`crate::budget`).
@@ -35,7 +38,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use actix::prelude::*;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use futures_util::future::join_all;
 use slog::{error, info, warn};
 use tokio::io::AsyncWrite;
@@ -49,7 +52,9 @@ use crate::env::Env;
 use crate::guard::{guard, Panicked, Supervised};
 use crate::message::Delivery;
 use crate::publish::{Outcome, Publisher};
-use crate::queue::{Ask, ClientQueue, Close, FromQueue, PushAck, QueueRequest, Take, Taken, Watch};
+use crate::queue::{
+    Ask, ClientQueue, Close, FromQueue, Named, PushAck, QueueRequest, Take, Taken, Watch,
+};
 use crate::ratelimit::RateLimit;
 use crate::shard::{DumpTopics, Routed};
 use crate::supervision::InjectFault;
@@ -74,6 +79,10 @@ pub const MAX_PENDING: usize = 1024;
 
 /// Unwritten output past which reading pauses.
 pub const OUT_HIGH: usize = 256 * 1024;
+
+/// A subscription change naming this many bytes of topics or more is
+/// counted against `max_request_bytes` until the queue answers it.
+const BIG_ASK: usize = 64 * 1024;
 
 /// One client connection, speaking dialect `D`.
 pub struct Connection<D: Dialect> {
@@ -108,6 +117,13 @@ pub struct Connection<D: Dialect> {
     quiet: bool,
     /// This connection's share of `max_pending_request_bytes`.
     pending: Held,
+    /// Large subscription changes the queue has not answered yet (ticket,
+    /// bytes of topics), in order, and their bytes: past
+    /// `max_request_bytes` reading pauses, so a client pipelining huge
+    /// subscribes has at most about two of them waiting at its queue (the
+    /// queue takes one a slice at a time, much slower than they are read).
+    asked: VecDeque<(u64, usize)>,
+    asked_bytes: usize,
 }
 
 /// One request's answer.
@@ -178,6 +194,8 @@ impl<D: Dialect> Connection<D> {
                 read_done: false,
                 quiet: true,
                 pending: Held::default(),
+                asked: VecDeque::new(),
+                asked_bytes: 0,
             }
         });
     }
@@ -296,6 +314,18 @@ impl<D: Dialect> Connection<D> {
             && !self.read_done
             && self.replies.len() < MAX_PENDING
             && self.out.len() < OUT_HIGH
+            && self.asked_bytes <= self.env.node.settings.max_request_bytes
+    }
+
+    /// The queue answered `ticket`: the changes asked up to it are done.
+    fn answered(&mut self, ticket: u64) {
+        while let Some(&(asked, bytes)) = self.asked.front() {
+            if asked > ticket {
+                break;
+            }
+            self.asked.pop_front();
+            self.asked_bytes -= bytes;
+        }
     }
 
     /// Reads no more; closes once every answer is written.
@@ -315,11 +345,11 @@ impl<D: Dialect> Connection<D> {
         });
     }
 
-    fn fault_injection(&self, topics: &[Bytes]) {
+    fn fault_injection(&self, topics: &Named) {
         if !self.env.node.settings.fault_injection {
             return;
         }
-        for t in topics {
+        for t in &topics.all() {
             if &t[..] == FAULT_CONNECTION_PANIC {
                 panic!("fault injection: connection {} panicked", self.info.id);
             }
@@ -411,6 +441,16 @@ impl<D: Dialect> Connection<D> {
                     self.fault_injection(topics);
                 }
                 let ticket = self.waiting(pending);
+                let bytes = match &req {
+                    QueueRequest::Subscribe(topics)
+                    | QueueRequest::Unsubscribe(topics)
+                    | QueueRequest::RetroSubscribe { topics, .. } => topics.bytes(),
+                    QueueRequest::Register => 0,
+                };
+                if bytes >= BIG_ASK {
+                    self.asked.push_back((ticket, bytes));
+                    self.asked_bytes += bytes;
+                }
                 self.queue.do_send(Ask { ticket, req });
             }
             Op::Poll(pending) => {
@@ -678,7 +718,10 @@ impl<D: Dialect> Handler<FromQueue> for Connection<D> {
 
     fn handle(&mut self, msg: FromQueue, ctx: &mut Context<Self>) {
         guard(self, ctx, |a, ctx| match msg {
-            FromQueue::Answer { ticket, response } => a.resolve(ticket, Answer::Queue(response)),
+            FromQueue::Answer { ticket, response } => {
+                a.answered(ticket);
+                a.resolve(ticket, Answer::Queue(response))
+            }
             FromQueue::Taken { ticket, taken } => match taken {
                 Taken::Items(items) => {
                     a.quiet = items.is_empty();

@@ -37,16 +37,33 @@
 //!   past `max_topics_per_node` is refused by the shards and undone
 //!   (`SERVER_ERROR too many topics on this node`). Every change reaches
 //!   a shard in chunks of at most [`SHARD_CHUNK`] topics.
+//! - Slices: no turn of this actor does more than [`SLICE`] topics' worth
+//!   of work on its own set, so that a client naming half a million topics
+//!   does not hold the worker (and every other client on it) for the few
+//!   hundred milliseconds that takes at once. A memcached body is checked
+//!   and split here ([`Named::Body`]), then inserted or removed, a slice
+//!   per turn ([`Sliced`], which yields the thread in between); the set
+//!   grows a 64th at a time ([`TopicSet`]); after a `register`, the topics
+//!   held are walked for the replay a slice at a time; a leaving client's
+//!   set is grouped for the shards by a task of its own, a slice per turn;
+//!   large leftovers are dropped the same way ([`discard`]). All of a change
+//!   runs in one `ctx.wait`, so none of it is seen half done.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use actix::fut::LocalBoxActorFuture;
 use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::future::join_all;
-use kraken_protocol::{Response, RetroBody};
+use hashbrown::hash_table::{self, HashTable};
+use kraken_protocol::{BodyError, Response, TopicList};
 use slog::{debug, error, info};
 
 use crate::board::{self, Home, Wake, Wakeable};
@@ -55,7 +72,7 @@ use crate::clients::ClientHandle;
 use crate::env::Env;
 use crate::guard::{guard, Panicked, Supervised};
 use crate::message::{Delivery, Message};
-use crate::router::{shard_of, Horizon, ReplayScope};
+use crate::router::{shard_of, Horizon, ReplayScope, Router};
 use crate::shard::{QueueHandle, Replay, Resync, ResyncReply, ShardFailed, Subscribe, Unsubscribe};
 
 /// Topic that makes a queue actor panic when `fault_injection` is on.
@@ -73,13 +90,60 @@ const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(30);
 /// changes get their turn in between: no shard is held long by one client.
 pub const SHARD_CHUNK: usize = 4096;
 
+/// Most topics a client queue takes from or adds to its own set (or walks)
+/// in one turn of a large change; 4096 take about 0.2 ms. A 500,000-topic
+/// subscribe is so spread over some 120 turns, between which the worker
+/// runs its other actors and polls its sockets.
+const SLICE: usize = 4096;
+
 /// A subscription change.
 #[derive(Debug)]
 pub enum QueueRequest {
-    Subscribe(Vec<Bytes>),
-    Unsubscribe(Vec<Bytes>),
+    Subscribe(Named),
+    Unsubscribe(Named),
     Register,
-    RetroSubscribe(RetroBody),
+    /// `retro_subscribe`: the horizon in Unix seconds.
+    RetroSubscribe {
+        horizon_secs: i64,
+        topics: Named,
+    },
+}
+
+/// The topics a subscription change names.
+#[derive(Debug)]
+pub enum Named {
+    /// Already split (RESP arguments).
+    List(Vec<Bytes>),
+    /// A memcached body, not yet read: the queue checks it and splits it
+    /// [`SLICE`] topics per turn, so that a 16 MiB body (half a million
+    /// topics, some 40 ms to split at once) does not hold the worker. A bad
+    /// body is refused whole (`CLIENT_ERROR <why>`), nothing of it applied.
+    Body(TopicList),
+}
+
+impl From<Vec<Bytes>> for Named {
+    fn from(topics: Vec<Bytes>) -> Self {
+        Named::List(topics)
+    }
+}
+
+impl Named {
+    /// The bytes they take: the body's, or the topics' of a list.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Named::List(topics) => topics.iter().map(Bytes::len).sum(),
+            Named::Body(body) => body.len(),
+        }
+    }
+
+    /// All the topics at once (none for a bad body): for `fault_injection`,
+    /// a test setting.
+    pub fn all(&self) -> Vec<Bytes> {
+        match self {
+            Named::List(topics) => topics.clone(),
+            Named::Body(body) => body.parse_all().unwrap_or_default(),
+        }
+    }
 }
 
 /// A subscription change from the connection, answered with
@@ -202,7 +266,7 @@ pub struct ClientQueue {
     home: Home,
     info: Arc<ClientInfo>,
     conn: Recipient<FromQueue>,
-    subs: FastSet<Bytes>,
+    subs: TopicSet,
     items: Vec<Delivery>,
     /// Header and payload bytes in `items`.
     bytes: usize,
@@ -226,7 +290,7 @@ impl ClientQueue {
             home,
             info,
             conn,
-            subs: FastSet::default(),
+            subs: TopicSet::default(),
             items: Vec::new(),
             bytes: 0,
             received: 0,
@@ -437,96 +501,211 @@ impl ClientQueue {
         kept
     }
 
-    /// Applies a subscribe to the set and asks the shards; answers when all did.
+    /// Applies a subscribe to the set, then asks the shards; resolves to
+    /// the answer once all did. The set takes [`SLICE`] topics per turn,
+    /// the shards [`SHARD_CHUNK`] per message.
     fn subscribe(
         &mut self,
-        ctx: &mut Context<Self>,
-        ticket: u64,
-        topics: Vec<Bytes>,
+        topics: TopicIter,
         replay: Option<(Horizon, ReplayScope)>,
         upstream: Upstream,
         seen: Option<Box<Registered>>,
-    ) {
+    ) -> LocalBoxActorFuture<Self, Response> {
         let n = self.env.router.num_shards();
-        let mut added: Vec<Bytes> = Vec::new();
-        for t in &topics {
-            if self.subs.insert(t.clone()) {
-                added.push(t.clone());
-            }
-        }
         let cap = self.env.node.settings.max_subscriptions_per_client;
-        if self.subs.len() > cap {
-            // Refused whole: nothing of it is applied.
-            for t in &added {
-                self.subs.remove(t);
+        let scope = replay.map(|r| r.1);
+        // On a proxy the upstreams are asked for what was named, or after
+        // a register for the new topics only (their replay since then).
+        let (upstream_named, upstream_new) = match (&upstream, scope) {
+            (Upstream::None, _) => (false, false),
+            (_, Some(ReplayScope::NewTopics)) => (false, true),
+            _ => (true, false),
+        };
+        let mut applied = Applied::new(n);
+        let mut rest = topics;
+        let insert = sliced(move |act: &mut Self| {
+            // A slice is SLICE topics' worth of work, a growth of the set
+            // counting the topics it moves.
+            let mut work = 0;
+            let mut done = false;
+            while work < SLICE {
+                let Some(t) = rest.next() else {
+                    done = true;
+                    break;
+                };
+                work += 1;
+                let s = shard_of(&t, n);
+                if scope == Some(ReplayScope::Requested) {
+                    applied.again[s].push(t.clone());
+                }
+                let new = act.subs.insert(t.clone(), &mut work);
+                if upstream_named || (new && upstream_new) {
+                    applied.upstream.push(t.clone());
+                }
+                if new {
+                    applied.add[s].push(t);
+                }
             }
-            self.env
-                .node
-                .counters
-                .refused_subscribes_client
-                .fetch_add(1, Ordering::Relaxed);
-            info!(self.env.node.log, "subscribe refused: too many subscriptions";
-                "client" => self.id(), "held" => self.subs.len(), "asked" => added.len(),
-                "max_subscriptions_per_client" => cap);
-            return self.answer(
-                ticket,
-                Response::ClientError("too many subscriptions".into()),
-            );
-        }
+            if act.subs.len() > cap {
+                // Past the cap now, past it at the end: refused whole,
+                // without inserting the rest.
+                let rest = std::mem::take(&mut rest);
+                return Some(Inserted::OverCap(std::mem::take(&mut applied), rest));
+            }
+            done.then(|| Inserted::All(std::mem::take(&mut applied)))
+        });
+        insert
+            .then(move |inserted, act, _ctx| match inserted {
+                None => failed().boxed_local(),
+                Some(Inserted::OverCap(applied, rest)) => {
+                    // Nothing of it is applied.
+                    discard(rest.held(), rest);
+                    let add = applied.discard_named();
+                    act.remove_sliced(add.into_iter().flatten())
+                        .map(move |removed, act, _ctx| {
+                            if let Some(removed) = removed {
+                                discard(
+                                    removed.iter().map(Vec::len).sum(),
+                                    removed.into_iter().flatten(),
+                                );
+                            }
+                            act.env
+                                .node
+                                .counters
+                                .refused_subscribes_client
+                                .fetch_add(1, Ordering::Relaxed);
+                            info!(act.env.node.log, "subscribe refused: too many subscriptions";
+                                "client" => act.id(), "held" => act.subs.len(),
+                                "max_subscriptions_per_client" => cap);
+                            Response::ClientError("too many subscriptions".into())
+                        })
+                        .boxed_local()
+                }
+                Some(Inserted::All(applied)) => act.ask_shards(applied, replay, upstream, seen),
+            })
+            .boxed_local()
+    }
+
+    /// The second half of a subscribe applied to the set: the topics to
+    /// replay after a register (every topic held, walked a slice per turn),
+    /// then the shards' chunks, then their answers.
+    fn ask_shards(
+        &mut self,
+        applied: Applied,
+        replay: Option<(Horizon, ReplayScope)>,
+        upstream: Upstream,
+        seen: Option<Box<Registered>>,
+    ) -> LocalBoxActorFuture<Self, Response> {
         self.info
             .subscriptions
             .store(self.subs.len() as u64, Ordering::Relaxed);
-        let mut add: Vec<Vec<Bytes>> = vec![Vec::new(); n];
-        for t in &added {
-            add[shard_of(t, n)].push(t.clone());
-        }
-        let mut replay_topics: Vec<Vec<Bytes>> = vec![Vec::new(); n];
-        if let Some((_, scope)) = replay {
-            // After `register`, the replay covers every topic held, not
-            // only the new ones: a message since the register on a topic
-            // held before may still be on its way live, and replaying a
-            // later one (naming a new topic too) must not overtake it. It
-            // is replayed as well and its live copy dropped on arrival
-            // (`InFlight::replayed`); what was queued already is skipped.
-            let of: Vec<&Bytes> = match scope {
-                ReplayScope::NewTopics if added.is_empty() => Vec::new(),
-                ReplayScope::NewTopics => self.subs.iter().collect(),
-                ReplayScope::Requested => topics.iter().collect(),
-            };
-            for t in of {
-                replay_topics[shard_of(t, n)].push(t.clone());
-            }
-        }
+        let Applied {
+            add,
+            again,
+            upstream: upstream_topics,
+        } = applied;
+        let scope = replay.map(|r| r.1);
+        // After `register`, the replay covers every topic held, not only
+        // the new ones: a message since the register on a topic held
+        // before may still be on its way live, and replaying a later one
+        // (naming a new topic too) must not overtake it. It is replayed as
+        // well and its live copy dropped on arrival (`InFlight::replayed`);
+        // what was queued already is skipped.
+        let again = if scope == Some(ReplayScope::NewTopics) && add.iter().any(|a| !a.is_empty()) {
+            self.held_by_shard().boxed_local()
+        } else {
+            fut::ready(Some(again)).boxed_local()
+        };
+        again
+            .then(move |again, act, _ctx| {
+                let Some(again) = again else {
+                    return failed().boxed_local();
+                };
+                let asks = act.subscribes(add, again, replay.map(|r| r.0));
+                async move { join_all(asks).await.into_iter().unzip() }
+                    .into_actor(act)
+                    .then(move |(answers, add): (Vec<Vec<_>>, Vec<Vec<Bytes>>), act, ctx| {
+                        let answers = answers.into_iter().flatten().collect();
+                        let subscribed = guard(act, ctx, |act, _| {
+                            act.subscribed(answers, scope, seen.as_deref())
+                        });
+                        let local = match subscribed {
+                            Some(Subscribed::OverTopicCap) => return act.undo(add),
+                            Some(Subscribed::Answer(local)) => local,
+                            None => Response::ServerError("client queue failed".into()),
+                        };
+                        discard(add.iter().map(Vec::len).sum(), add.into_iter().flatten());
+                        let id = act.id();
+                        let log = act.env.node.log.clone();
+                        let proxy = act.env.proxy.clone();
+                        async move {
+                            let Some(proxy) = proxy.filter(|_| local == Response::Stored) else {
+                                return local;
+                            };
+                            match upstream {
+                                Upstream::None => local,
+                                Upstream::Settle => {
+                                    proxy.settle(upstream_topics).await;
+                                    local
+                                }
+                                Upstream::Retro(horizon_ns) => {
+                                    if proxy.retro(upstream_topics, horizon_ns).await {
+                                        local
+                                    } else {
+                                        info!(log, "retro subscription incomplete upstream: NOT_FOUND"; "client" => id);
+                                        Response::NotFound
+                                    }
+                                }
+                            }
+                        }
+                        .into_actor(act)
+                        .boxed_local()
+                    })
+                    .boxed_local()
+            })
+            .boxed_local()
+    }
+
+    /// Per shard with topics to add or replay, a future sending its
+    /// [`Subscribe`]s in chunks of at most [`SHARD_CHUNK`] topics, one
+    /// after another (a chunk is made when the previous one is answered);
+    /// it stops at the first refusal or failure and gives back its shard's
+    /// answers and added topics (for an undo).
+    fn subscribes(
+        &self,
+        add: Vec<Vec<Bytes>>,
+        again: Vec<Vec<Bytes>>,
+        horizon: Option<Horizon>,
+    ) -> Vec<impl std::future::Future<Output = (Vec<SubscribeAnswer>, Vec<Bytes>)> + 'static> {
         let id = self.id();
         let home = self.home;
-        // Per shard, the change in chunks of at most SHARD_CHUNK topics
-        // (added, and to replay), sent one after another.
-        let asks: Vec<_> = add
-            .into_iter()
-            .zip(replay_topics)
+        add.into_iter()
+            .zip(again)
             .enumerate()
             .filter(|(_, (add, again))| !add.is_empty() || !again.is_empty())
             .map(|(s, (add, again))| {
-                let count = add
-                    .len()
-                    .div_ceil(SHARD_CHUNK)
-                    .max(again.len().div_ceil(SHARD_CHUNK));
-                let (mut add, mut again) = (add.chunks(SHARD_CHUNK), again.chunks(SHARD_CHUNK));
-                let chunks: Vec<Subscribe> = (0..count)
-                    .map(|_| Subscribe {
-                        id,
-                        home,
-                        add: add.next().map(<[Bytes]>::to_vec).unwrap_or_default(),
-                        replay: match (replay, again.next()) {
-                            (Some((h, _)), Some(topics)) => Some((h, topics.to_vec())),
-                            _ => None,
-                        },
-                    })
-                    .collect();
                 let shard = self.env.router.shard(s).clone();
                 async move {
-                    let mut answers = Vec::with_capacity(chunks.len());
-                    for chunk in chunks {
+                    let count = add
+                        .len()
+                        .div_ceil(SHARD_CHUNK)
+                        .max(again.len().div_ceil(SHARD_CHUNK));
+                    let mut answers = Vec::with_capacity(count);
+                    let mut again = again.into_iter();
+                    for k in 0..count {
+                        let from = (k * SHARD_CHUNK).min(add.len());
+                        let to = (from + SHARD_CHUNK).min(add.len());
+                        let chunk = Subscribe {
+                            id,
+                            home,
+                            add: add[from..to].to_vec(),
+                            replay: match horizon {
+                                Some(h) if again.len() > 0 => {
+                                    Some((h, again.by_ref().take(SHARD_CHUNK).collect()))
+                                }
+                                _ => None,
+                            },
+                        };
                         let answer = shard.send(chunk).await;
                         let stop = !matches!(&answer, Ok(Ok(r)) if !r.over_topic_cap);
                         answers.push(answer);
@@ -534,92 +713,77 @@ impl ClientQueue {
                             break;
                         }
                     }
-                    answers
+                    discard(again.len(), again);
+                    (answers, add)
                 }
             })
-            .collect();
-        let upstream_topics = match (&upstream, replay.map(|r| r.1)) {
-            (Upstream::None, _) => Vec::new(),
-            (_, Some(ReplayScope::NewTopics)) => added.clone(),
-            _ => topics,
-        };
-        let added: FastSet<Bytes> = added.into_iter().collect();
-        let fut = async move { join_all(asks).await.into_iter().flatten().collect() }
-            .into_actor(self)
-            .then(move |answers, act, _ctx| {
-                let local = guard(act, _ctx, |act, _| {
-                    act.subscribed(answers, replay.map(|r| r.1), &added, seen.as_deref())
-                })
-                .unwrap_or_else(|| Response::ServerError("client queue failed".into()));
-                let log = act.env.node.log.clone();
-                let proxy = act.env.proxy.clone();
-                async move {
-                    let Some(proxy) = proxy.filter(|_| local == Response::Stored) else {
-                        return local;
-                    };
-                    match upstream {
-                        Upstream::None => local,
-                        Upstream::Settle => {
-                            proxy.settle(upstream_topics).await;
-                            local
-                        }
-                        Upstream::Retro(horizon_ns) => {
-                            if proxy.retro(upstream_topics, horizon_ns).await {
-                                local
-                            } else {
-                                info!(log, "retro subscription incomplete upstream: NOT_FOUND"; "client" => id);
-                                Response::NotFound
-                            }
-                        }
-                    }
-                }
-                .into_actor(act)
+            .collect()
+    }
+
+    /// Every topic held, grouped by shard, a slice of the set's slots per
+    /// turn. The set does not change in between: this runs inside a
+    /// subscribe's `ctx.wait`, after its inserts.
+    fn held_by_shard(&self) -> Sliced<impl FnMut(&mut Self) -> Option<Vec<Vec<Bytes>>>> {
+        let n = self.env.router.num_shards();
+        let mut by_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
+        let mut at = 0;
+        sliced(move |act: &mut Self| {
+            let done = act.subs.walk(&mut at, SLICE, |t| {
+                by_shard[shard_of(t, n)].push(t.clone());
+            });
+            done.then(|| std::mem::take(&mut by_shard))
+        })
+    }
+
+    /// A shard refused a subscribe (the node would pass
+    /// `max_topics_per_node`): undoes the chunks the shards applied, so
+    /// that nothing of it stays.
+    fn undo(&mut self, add: Vec<Vec<Bytes>>) -> LocalBoxActorFuture<Self, Response> {
+        self.remove_sliced(add.into_iter().flatten())
+            .map(|removed, act, _ctx| {
+                let Some(removed) = removed else {
+                    return Response::ServerError("client queue failed".into());
+                };
+                act.info
+                    .subscriptions
+                    .store(act.subs.len() as u64, Ordering::Relaxed);
+                act.send_unsubscribes(removed);
+                act.in_flight_mut().unsubscribed = true;
+                let node = &act.env.node;
+                node.counters
+                    .refused_subscribes_node
+                    .fetch_add(1, Ordering::Relaxed);
+                info!(node.log, "subscribe refused: too many topics on this node";
+                    "client" => act.id(), "max_topics_per_node" => node.settings.max_topics_per_node);
+                Response::ServerError("too many topics on this node".into())
             })
-            .map(move |response, act, _ctx| act.answer(ticket, response));
-        ctx.wait(fut);
+            .boxed_local()
     }
 
     /// The shards answered a subscribe: replay what they found.
     fn subscribed(
         &mut self,
-        answers: Vec<Result<Result<Replay, ShardFailed>, MailboxError>>,
+        answers: Vec<SubscribeAnswer>,
         scope: Option<ReplayScope>,
-        added: &FastSet<Bytes>,
         seen: Option<&Registered>,
-    ) -> Response {
+    ) -> Subscribed {
         let mut replays = Vec::with_capacity(answers.len());
         for a in answers {
             match a {
                 Ok(Ok(r)) => replays.push(r),
-                Ok(Err(failed)) => return failed.reply(),
-                Err(_) => return ShardFailed.reply(),
+                Ok(Err(failed)) => return Subscribed::Answer(failed.reply()),
+                Err(_) => return Subscribed::Answer(ShardFailed.reply()),
             }
         }
         if replays.iter().any(|r| r.over_topic_cap) {
-            // Undo the chunks the shards applied: nothing of it stays.
-            let undo: Vec<Bytes> = added.iter().cloned().collect();
-            for t in &undo {
-                self.subs.remove(t);
-            }
-            self.info
-                .subscriptions
-                .store(self.subs.len() as u64, Ordering::Relaxed);
-            self.send_unsubscribes(undo);
-            self.in_flight_mut().unsubscribed = true;
-            let node = &self.env.node;
-            node.counters
-                .refused_subscribes_node
-                .fetch_add(1, Ordering::Relaxed);
-            info!(node.log, "subscribe refused: too many topics on this node";
-                "client" => self.id(), "max_topics_per_node" => node.settings.max_topics_per_node);
-            return Response::ServerError("too many topics on this node".into());
+            return Subscribed::OverTopicCap;
         }
         let Some(scope) = scope else {
-            return Response::Stored;
+            return Subscribed::Answer(Response::Stored);
         };
         if !replays.iter().all(|r| r.complete) || seen.is_some_and(|r| r.lossy) {
             info!(self.env.node.log, "retro subscription incomplete: NOT_FOUND"; "client" => self.id());
-            return Response::NotFound;
+            return Subscribed::Answer(Response::NotFound);
         }
         let mut found: BTreeMap<u64, Arc<Message>> = BTreeMap::new();
         for r in replays {
@@ -654,68 +818,78 @@ impl ClientQueue {
             // Before the answer, so the connection writes the replay first.
             self.offer(true);
         }
-        Response::Stored
+        Subscribed::Answer(Response::Stored)
     }
 
-    fn unsubscribe(&mut self, ticket: u64, topics: Vec<Bytes>) {
+    /// Removes `topics` from the set a slice per turn, then answers at once:
+    /// from then on this queue drops what still arrives for them
+    /// (deliveries routed before the shards saw the change), so nothing
+    /// published after the answer reaches the client on them. The shards
+    /// get the change in chunks.
+    fn unsubscribe(&mut self, topics: TopicIter) -> LocalBoxActorFuture<Self, Response> {
+        self.remove_sliced(topics)
+            .map(move |removed, act, _ctx| {
+                let Some(by_shard) = removed else {
+                    return Response::ServerError("client queue failed".into());
+                };
+                act.info
+                    .subscriptions
+                    .store(act.subs.len() as u64, Ordering::Relaxed);
+                let sent = by_shard.iter().any(|topics| !topics.is_empty());
+                act.send_unsubscribes(by_shard);
+                if sent {
+                    act.in_flight_mut().unsubscribed = true;
+                }
+                Response::Stored
+            })
+            .boxed_local()
+    }
+
+    /// Removes `topics` from the set, [`SLICE`] per turn; resolves to those
+    /// the client held, grouped by shard (`None` if the queue failed).
+    fn remove_sliced<I>(
+        &self,
+        topics: I,
+    ) -> Sliced<impl FnMut(&mut Self) -> Option<Vec<Vec<Bytes>>>>
+    where
+        I: Iterator<Item = Bytes> + Unpin + 'static,
+    {
         let n = self.env.router.num_shards();
         let mut by_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
-        for t in topics {
-            if self.subs.remove(&t) {
-                by_shard[shard_of(&t, n)].push(t);
+        let mut rest = topics;
+        sliced(move |act: &mut Self| {
+            let mut seen = 0;
+            for t in rest.by_ref().take(SLICE) {
+                seen += 1;
+                if act.subs.remove(&t) {
+                    by_shard[shard_of(&t, n)].push(t);
+                }
             }
-        }
-        self.info
-            .subscriptions
-            .store(self.subs.len() as u64, Ordering::Relaxed);
-        // Answered at once: from now on this queue drops what still
-        // arrives for these topics (deliveries routed before the shards
-        // saw the change), so nothing published after the answer reaches
-        // the client on them. The shards get the change in chunks.
-        let sent = by_shard.iter().any(|topics| !topics.is_empty());
-        for ask in self.unsubscribes(by_shard) {
-            actix::spawn(async move {
-                let _ = ask.await;
-            });
-        }
-        if sent {
-            self.in_flight_mut().unsubscribed = true;
-        }
-        self.answer(ticket, Response::Stored);
+            (seen < SLICE).then(|| std::mem::take(&mut by_shard))
+        })
     }
 
+    /// A subscription change: its topics are checked first (a body a slice
+    /// per turn, see [`Named`]), and a bad body is refused whole before
+    /// anything is used, a pending `register` included; then the change is
+    /// applied. All of it runs in one `ctx.wait`: the queue handles nothing
+    /// else for the client meanwhile, so a poll pipelined behind a
+    /// subscribe sees its replay.
     fn ask(&mut self, ctx: &mut Context<Self>, ticket: u64, req: QueueRequest) {
-        match req {
+        let (topics, change) = match req {
             QueueRequest::Subscribe(topics) => {
                 if self.env.node.settings.fault_injection
-                    && topics.iter().any(|t| &t[..] == FAULT_QUEUE_PANIC)
+                    && topics.all().iter().any(|t| &t[..] == FAULT_QUEUE_PANIC)
                 {
                     panic!("fault injection: client queue {} panicked", self.id());
                 }
-                let upstream = if self.env.proxy.is_some() {
-                    Upstream::Settle
-                } else {
-                    Upstream::None
-                };
-                match self.horizon.take() {
-                    None => self.subscribe(ctx, ticket, topics, None, upstream, None),
-                    Some(r) => {
-                        let upstream = match upstream {
-                            Upstream::None => Upstream::None,
-                            _ => Upstream::Retro(r.wall_ns as i128),
-                        };
-                        self.subscribe(
-                            ctx,
-                            ticket,
-                            topics,
-                            Some((r.at, ReplayScope::NewTopics)),
-                            upstream,
-                            Some(r),
-                        )
-                    }
-                }
+                (topics, Change::Subscribe)
             }
-            QueueRequest::Unsubscribe(topics) => self.unsubscribe(ticket, topics),
+            QueueRequest::Unsubscribe(topics) => (topics, Change::Unsubscribe),
+            QueueRequest::RetroSubscribe {
+                horizon_secs,
+                topics,
+            } => (topics, Change::Retro(horizon_secs)),
             QueueRequest::Register => {
                 let clock = self.env.router.clock();
                 self.horizon = Some(Box::new(Registered {
@@ -724,28 +898,68 @@ impl ClientQueue {
                     received: FastSet::default(),
                     lossy: false,
                 }));
-                self.answer(ticket, Response::Stored);
+                return self.answer(ticket, Response::Stored);
             }
-            QueueRequest::RetroSubscribe(body) => {
-                let ns = (body.horizon_secs as i128 * 1_000_000_000).clamp(0, u64::MAX as i128);
-                let upstream = if self.env.proxy.is_some() {
+        };
+        let fut = checked(topics)
+            .then(move |checked, act, ctx| {
+                let topics = match checked {
+                    None => return failed().boxed_local(),
+                    Some(Err(bad)) => {
+                        return fut::ready(Response::ClientError(bad.message().into()))
+                            .boxed_local()
+                    }
+                    Some(Ok(topics)) => topics,
+                };
+                guard(act, ctx, |act, _| act.apply(topics, change))
+                    .unwrap_or_else(|| failed().boxed_local())
+            })
+            .map(move |response, act, _ctx| act.answer(ticket, response));
+        ctx.wait(fut);
+    }
+
+    /// Applies a checked change; resolves to its answer.
+    fn apply(&mut self, topics: TopicIter, change: Change) -> LocalBoxActorFuture<Self, Response> {
+        let proxy = self.env.proxy.is_some();
+        match change {
+            Change::Unsubscribe => self.unsubscribe(topics),
+            Change::Subscribe => match self.horizon.take() {
+                None => {
+                    let upstream = if proxy {
+                        Upstream::Settle
+                    } else {
+                        Upstream::None
+                    };
+                    self.subscribe(topics, None, upstream, None)
+                }
+                Some(r) => {
+                    let upstream = if proxy {
+                        Upstream::Retro(r.wall_ns as i128)
+                    } else {
+                        Upstream::None
+                    };
+                    let replay = Some((r.at, ReplayScope::NewTopics));
+                    self.subscribe(topics, replay, upstream, Some(r))
+                }
+            },
+            Change::Retro(horizon_secs) => {
+                let ns = (horizon_secs as i128 * 1_000_000_000).clamp(0, u64::MAX as i128);
+                let upstream = if proxy {
                     Upstream::Retro(ns)
                 } else {
                     Upstream::None
                 };
-                self.subscribe(
-                    ctx,
-                    ticket,
-                    body.topics,
-                    Some((ns as u64, ReplayScope::Requested)),
-                    upstream,
-                    None,
-                )
+                let replay = Some((ns as u64, ReplayScope::Requested));
+                self.subscribe(topics, replay, upstream, None)
             }
         }
     }
 
-    /// Removes the client from every shard (once).
+    /// Removes the client from every shard (once). The set is handed to a
+    /// task of its own on this worker, which groups it by shard a slice
+    /// per turn and then sends each shard its chunks: this runs as the
+    /// actor stops (or fails), when it can no longer wait, and a leaving
+    /// client's half million topics must not hold the worker.
     fn remove_everywhere(&mut self) {
         if self.removed {
             return;
@@ -754,49 +968,447 @@ impl ClientQueue {
         board::close(self.home.slot, self.id());
         self.items = Vec::new();
         self.bytes = 0;
-        let topics: Vec<Bytes> = std::mem::take(&mut self.subs).into_iter().collect();
-        self.send_unsubscribes(topics);
+        let subs = std::mem::take(&mut self.subs);
+        if subs.is_empty() {
+            return;
+        }
+        let (router, id) = (self.env.router.clone(), self.id());
+        actix::spawn(async move {
+            let n = router.num_shards();
+            let mut by_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
+            let mut rest = subs.into_iter();
+            loop {
+                let mut seen = 0;
+                for t in rest.by_ref().take(SLICE) {
+                    seen += 1;
+                    by_shard[shard_of(&t, n)].push(t);
+                }
+                if seen < SLICE {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            drop(rest);
+            join_all(unsubscribes(&router, id, by_shard)).await;
+        });
     }
 
-    /// Removes the client from `topics` on their shards, in chunks, without
-    /// waiting for the answer.
-    fn send_unsubscribes(&self, topics: Vec<Bytes>) {
-        let n = self.env.router.num_shards();
-        let mut by_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
-        for t in topics {
-            by_shard[shard_of(&t, n)].push(t);
-        }
-        for ask in self.unsubscribes(by_shard) {
+    /// Removes the client from these topics (grouped by shard) on their
+    /// shards, in chunks, without waiting for the answer.
+    fn send_unsubscribes(&self, by_shard: Vec<Vec<Bytes>>) {
+        for ask in unsubscribes(&self.env.router, self.id(), by_shard) {
             actix::spawn(async move {
                 let _ = ask.await;
             });
         }
     }
+}
 
-    /// Per shard with topics, a future sending its [`Unsubscribe`]s in
-    /// chunks of at most [`SHARD_CHUNK`] topics, one after another;
-    /// `Err` if the shard failed.
-    fn unsubscribes(
-        &self,
-        by_shard: Vec<Vec<Bytes>>,
-    ) -> Vec<impl std::future::Future<Output = Result<(), MailboxError>> + 'static> {
-        let id = self.id();
-        by_shard
-            .into_iter()
-            .enumerate()
-            .filter(|(_, ts)| !ts.is_empty())
-            .map(|(s, topics)| {
-                let shard = self.env.router.shard(s).clone();
-                async move {
-                    for chunk in topics.chunks(SHARD_CHUNK) {
-                        let topics = chunk.to_vec();
-                        shard.send(Unsubscribe { id, topics }).await?;
+/// Per shard with topics, a future sending client `id`'s [`Unsubscribe`]s
+/// in chunks of at most [`SHARD_CHUNK`] topics, one after another (the
+/// topics move into the chunks, none is copied); `Err` if the shard failed.
+fn unsubscribes(
+    router: &Router,
+    id: u64,
+    by_shard: Vec<Vec<Bytes>>,
+) -> Vec<impl std::future::Future<Output = Result<(), MailboxError>> + 'static> {
+    by_shard
+        .into_iter()
+        .enumerate()
+        .filter(|(_, ts)| !ts.is_empty())
+        .map(|(s, topics)| {
+            let shard = router.shard(s).clone();
+            async move {
+                let mut rest = topics.into_iter();
+                loop {
+                    let topics: Vec<Bytes> = rest.by_ref().take(SHARD_CHUNK).collect();
+                    if topics.is_empty() {
+                        return Ok(());
                     }
-                    Ok(())
+                    shard.send(Unsubscribe { id, topics }).await?;
                 }
-            })
-            .collect()
+            }
+        })
+        .collect()
+}
+
+/// A shard's answer to one [`Subscribe`] chunk.
+type SubscribeAnswer = Result<Result<Replay, ShardFailed>, MailboxError>;
+
+/// What the shards' answers to a subscribe call for.
+enum Subscribed {
+    /// Answer this (after the upstreams, on a proxy, if it is `STORED`).
+    Answer(Response),
+    /// A shard refused (the node would pass `max_topics_per_node`): undo.
+    OverTopicCap,
+}
+
+/// A subscribe applied to the client's set, per shard.
+#[derive(Default)]
+struct Applied {
+    /// The topics new to the client.
+    add: Vec<Vec<Bytes>>,
+    /// The topics to replay (a `retro_subscribe`: those named).
+    again: Vec<Vec<Bytes>>,
+    /// What a proxy asks its upstreams for.
+    upstream: Vec<Bytes>,
+}
+
+impl Applied {
+    fn new(shards: usize) -> Self {
+        Applied {
+            add: vec![Vec::new(); shards],
+            again: vec![Vec::new(); shards],
+            upstream: Vec::new(),
+        }
     }
+
+    /// Drops the lists of topics named again (to replay, for the
+    /// upstreams); returns the added ones.
+    fn discard_named(self) -> Vec<Vec<Bytes>> {
+        let again = self.again;
+        discard(
+            again.iter().map(Vec::len).sum(),
+            again.into_iter().flatten(),
+        );
+        discard(self.upstream.len(), self.upstream);
+        self.add
+    }
+}
+
+/// A subscribe's topics put into the set.
+enum Inserted {
+    All(Applied),
+    /// Those so far took the client past `max_subscriptions_per_client`;
+    /// the rest were not taken.
+    OverCap(Applied, TopicIter),
+}
+
+/// What a checked change does with its topics.
+#[derive(Clone, Copy)]
+enum Change {
+    Subscribe,
+    Unsubscribe,
+    /// `retro_subscribe` since this horizon (Unix seconds).
+    Retro(i64),
+}
+
+/// The answer of a queue that failed (a caught panic) during a change.
+fn failed() -> fut::Ready<Response> {
+    fut::ready(Response::ServerError("client queue failed".into()))
+}
+
+/// Resolves to the topics of a change once they are known good: a body is
+/// checked [`SLICE`] topics per turn, and its first bad topic refuses it
+/// (`None` if the queue failed).
+fn checked(
+    topics: Named,
+) -> LocalBoxActorFuture<ClientQueue, Option<Result<TopicIter, BodyError>>> {
+    match topics {
+        Named::List(topics) => {
+            fut::ready(Some(Ok(TopicIter::List(topics.into_iter())))).boxed_local()
+        }
+        Named::Body(body) => {
+            let mut body = Some(body);
+            sliced(move |_: &mut ClientQueue| {
+                let good = body.as_mut()?.check(SLICE)?;
+                Some(good.map(|()| {
+                    TopicIter::Body {
+                        body: body
+                            .take()
+                            .unwrap_or_else(|| TopicList::new(Bytes::new(), 0)),
+                        batch: Vec::new().into_iter(),
+                    }
+                }))
+            })
+            .boxed_local()
+        }
+    }
+}
+
+/// A checked change's topics as the queue takes them: a body is split
+/// [`SLICE`] at a time as it goes.
+enum TopicIter {
+    List(std::vec::IntoIter<Bytes>),
+    Body {
+        body: TopicList,
+        batch: std::vec::IntoIter<Bytes>,
+    },
+}
+
+impl Default for TopicIter {
+    fn default() -> Self {
+        TopicIter::List(Vec::new().into_iter())
+    }
+}
+
+impl TopicIter {
+    /// The topics it holds split, which dropping it frees one by one (the
+    /// rest of a body is one buffer).
+    fn held(&self) -> usize {
+        match self {
+            TopicIter::List(topics) => topics.len(),
+            TopicIter::Body { batch, .. } => batch.len(),
+        }
+    }
+}
+
+impl Iterator for TopicIter {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        match self {
+            TopicIter::List(topics) => topics.next(),
+            TopicIter::Body { body, batch } => {
+                if let Some(t) = batch.next() {
+                    return Some(t);
+                }
+                *batch = body.split(SLICE).into_iter();
+                batch.next()
+            }
+        }
+    }
+}
+
+/// A client's topics: a hash set (on the same tables as `std`'s) that
+/// never holds the worker long, for two reasons.
+///
+/// - A table grows by rehashing everything it holds at once: some 40 ms at
+///   half a million topics. Past [`SPLIT_AT`] topics the set is split into
+///   [`PARTS`] tables by hash, each growing on its own, so a growth moves
+///   about a 64th of the set. The parts fill evenly, so they grow at about
+///   the same time: [`TopicSet::insert`] tells what a growth moved, and a
+///   slice counts it as work, which spreads the growths over turns.
+/// - Its slots can be read by position ([`TopicSet::walk`]), so that a walk
+///   over all the topics can stop after a slice and go on in a later turn
+///   (a `HashSet` iterator borrows the set and cannot be kept until then).
+#[derive(Default)]
+struct TopicSet {
+    /// The only table until the set is split; empty after.
+    first: HashTable<Bytes>,
+    /// The [`PARTS`] tables of a split set.
+    parts: Vec<HashTable<Bytes>>,
+    len: usize,
+    hasher: foldhash::fast::RandomState,
+}
+
+/// Topics past which a [`TopicSet`] is split.
+const SPLIT_AT: usize = 8192;
+
+/// Tables of a split [`TopicSet`].
+const PARTS: usize = 64;
+
+impl TopicSet {
+    fn hash(&self, topic: &[u8]) -> u64 {
+        self.hasher.hash_one(topic)
+    }
+
+    /// The part of a hash: bits the tables use for neither the slot (the
+    /// low ones) nor the tag (the top seven).
+    fn part(hash: u64) -> usize {
+        (hash >> 40) as usize % PARTS
+    }
+
+    fn table(&self, hash: u64) -> &HashTable<Bytes> {
+        if self.parts.is_empty() {
+            &self.first
+        } else {
+            &self.parts[Self::part(hash)]
+        }
+    }
+
+    fn table_mut(&mut self, hash: u64) -> &mut HashTable<Bytes> {
+        if self.parts.is_empty() {
+            &mut self.first
+        } else {
+            &mut self.parts[Self::part(hash)]
+        }
+    }
+
+    /// Adds `topic`; false if it was held already. Adds to `moved` the
+    /// topics a growth (or the split) moved.
+    fn insert(&mut self, topic: Bytes, moved: &mut usize) -> bool {
+        if self.parts.is_empty() && self.first.len() >= SPLIT_AT {
+            *moved += self.first.len();
+            self.split();
+        }
+        let hash = self.hash(&topic);
+        let hasher = self.hasher.clone();
+        let table = self.table_mut(hash);
+        // Full: a new topic makes it grow.
+        let full = table.len() == table.capacity();
+        let held = table.len();
+        match table.entry(hash, |t| t[..] == topic[..], |t| hasher.hash_one(&t[..])) {
+            hash_table::Entry::Occupied(_) => false,
+            hash_table::Entry::Vacant(slot) => {
+                if full {
+                    *moved += held;
+                }
+                slot.insert(topic);
+                self.len += 1;
+                true
+            }
+        }
+    }
+
+    /// Moves the topics of the first table into the parts (each sized for
+    /// its share, so that together they take about what the table did).
+    fn split(&mut self) {
+        let room = SPLIT_AT / PARTS;
+        self.parts = (0..PARTS).map(|_| HashTable::with_capacity(room)).collect();
+        for topic in std::mem::take(&mut self.first) {
+            let hash = self.hash(&topic);
+            let hasher = &self.hasher;
+            self.parts[Self::part(hash)].insert_unique(hash, topic, |t| hasher.hash_one(&t[..]));
+        }
+    }
+
+    /// Removes `topic`; false if it was not held.
+    fn remove(&mut self, topic: &[u8]) -> bool {
+        let hash = self.hash(topic);
+        match self.table_mut(hash).find_entry(hash, |t| t[..] == *topic) {
+            Ok(held) => {
+                held.remove();
+                self.len -= 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn contains(&self, topic: &[u8]) -> bool {
+        let hash = self.hash(topic);
+        self.table(hash).find(hash, |t| t[..] == *topic).is_some()
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        self.first.iter().chain(self.parts.iter().flatten())
+    }
+
+    /// Calls `f` on the topics of at most `most` slots, from slot `*at` on
+    /// (0 to begin), and moves `*at` past them; true once every slot was
+    /// walked. A position stays valid while the set does not change.
+    fn walk(&self, at: &mut usize, most: usize, mut f: impl FnMut(&Bytes)) -> bool {
+        let mut skip = *at;
+        let mut left = most;
+        for table in std::iter::once(&self.first).chain(&self.parts) {
+            let slots = table.num_buckets();
+            if skip >= slots {
+                skip -= slots;
+                continue;
+            }
+            let end = slots.min(skip + left);
+            for i in skip..end {
+                if let Some(t) = table.get_bucket(i) {
+                    f(t);
+                }
+            }
+            *at += end - skip;
+            left -= end - skip;
+            skip = 0;
+            if left == 0 {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl IntoIterator for TopicSet {
+    type Item = Bytes;
+    type IntoIter = std::iter::Chain<
+        hash_table::IntoIter<Bytes>,
+        std::iter::Flatten<std::vec::IntoIter<HashTable<Bytes>>>,
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.first
+            .into_iter()
+            .chain(self.parts.into_iter().flatten())
+    }
+}
+
+/// An actor future doing a large change [`SLICE`] topics at a time: it
+/// calls its step once per poll until the step returns `Some`, and in
+/// between yields the worker thread (`tokio::task::yield_now`: the
+/// thread's other ready tasks run and its sockets are polled before the
+/// next slice). Inside a `ctx.wait` the queue handles no message
+/// meanwhile, so each step finds the state the previous one left. A step
+/// runs under [`guard`]: a panic fails the queue, and the future resolves
+/// to `None`.
+struct Sliced<F> {
+    step: F,
+    /// The yield between two slices, while it is pending.
+    pause: Option<Pin<Box<dyn Future<Output = ()>>>>,
+}
+
+fn sliced<T, F>(step: F) -> Sliced<F>
+where
+    F: FnMut(&mut ClientQueue) -> Option<T> + Unpin,
+{
+    Sliced { step, pause: None }
+}
+
+impl<T, F> ActorFuture<ClientQueue> for Sliced<F>
+where
+    F: FnMut(&mut ClientQueue) -> Option<T> + Unpin,
+{
+    type Output = Option<T>;
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut ClientQueue,
+        ctx: &mut Context<ClientQueue>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<Option<T>> {
+        let this = self.get_mut();
+        if let Some(pause) = this.pause.as_mut() {
+            if pause.as_mut().poll(task).is_pending() {
+                return Poll::Pending;
+            }
+            this.pause = None;
+        }
+        match guard(act, ctx, |act, _| (this.step)(act)) {
+            None => Poll::Ready(None),
+            Some(Some(done)) => Poll::Ready(Some(done)),
+            Some(None) => {
+                // Its first poll asks to be woken once the thread has
+                // run what else is ready.
+                let mut pause: Pin<Box<dyn Future<Output = ()>>> =
+                    Box::pin(tokio::task::yield_now());
+                let _ = pause.as_mut().poll(task);
+                this.pause = Some(pause);
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Drops `count` topics, [`SLICE`] per turn in a task of its own on this
+/// worker when there are more: freeing half a million at once takes
+/// milliseconds.
+fn discard<I>(count: usize, topics: I)
+where
+    I: IntoIterator<Item = Bytes>,
+    I::IntoIter: 'static,
+{
+    let mut rest = topics.into_iter();
+    if count <= SLICE {
+        return;
+    }
+    actix::spawn(async move {
+        while rest.by_ref().take(SLICE).count() == SLICE {
+            tokio::task::yield_now().await;
+        }
+    });
 }
 
 /// What a subscribe must also do upstream, on a proxy.
@@ -988,5 +1600,60 @@ impl Handler<KickIfHolds> for ClientQueue {
             self.conn.do_send(FromQueue::Kick(Kick::UpstreamLost));
         }
         holds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(i: usize) -> Bytes {
+        Bytes::from(format!("topic{i}"))
+    }
+
+    #[test]
+    fn a_topic_set_holds_what_a_hash_set_holds_across_its_split() {
+        let mut set = TopicSet::default();
+        let mut model = std::collections::HashSet::new();
+        let mut moved = 0;
+        for i in 0..3 * SPLIT_AT {
+            let t = topic(i % (2 * SPLIT_AT));
+            assert_eq!(set.insert(t.clone(), &mut moved), model.insert(t));
+            if i % 3 == 0 {
+                assert_eq!(set.remove(&topic(i / 2)), model.remove(&topic(i / 2)));
+            }
+            assert_eq!(set.len(), model.len());
+        }
+        assert!(!set.parts.is_empty(), "split");
+        // The split and the growths are counted: a few moves per topic.
+        assert!(moved >= SPLIT_AT && moved < 8 * set.len(), "{moved}");
+        for i in 0..2 * SPLIT_AT {
+            assert_eq!(set.contains(&topic(i)), model.contains(&topic(i)));
+        }
+        let listed: std::collections::HashSet<Bytes> = set.iter().cloned().collect();
+        assert_eq!(listed, model);
+        assert_eq!(set.iter().count(), model.len());
+        let taken: std::collections::HashSet<Bytes> = set.into_iter().collect();
+        assert_eq!(taken, model);
+    }
+
+    #[test]
+    fn a_walk_in_slices_meets_every_topic_once() {
+        for n in [0, 5, SPLIT_AT, 3 * SPLIT_AT + 7] {
+            let mut set = TopicSet::default();
+            for i in 0..n {
+                set.insert(topic(i), &mut 0);
+            }
+            let mut met = Vec::new();
+            let mut at = 0;
+            let mut walks = 0;
+            while !set.walk(&mut at, 1000, |t| met.push(t.clone())) {
+                walks += 1;
+                assert!(walks < 1000, "the walk never ends");
+            }
+            assert_eq!(met.len(), n);
+            let met: std::collections::HashSet<Bytes> = met.into_iter().collect();
+            assert_eq!(met.len(), n);
+        }
     }
 }

@@ -26,8 +26,8 @@ pub mod response;
 
 pub use codec::{KrakenCodec, Limits, RefusalStreak, DISCARD_READ_BYTES, MAX_CONSECUTIVE_REFUSALS};
 pub use publish::{
-    parse_publish_block, parse_retro_body, parse_topics, BodyError, BodyLimits, PublishEntry,
-    RetroBody,
+    parse_publish_block, parse_retro_body, parse_retro_head, parse_topics, BodyError, BodyLimits,
+    PublishEntry, RetroBody, TopicList,
 };
 pub use request::{Rejection, Request, SetKey};
 pub use response::{message_header, OutMessage, Response};

@@ -114,21 +114,99 @@ pub struct RetroBody {
 /// list. A topic containing `\r` or `\n` is [`BodyError::BadTopic`]; one longer
 /// than `max_topic_bytes` is [`BodyError::TopicTooLong`] (the first bad topic
 /// decides). The topics are returned in order, repeats kept, as slices of one
-/// allocation holding just them.
+/// allocation holding just them. [`TopicList`] reads a body the same way a
+/// slice at a time.
 pub fn parse_topics(data: &Bytes, max_topic_bytes: usize) -> Result<Vec<Bytes>, BodyError> {
-    // The first CR or LF: the topic holding it is bad; no topic before it is.
-    let first_line_end = memchr2(b'\r', b'\n', data).unwrap_or(usize::MAX);
-    let mut found = Vec::new();
-    for (start, end) in spans(data, 0, data.len()) {
-        if (start..end).contains(&first_line_end) {
-            return Err(BodyError::BadTopic);
-        }
-        if end - start > max_topic_bytes {
-            return Err(BodyError::TopicTooLong);
-        }
-        found.push((start, end));
+    let mut list = TopicList::new(data.clone(), max_topic_bytes);
+    match list.check(usize::MAX) {
+        Some(Err(e)) => Err(e),
+        _ => Ok(list.split(usize::MAX)),
     }
-    Ok(compact(data, &found))
+}
+
+/// A subscribe/unsubscribe body read a slice at a time, by the rules of
+/// [`parse_topics`]: for a caller that must not spend at once what half a
+/// million topics (a 16 MiB body) take to check and split, some 40 ms.
+///
+/// First [`TopicList::check`] the whole body, a few topics per call, which
+/// finds the error `parse_topics` would answer, if any; then
+/// [`TopicList::split`] it, a few topics per call, each batch copied into
+/// one compact allocation of its own. Each call costs about its topics'
+/// bytes plus one run of spaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicList {
+    data: Bytes,
+    max_topic_bytes: usize,
+    /// Where the next call goes on: checking, then (from 0) splitting.
+    pos: usize,
+    checked: bool,
+}
+
+impl TopicList {
+    pub fn new(data: Bytes, max_topic_bytes: usize) -> Self {
+        TopicList {
+            data,
+            max_topic_bytes,
+            pos: 0,
+            checked: false,
+        }
+    }
+
+    /// Checks at most `most` more topics: `None` while some are left,
+    /// `Some(Err)` at the first bad topic, `Some(Ok(()))` once the whole
+    /// body is good (and again on every later call).
+    pub fn check(&mut self, most: usize) -> Option<Result<(), BodyError>> {
+        if self.checked {
+            return Some(Ok(()));
+        }
+        for (seen, (start, end)) in spans(&self.data, self.pos, self.data.len()).enumerate() {
+            if seen == most {
+                return None;
+            }
+            // Topics before the first CR or LF hold none: the first topic
+            // holding one is the topic holding the first.
+            if memchr2(b'\r', b'\n', &self.data[start..end]).is_some() {
+                return Some(Err(BodyError::BadTopic));
+            }
+            if end - start > self.max_topic_bytes {
+                return Some(Err(BodyError::TopicTooLong));
+            }
+            self.pos = end;
+        }
+        self.checked = true;
+        self.pos = 0;
+        Some(Ok(()))
+    }
+
+    /// The next at most `most` topics, in order, repeats kept, as slices of
+    /// one allocation holding just them; empty once all were taken. Only
+    /// for a body [`TopicList::check`] found good (else empty).
+    pub fn split(&mut self, most: usize) -> Vec<Bytes> {
+        if !self.checked {
+            return Vec::new();
+        }
+        let found: Vec<(usize, usize)> = spans(&self.data, self.pos, self.data.len())
+            .take(most)
+            .collect();
+        if let Some(&(_, end)) = found.last() {
+            self.pos = end;
+        }
+        compact(&self.data, &found)
+    }
+
+    /// The body's length in bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The whole body at once, as [`parse_topics`] reads it.
+    pub fn parse_all(&self) -> Result<Vec<Bytes>, BodyError> {
+        parse_topics(&self.data, self.max_topic_bytes)
+    }
 }
 
 /// Parses a whole publish block; all or nothing.
@@ -219,6 +297,17 @@ pub fn parse_publish_block(
 /// allowed (a client that terminates every line). Topics are read as
 /// [`parse_topics`] reads them.
 pub fn parse_retro_body(data: &Bytes, max_topic_bytes: usize) -> Result<RetroBody, BodyError> {
+    let (horizon_secs, topics) = parse_retro_head(data)?;
+    Ok(RetroBody {
+        horizon_secs,
+        topics: parse_topics(&topics, max_topic_bytes)?,
+    })
+}
+
+/// The horizon of a retro body (as [`parse_retro_body`] reads it) and the
+/// part holding its topics, still to be read (with [`parse_topics`] or a
+/// [`TopicList`]).
+pub fn parse_retro_head(data: &Bytes) -> Result<(i64, Bytes), BodyError> {
     let (horizon, topics) = match find_crlf(data, 0) {
         Some(i) => {
             let mut rest = data.slice(i + 2..);
@@ -230,10 +319,7 @@ pub fn parse_retro_body(data: &Bytes, max_topic_bytes: usize) -> Result<RetroBod
         None => (&data[..], Bytes::new()),
     };
     let horizon_secs = parse_i64(trim_spaces(horizon)).ok_or(BodyError::BadHorizon)?;
-    Ok(RetroBody {
-        horizon_secs,
-        topics: parse_topics(&topics, max_topic_bytes)?,
-    })
+    Ok((horizon_secs, topics))
 }
 
 /// The distinct topics of one header, as index ranges of the block, in the

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use common::{buffer_bound, decode_chunked, encode};
 use kraken_protocol::{
     message_header, parse_publish_block, parse_retro_body, parse_topics, BodyLimits, KrakenCodec,
-    Limits, OutMessage, Request, Response, SetKey,
+    Limits, OutMessage, Request, Response, SetKey, TopicList,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -395,6 +395,45 @@ proptest! {
             data.extend_from_slice(" ".repeat(*pad).as_bytes());
         }
         prop_assert_eq!(parse_topics(&Bytes::from(data), 12).unwrap(), topics);
+    }
+
+    #[test]
+    fn topic_lists_read_a_slice_at_a_time_as_parse_topics_reads_them(
+        data in proptest::collection::vec(
+            prop_oneof![Just(b' '), Just(b'\r'), Just(b'\n'), Just(b'a'), Just(b'b'), any::<u8>()],
+            0..200,
+        ),
+        max_topic in 1usize..8,
+        check_most in 1usize..5,
+        split_most in 1usize..5,
+    ) {
+        let data = Bytes::from(data);
+        let whole = parse_topics(&data, max_topic);
+        let mut list = TopicList::new(data.clone(), max_topic);
+        let mut calls = 0;
+        let checked = loop {
+            calls += 1;
+            prop_assert!(calls <= data.len() + 1, "check never ends");
+            if let Some(r) = list.check(check_most) {
+                break r;
+            }
+        };
+        match whole {
+            Err(e) => prop_assert_eq!(checked, Err(e)),
+            Ok(topics) => {
+                prop_assert_eq!(checked, Ok(()));
+                let mut got = Vec::new();
+                loop {
+                    let batch = list.split(split_most);
+                    prop_assert!(batch.len() <= split_most);
+                    if batch.is_empty() {
+                        break;
+                    }
+                    got.extend(batch);
+                }
+                prop_assert_eq!(got, topics);
+            }
+        }
     }
 
     #[test]

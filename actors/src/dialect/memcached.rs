@@ -1,11 +1,12 @@
 //! The memcached text dialect of the main port (`docs/PROTOCOL.md`): the
-//! bounded [`KrakenCodec`], `set <key>` bodies parsed here, `noreply`
-//! answers kept quiet, deliveries taken by polls (`get messages`).
+//! bounded [`KrakenCodec`], `set <key>` bodies parsed here (but a topic
+//! list, which the client queue checks and splits a slice at a time),
+//! `noreply` answers kept quiet, deliveries taken by polls (`get messages`).
 
 use bytes::BytesMut;
 use kraken_protocol::{
-    parse_publish_block, parse_retro_body, parse_topics, BodyError, BodyLimits, KrakenCodec,
-    Limits, Request, Response, SetKey,
+    parse_publish_block, parse_retro_head, BodyError, BodyLimits, KrakenCodec, Limits, Request,
+    Response, SetKey, TopicList,
 };
 use std::sync::atomic::Ordering;
 use tokio_util::codec::{Decoder, Encoder};
@@ -14,7 +15,7 @@ use super::{Answer, Dialect, Op, Unreadable};
 use crate::client::ClientInfo;
 use crate::env::Env;
 use crate::message::{encode_poll, Delivery};
-use crate::queue::QueueRequest;
+use crate::queue::{Named, QueueRequest};
 
 /// The memcached dialect of one connection.
 pub struct Memcached {
@@ -95,21 +96,29 @@ impl Dialect for Memcached {
                             }
                         }
                     }
-                    SetKey::Subscribe | SetKey::Unsubscribe => match parse_topics(&data, max_topic)
-                    {
-                        Ok(topics) => Op::Ask(
+                    // The queue checks and splits a topic list a slice at a
+                    // time (`Named::Body`): half a million topics take some
+                    // 40 ms to split, which must not hold this worker at once.
+                    SetKey::Subscribe | SetKey::Unsubscribe => {
+                        let topics = Named::Body(TopicList::new(data, max_topic));
+                        Op::Ask(
                             if key == SetKey::Subscribe {
                                 QueueRequest::Subscribe(topics)
                             } else {
                                 QueueRequest::Unsubscribe(topics)
                             },
                             wait,
-                        ),
-                        Err(e) => refuse(e.message()),
-                    },
+                        )
+                    }
                     SetKey::Register => Op::Ask(QueueRequest::Register, wait),
-                    SetKey::RetroSubscribe => match parse_retro_body(&data, max_topic) {
-                        Ok(body) => Op::Ask(QueueRequest::RetroSubscribe(body), wait),
+                    SetKey::RetroSubscribe => match parse_retro_head(&data) {
+                        Ok((horizon_secs, topics)) => Op::Ask(
+                            QueueRequest::RetroSubscribe {
+                                horizon_secs,
+                                topics: Named::Body(TopicList::new(topics, max_topic)),
+                            },
+                            wait,
+                        ),
                         Err(e) => refuse(e.message()),
                     },
                 }

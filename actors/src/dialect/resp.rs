@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kraken_protocol::resp::{
     glob_match, ClientCommand, Protocol, Reply, RespCodec, RespCommand, RespLimits,
 };
-use kraken_protocol::{PublishEntry, Response, RetroBody};
+use kraken_protocol::{PublishEntry, Response};
 use tokio_util::codec::Decoder;
 
 use super::{Answer, Dialect, Op, Unreadable};
@@ -163,13 +163,13 @@ impl Resp {
         let protocol = self.protocol();
         let (confirms, added) = self.subscribe_confirms(&channels);
         let (req, retro) = match self.horizon.take() {
-            None => (QueueRequest::Subscribe(channels), None),
-            Some(Horizon::Queue(secs)) => (QueueRequest::Subscribe(channels), Some(secs)),
+            None => (QueueRequest::Subscribe(channels.into()), None),
+            Some(Horizon::Queue(secs)) => (QueueRequest::Subscribe(channels.into()), Some(secs)),
             Some(Horizon::At(secs)) => (
-                QueueRequest::RetroSubscribe(RetroBody {
+                QueueRequest::RetroSubscribe {
                     horizon_secs: secs,
-                    topics: added.clone(),
-                }),
+                    topics: added.clone().into(),
+                },
                 Some(secs),
             ),
         };
@@ -210,7 +210,7 @@ impl Resp {
             return Op::Reply(Pending::Confirms(confirms, protocol));
         }
         Op::Ask(
-            QueueRequest::Unsubscribe(held),
+            QueueRequest::Unsubscribe(held.into()),
             Pending::Confirms(confirms, protocol),
         )
     }
@@ -366,10 +366,10 @@ impl Dialect for Resp {
             } => {
                 let (confirms, added) = self.subscribe_confirms(&channels);
                 Op::Ask(
-                    QueueRequest::RetroSubscribe(RetroBody {
+                    QueueRequest::RetroSubscribe {
                         horizon_secs,
-                        topics: channels,
-                    }),
+                        topics: channels.into(),
+                    },
                     Pending::Subscribe {
                         confirms,
                         retro: Some(horizon_secs),

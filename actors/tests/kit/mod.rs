@@ -30,7 +30,7 @@ use kraken_actors::shard::{DumpTopics, Routed, ShardFailed};
 use kraken_actors::shard_pool::{RestartPool, ShardPool};
 use kraken_actors::supervisor::{Child, ChildDown, InjectFault};
 use kraken_actors::{Env, LogLevel, Node, Settings};
-use kraken_protocol::{Response, RetroBody};
+use kraken_protocol::Response;
 use tokio::sync::oneshot;
 
 /// What the stand-in root saw.
@@ -409,11 +409,11 @@ impl Client {
     }
 
     pub async fn subscribe(&self, ts: Vec<Bytes>) -> Response {
-        self.ask(QueueRequest::Subscribe(ts)).await
+        self.ask(QueueRequest::Subscribe(ts.into())).await
     }
 
     pub async fn unsubscribe(&self, ts: Vec<Bytes>) -> Response {
-        self.ask(QueueRequest::Unsubscribe(ts)).await
+        self.ask(QueueRequest::Unsubscribe(ts.into())).await
     }
 
     pub async fn register(&self) -> Response {
@@ -421,10 +421,10 @@ impl Client {
     }
 
     pub async fn retro(&self, ts: Vec<Bytes>, horizon_secs: i64) -> Response {
-        self.ask(QueueRequest::RetroSubscribe(RetroBody {
+        self.ask(QueueRequest::RetroSubscribe {
             horizon_secs,
-            topics: ts,
-        }))
+            topics: ts.into(),
+        })
         .await
     }
 
