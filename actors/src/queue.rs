@@ -914,7 +914,11 @@ impl ClientQueue {
                 guard(act, ctx, |act, _| act.apply(topics, change))
                     .unwrap_or_else(|| failed().boxed_local())
             })
-            .map(move |response, act, _ctx| act.answer(ticket, response));
+            .map(move |response, act, _ctx| {
+                act.answer(ticket, response);
+                // The replay changed the inbox: the board's bound with it.
+                act.arm();
+            });
         ctx.wait(fut);
     }
 
