@@ -999,8 +999,18 @@ impl ClientQueue {
 
     /// Removes the client from these topics (grouped by shard) on their
     /// shards, in chunks, without waiting for the answer.
-    fn send_unsubscribes(&self, by_shard: Vec<Vec<Bytes>>) {
-        for ask in unsubscribes(&self.env.router, self.id(), by_shard) {
+    fn send_unsubscribes(&self, mut by_shard: Vec<Vec<Bytes>>) {
+        // A shard's change of one chunk goes now, straight into its
+        // mailbox: no task, no answer to wait for, and ahead of anything
+        // this queue sends that shard later (a subscribe again, say).
+        let id = self.id();
+        for (s, topics) in by_shard.iter_mut().enumerate() {
+            if !topics.is_empty() && topics.len() <= SHARD_CHUNK {
+                let topics = std::mem::take(topics);
+                self.env.router.shard(s).do_send(Unsubscribe { id, topics });
+            }
+        }
+        for ask in unsubscribes(&self.env.router, id, by_shard) {
             actix::spawn(async move {
                 let _ = ask.await;
             });
