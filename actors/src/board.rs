@@ -20,7 +20,7 @@
 //! A queue is woken (a [`Wake`] in its mailbox) only when it must act
 //! before its next request: when a slot's deliveries would take its queue
 //! past `max_queue_messages` or `max_queue_bytes` (the queue then makes the
-//! client a slow consumer, as at once as before), or, in push mode, when it
+//! client a slow consumer at once), or, in push mode, when it
 //! is ready to push. A slot sends at most one wake between two takes.
 //!
 //! The queue's figures (`crate::client::ClientInfo`) count its inbox; what

@@ -120,26 +120,8 @@ impl Plan {
         if msg.topics.len() > 64 {
             return self.many(msg, lists, me);
         }
-        // Per subscriber (first seen first): its target, arbiter and the
-        // bit set of the topics it holds.
-        let total: usize = lists.iter().flat_map(|(_, l)| l).map(SubList::len).sum();
-        let mut index: FastMap<u64, usize> =
-            FastMap::with_capacity_and_hasher(total, Default::default());
-        let mut held: Vec<(Target, usize, u64)> = Vec::with_capacity(total);
-        for (i, list) in lists {
-            let Some(list) = list else { continue };
-            for sub in list.iter().filter(|s| s.id != me) {
-                let e = *index.entry(sub.id).or_insert_with(|| {
-                    let t = Target {
-                        id: sub.id,
-                        slot: sub.home.slot,
-                    };
-                    held.push((t, sub.home.arbiter as usize, 0));
-                    held.len() - 1
-                });
-                held[e].2 |= 1 << i;
-            }
-        }
+        // Per subscriber: the bit set of the topics it holds.
+        let held = merge(lists, me, |mask: &mut u64, i| *mask |= 1 << i);
         // Subscribers on one arbiter holding the same topics share a run.
         let mut groups: FastMap<(usize, u64), usize> = FastMap::default();
         let mut count = 0;
@@ -162,22 +144,7 @@ impl Plan {
     /// [`Plan::several`] for a message of more than 64 topics (no bit set
     /// for them): a run per subscriber, its header built now.
     fn many(&mut self, msg: &Arc<Message>, lists: &[(u32, Option<SubList>)], me: u64) -> usize {
-        let mut index: FastMap<u64, usize> = FastMap::default();
-        let mut held: Vec<(Target, usize, Vec<u32>)> = Vec::new();
-        for (i, list) in lists {
-            let Some(list) = list else { continue };
-            for sub in list.iter().filter(|s| s.id != me) {
-                let e = *index.entry(sub.id).or_insert_with(|| {
-                    let t = Target {
-                        id: sub.id,
-                        slot: sub.home.slot,
-                    };
-                    held.push((t, sub.home.arbiter as usize, Vec::new()));
-                    held.len() - 1
-                });
-                held[e].2.push(*i);
-            }
-        }
+        let held = merge(lists, me, |idx: &mut Vec<u32>, i| idx.push(i));
         let mut count = 0;
         for (target, a, idx) in held {
             let Some(runs) = self.runs.get_mut(a) else {
@@ -191,6 +158,36 @@ impl Plan {
         }
         count
     }
+}
+
+/// The subscribers of a message of several topics (`lists`: each topic's
+/// index and subscribers; the publisher `me` excluded), each once, first
+/// seen first: its target, its arbiter, and what `note` made of the
+/// indices of the topics it holds.
+fn merge<T: Default>(
+    lists: &[(u32, Option<SubList>)],
+    me: u64,
+    mut note: impl FnMut(&mut T, u32),
+) -> Vec<(Target, usize, T)> {
+    let total: usize = lists.iter().flat_map(|(_, l)| l).map(SubList::len).sum();
+    let mut index: FastMap<u64, usize> =
+        FastMap::with_capacity_and_hasher(total, Default::default());
+    let mut held: Vec<(Target, usize, T)> = Vec::with_capacity(total);
+    for (i, list) in lists {
+        let Some(list) = list else { continue };
+        for sub in list.iter().filter(|s| s.id != me) {
+            let e = *index.entry(sub.id).or_insert_with(|| {
+                let t = Target {
+                    id: sub.id,
+                    slot: sub.home.slot,
+                };
+                held.push((t, sub.home.arbiter as usize, T::default()));
+                held.len() - 1
+            });
+            note(&mut held[e].2, *i);
+        }
+    }
+    held
 }
 
 impl Publisher {
