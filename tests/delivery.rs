@@ -422,3 +422,32 @@ fn across_worker_threads_every_subscriber_gets_every_message_once_in_order() {
         s.expect_open_and_empty();
     }
 }
+
+/// An unsubscribe of more topics than a shard takes in one message is
+/// answered at once and reaches each shard in chunks; a subscribe sent
+/// right after it must not be undone by a later chunk of it.
+#[test]
+fn a_topic_subscribed_again_right_after_a_huge_unsubscribe_stays_subscribed() {
+    let node = Node::start(&[]);
+    let mut sub = node.connect();
+    let mut publisher = node.connect();
+    for round in 0..3 {
+        let topics: Vec<String> = (0..40_000).map(|i| format!("r{round}t{i}")).collect();
+        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+        sub.subscribe(&refs);
+        // Unsubscribe all, then at once (pipelined) subscribe the last
+        // ones again: they fall in the unsubscribe's last chunks.
+        let again: Vec<&str> = refs[39_990..].to_vec();
+        let mut write = set_request("unsubscribe", refs.join(" ").as_bytes());
+        write.extend(set_request("subscribe", again.join(" ").as_bytes()));
+        sub.send(&write);
+        sub.expect(b"STORED\r\nSTORED\r\n");
+        // Let every chunk reach its shard.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        for t in &again {
+            publisher.publish1(t, b"x");
+        }
+        let got = poll_exactly(&mut sub, again.len());
+        assert_eq!(got.len(), again.len(), "round {round}");
+    }
+}

@@ -49,10 +49,12 @@
 //!   large leftovers are dropped the same way ([`discard`]). All of a change
 //!   runs in one `ctx.wait`, so none of it is seen half done.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
@@ -278,6 +280,10 @@ pub struct ClientQueue {
     in_flight: Option<Box<InFlight>>,
     /// The client was removed from the shards (closing or failed).
     removed: bool,
+    /// Unsubscribes still sending their chunks to the shards (made at the
+    /// first that has more than one): a later subscribe waits for them,
+    /// so that none of their chunks reaches a shard after it.
+    unsubscribing: Option<Rc<Cell<usize>>>,
     /// Push mode ([`Watch`]), and whether a push awaits its [`PushAck`].
     push_mode: bool,
     push_outstanding: bool,
@@ -298,6 +304,7 @@ impl ClientQueue {
             horizon: None,
             in_flight: None,
             removed: false,
+            unsubscribing: None,
             push_mode: false,
             push_outstanding: false,
         }
@@ -679,13 +686,20 @@ impl ClientQueue {
     ) -> Vec<impl std::future::Future<Output = (Vec<SubscribeAnswer>, Vec<Bytes>)> + 'static> {
         let id = self.id();
         let home = self.home;
+        let unsubscribing = self.unsubscribing.clone();
         add.into_iter()
             .zip(again)
             .enumerate()
             .filter(|(_, (add, again))| !add.is_empty() || !again.is_empty())
             .map(|(s, (add, again))| {
                 let shard = self.env.router.shard(s).clone();
+                let unsubscribing = unsubscribing.clone();
                 async move {
+                    // An earlier unsubscribe's chunks first (each is
+                    // answered in about a millisecond).
+                    while unsubscribing.as_ref().is_some_and(|n| n.get() > 0) {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                     let count = add
                         .len()
                         .div_ceil(SHARD_CHUNK)
@@ -999,7 +1013,7 @@ impl ClientQueue {
 
     /// Removes the client from these topics (grouped by shard) on their
     /// shards, in chunks, without waiting for the answer.
-    fn send_unsubscribes(&self, mut by_shard: Vec<Vec<Bytes>>) {
+    fn send_unsubscribes(&mut self, mut by_shard: Vec<Vec<Bytes>>) {
         // A shard's change of one chunk goes now, straight into its
         // mailbox: no task, no answer to wait for, and ahead of anything
         // this queue sends that shard later (a subscribe again, say).
@@ -1010,9 +1024,17 @@ impl ClientQueue {
                 self.env.router.shard(s).do_send(Unsubscribe { id, topics });
             }
         }
-        for ask in unsubscribes(&self.env.router, id, by_shard) {
+        let asks = unsubscribes(&self.env.router, id, by_shard);
+        if asks.is_empty() {
+            return;
+        }
+        let pending = self.unsubscribing.get_or_insert_with(Default::default);
+        for ask in asks {
+            let pending = pending.clone();
+            pending.set(pending.get() + 1);
             actix::spawn(async move {
                 let _ = ask.await;
+                pending.set(pending.get() - 1);
             });
         }
     }
