@@ -24,6 +24,10 @@ use crate::supervision::{Child, ChildDown};
 /// Trim the heap once this many clients left since the last trim.
 const TRIM_AFTER_CLOSES: u64 = 256;
 
+/// Or once buffered partial requests fell by this many bytes from their
+/// highest since the last trim.
+const TRIM_AFTER_PENDING_FREED: u64 = 64 << 20;
+
 /// What the clients' supervisor needs of a client (implemented by the
 /// client queue actor's address, `crate::queue`, so that this module does
 /// not depend on the queue's).
@@ -52,6 +56,8 @@ pub struct ClientSupervisor {
     parent: Recipient<ChildDown>,
     /// `closed_connections` when the heap was last trimmed.
     closed_at_last_trim: u64,
+    /// The most partial-request bytes buffered since the last trim.
+    pending_peak: u64,
 }
 
 /// A client's pair started.
@@ -108,6 +114,7 @@ impl ClientSupervisor {
             clients: FastMap::default(),
             parent,
             closed_at_last_trim: 0,
+            pending_peak: 0,
         }
     }
 
@@ -125,8 +132,19 @@ impl ClientSupervisor {
             .counters
             .closed_connections
             .load(Ordering::Relaxed);
-        if closed >= self.closed_at_last_trim + TRIM_AFTER_CLOSES {
+        // Large partial requests (a slow sender's, say) are freed in one
+        // go when their connections close or complete: give that back too.
+        let pending = self
+            .node
+            .counters
+            .pending_request_bytes
+            .load(Ordering::Relaxed);
+        self.pending_peak = self.pending_peak.max(pending);
+        if closed >= self.closed_at_last_trim + TRIM_AFTER_CLOSES
+            || self.pending_peak - pending >= TRIM_AFTER_PENDING_FREED
+        {
             self.closed_at_last_trim = closed;
+            self.pending_peak = pending;
             trim_heap();
         }
     }
