@@ -411,6 +411,17 @@ impl ClientQueue {
         self.push(items, bytes);
     }
 
+    /// Takes the board's deliveries, pushes them if in push mode, and
+    /// re-arms the board: the whole of [`Wake`], and of [`Watch`] and
+    /// [`PushAck`] once their state is set.
+    fn take_and_push(&mut self, ctx: &mut Context<Self>) {
+        guard(self, ctx, |a, _| {
+            a.drain();
+            a.offer(false);
+            a.arm();
+        });
+    }
+
     /// Tells the board what this queue can still take before it
     /// overflows, and whether it wants a wake at each arrival (push mode,
     /// no push outstanding). Every handler that drained ends with it.
@@ -1546,11 +1557,7 @@ impl Handler<Wake> for ClientQueue {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        guard(self, ctx, |a, _| {
-            a.drain();
-            a.offer(false);
-            a.arm();
-        });
+        self.take_and_push(ctx);
     }
 }
 
@@ -1559,11 +1566,7 @@ impl Handler<Watch> for ClientQueue {
 
     fn handle(&mut self, _: Watch, ctx: &mut Context<Self>) {
         self.push_mode = true;
-        guard(self, ctx, |a, _| {
-            a.drain();
-            a.offer(false);
-            a.arm();
-        });
+        self.take_and_push(ctx);
     }
 }
 
@@ -1573,11 +1576,7 @@ impl Handler<PushAck> for ClientQueue {
     fn handle(&mut self, _: PushAck, ctx: &mut Context<Self>) {
         self.info.polled();
         self.push_outstanding = false;
-        guard(self, ctx, |a, _| {
-            a.drain();
-            a.offer(false);
-            a.arm();
-        });
+        self.take_and_push(ctx);
     }
 }
 
