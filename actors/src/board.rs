@@ -22,6 +22,9 @@
 //! past `max_queue_messages` or `max_queue_bytes` (the queue then makes the
 //! client a slow consumer at once), or, in push mode, when it
 //! is ready to push. A slot sends at most one wake between two takes.
+//! Past its room a slot keeps nothing more: it drops what it holds and
+//! marks itself overflowed, so a queue that cannot take its wake yet (it
+//! waits on the shards for a long subscribe) holds no more than its limits.
 //!
 //! The queue's figures (`crate::client::ClientInfo`) count its inbox; what
 //! its slot holds is added by `dump_queues` ([`pending`]), so posting
@@ -88,10 +91,14 @@ pub struct Wake;
 pub struct Taken {
     pub items: Vec<Delivery>,
     pub bytes: usize,
+    /// More arrived than the queue had room for (its client is a slow
+    /// consumer); nothing is kept then.
+    pub over: bool,
 }
 
 const WOKEN: u8 = 1;
 const EAGER: u8 = 2;
+const OVER: u8 = 4;
 
 struct Slot {
     /// The queue's client id; 0 when the slot is free.
@@ -188,6 +195,7 @@ pub fn take(slot: u32, id: u64) -> Taken {
         Taken {
             items: std::mem::take(&mut entry.items),
             bytes: std::mem::take(&mut entry.bytes),
+            over: entry.flags & OVER != 0,
         }
     })
 }
@@ -251,20 +259,28 @@ pub fn post(runs: Vec<Run>) {
             let mut copies = copies.into_iter();
             for t in &run.to {
                 let mine = copies.by_ref().take(n);
-                let Some(entry) = b.slot(t.slot, t.id) else {
-                    mine.for_each(drop);
-                    continue; // the queue is gone
+                let entry = match b.slot(t.slot, t.id) {
+                    // The queue is gone, or will drop its client.
+                    None => None,
+                    Some(entry) if entry.flags & OVER != 0 => None,
+                    Some(entry) => Some(entry),
                 };
-                if entry.items.is_empty() && n > 1 {
-                    entry.items.reserve_exact(n);
-                }
-                entry.items.extend(mine);
-                entry.bytes += run.bytes;
+                let Some(entry) = entry else {
+                    mine.for_each(drop);
+                    continue;
+                };
                 let over = n > entry.room_messages as usize || run.bytes > entry.room_bytes;
                 if over {
-                    entry.room_messages = 0;
-                    entry.room_bytes = 0;
+                    mine.for_each(drop);
+                    entry.items = Vec::new();
+                    entry.bytes = 0;
+                    entry.flags |= OVER;
                 } else {
+                    if entry.items.is_empty() && n > 1 {
+                        entry.items.reserve_exact(n);
+                    }
+                    entry.items.extend(mine);
+                    entry.bytes += run.bytes;
                     entry.room_messages -= n as u32;
                     entry.room_bytes -= run.bytes;
                 }

@@ -398,6 +398,9 @@ impl ClientQueue {
     /// starts with it, so deliveries count as arrived before the request.
     fn drain(&mut self) {
         let taken = board::take(self.home.slot, self.id());
+        if taken.over {
+            return self.overflow();
+        }
         if taken.items.is_empty() {
             return;
         }
@@ -438,6 +441,21 @@ impl ClientQueue {
         board::arm(self.home.slot, self.id(), room, eager);
     }
 
+    /// The client passed a queue limit: it is a slow consumer. Empties the
+    /// inbox and tells the connection.
+    fn overflow(&mut self) {
+        if self.overflowed || self.removed {
+            return;
+        }
+        self.overflowed = true;
+        self.items = Vec::new();
+        self.bytes = 0;
+        // Nothing more is taken: free the slot and what it holds.
+        board::close(self.home.slot, self.id());
+        self.conn.do_send(FromQueue::Kick(Kick::SlowConsumer));
+        self.publish_figures();
+    }
+
     /// Queues deliveries (`size`: their queued bytes); past a limit,
     /// empties the inbox, marks the client a slow consumer and tells the
     /// connection.
@@ -448,14 +466,7 @@ impl ClientQueue {
         let s = &self.env.node.settings;
         let (max_messages, max_bytes) = (s.max_queue_messages, s.max_queue_bytes);
         if self.items.len() + items.len() > max_messages || self.bytes + size > max_bytes {
-            self.overflowed = true;
-            self.items = Vec::new();
-            self.bytes = 0;
-            // Nothing more is taken: free the slot and what it holds.
-            board::close(self.home.slot, self.id());
-            self.conn.do_send(FromQueue::Kick(Kick::SlowConsumer));
-            self.publish_figures();
-            return;
+            return self.overflow();
         }
         if let Some(r) = self.horizon.as_mut() {
             for d in &items {
@@ -484,6 +495,9 @@ impl ClientQueue {
         let items = std::mem::take(&mut self.items);
         self.publish_figures();
         self.conn.do_send(FromQueue::Pushed(items));
+        // The inbox is empty: the board's room with it (a slot past its
+        // room drops what it holds, so the room must never be too small).
+        self.arm();
     }
 
     fn in_flight_mut(&mut self) -> &mut InFlight {
