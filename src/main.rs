@@ -26,6 +26,12 @@ mod logging;
 mod notify;
 mod run;
 
+/// mimalloc rather than glibc's malloc (Cargo.toml says why); build with
+/// `--no-default-features` for the system allocator (heap profilers).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::process::ExitCode;
 

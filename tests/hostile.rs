@@ -298,6 +298,42 @@ fn a_subscribe_adding_topics_past_max_topics_per_node_is_refused_and_undone() {
     expect_version(&mut second);
 }
 
+#[test]
+fn clients_racing_to_add_topics_never_pass_max_topics_per_node() {
+    // Small subscribes are answered before their shards apply them (their
+    // new topics reserved under the cap first): racing clients must still
+    // never take the node past the cap, and every STORED must hold.
+    let node = Node::start(&[("max_topics_per_node", "1000")]);
+    let mut clients: Vec<Client> = (0..8).map(|_| node.connect()).collect();
+    for (c, client) in clients.iter_mut().enumerate() {
+        let burst: Vec<u8> = (0..40)
+            .flat_map(|r| set_request("subscribe", &many_topics(&format!("c{c}r{r}t"), 5)))
+            .collect();
+        client.send(&burst);
+    }
+    let mut stored = 0;
+    for client in &mut clients {
+        for _ in 0..40 {
+            match &client.read_line()[..] {
+                b"STORED\r\n" => stored += 5,
+                b"SERVER_ERROR too many topics on this node\r\n" => {}
+                other => panic!("unexpected answer {:?}", String::from_utf8_lossy(other)),
+            }
+        }
+    }
+    assert!(
+        stored <= 1000,
+        "{stored} topics answered STORED past the cap of 1000"
+    );
+    assert!(
+        stored >= 900,
+        "only {stored} topics taken: refused too early"
+    );
+    // `stats` counts what was answered (its shards settled first).
+    assert_eq!(stat(&node, "topics"), stored);
+    assert_eq!(stat(&node, "subscriptions"), stored);
+}
+
 /// `n` topics `<prefix>0` .. `<prefix>{n-1}`, space-separated.
 fn many_topics(prefix: &str, n: usize) -> Vec<u8> {
     let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();

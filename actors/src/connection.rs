@@ -56,7 +56,7 @@ use crate::queue::{
     Ask, ClientQueue, Close, FromQueue, Named, PushAck, QueueRequest, Take, Taken, Watch,
 };
 use crate::ratelimit::RateLimit;
-use crate::shard::{DumpTopics, Routed};
+use crate::shard::{DumpTopics, Routed, Settle};
 use crate::supervision::InjectFault;
 
 /// Topic that makes a connection actor panic when `fault_injection` is on.
@@ -426,6 +426,24 @@ impl<D: Dialect> Connection<D> {
         ctx.spawn(fut);
     }
 
+    fn settled(&mut self, pending: D::Pending, ctx: &mut Context<Self>) {
+        let ticket = self.waiting(pending);
+        let asks: Vec<_> = self
+            .env
+            .router
+            .shards()
+            .iter()
+            .map(|s| s.send(Settle))
+            .collect();
+        let fut = async move { join_all(asks).await }
+            .into_actor(self)
+            .map(move |_, act, ctx| {
+                act.resolve(ticket, Answer::Now);
+                ctx.notify(Wake);
+            });
+        ctx.spawn(fut);
+    }
+
     fn handle_request(&mut self, req: D::Request, ctx: &mut Context<Self>) {
         let op = self.dialect.request(req, &self.env, &self.info);
         match op {
@@ -458,6 +476,7 @@ impl<D: Dialect> Connection<D> {
                 self.queue.do_send(Take { ticket });
             }
             Op::Channels(pending) => self.channels(pending, ctx),
+            Op::Settled(pending) => self.settled(pending, ctx),
         }
     }
 

@@ -74,6 +74,10 @@ pub struct Counters {
     pub pending_request_bytes: AtomicU64,
     /// Bytes held by the retro buffers now, over all shards.
     pub retro_bytes: AtomicU64,
+    /// Topics that subscribes sent without awaiting their answer may still
+    /// add (`crate::shard::Reservation`), counted against
+    /// `max_topics_per_node` until their shard applied them.
+    pub topics_reserved: AtomicU64,
 }
 
 /// A node's fixed context.

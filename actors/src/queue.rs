@@ -75,7 +75,9 @@ use crate::env::Env;
 use crate::guard::{guard, Panicked, Supervised};
 use crate::message::{Delivery, Message};
 use crate::router::{shard_of, Horizon, ReplayScope, Router};
-use crate::shard::{QueueHandle, Replay, Resync, ResyncReply, ShardFailed, Subscribe, Unsubscribe};
+use crate::shard::{
+    QueueHandle, Replay, Reservation, Resync, ResyncReply, ShardFailed, Subscribe, Unsubscribe,
+};
 
 /// Topic that makes a queue actor panic when `fault_injection` is on.
 pub const FAULT_QUEUE_PANIC: &[u8] = b"__kraken_fault_queue_panic__";
@@ -613,9 +615,58 @@ impl ClientQueue {
                         })
                         .boxed_local()
                 }
-                Some(Inserted::All(applied)) => act.ask_shards(applied, replay, upstream, seen),
+                Some(Inserted::All(applied)) => {
+                    let plain = replay.is_none() && matches!(upstream, Upstream::None);
+                    match act.tell_shards(applied, plain) {
+                        Ok(stored) => fut::ready(stored).boxed_local(),
+                        Err(applied) => act.ask_shards(applied, replay, upstream, seen),
+                    }
+                }
             })
             .boxed_local()
+    }
+
+    /// The second half of a plain subscribe (`plain`: no replay, no
+    /// upstream) whose chunks are small, with no unsubscribe of this
+    /// client's still in flight: its new topics are reserved under
+    /// `max_topics_per_node`, each shard is sent its part without waiting
+    /// for an answer, and the client is answered at once. A shard's mailbox
+    /// is one queue, so the shard applies the part before any publish
+    /// sent after the answer: nothing published after `STORED` is missed.
+    /// Gives `applied` back when any of that does not hold (the answers
+    /// are then awaited, [`Self::ask_shards`]).
+    fn tell_shards(&mut self, applied: Applied, plain: bool) -> Result<Response, Applied> {
+        let unsubscribing = self.unsubscribing.as_ref().is_some_and(|n| n.get() > 0);
+        if !plain || unsubscribing || applied.add.iter().any(|a| a.len() > SHARD_CHUNK) {
+            return Err(applied);
+        }
+        let new: usize = applied.add.iter().map(Vec::len).sum();
+        let reserved = match new {
+            0 => None,
+            n => match Reservation::take(&self.env.node, n as u64) {
+                Some(r) => Some(r),
+                None => return Err(applied),
+            },
+        };
+        self.info
+            .subscriptions
+            .store(self.subs.len() as u64, Ordering::Relaxed);
+        let (id, home) = (self.id(), self.home);
+        let mut reserved = reserved;
+        for (s, add) in applied.add.into_iter().enumerate() {
+            if add.is_empty() {
+                continue;
+            }
+            let part = reserved.as_mut().map(|r| r.part(add.len() as u64));
+            self.env.router.shard(s).do_send(Subscribe {
+                id,
+                home,
+                add,
+                replay: None,
+                reserved: part,
+            });
+        }
+        Ok(Response::Stored)
     }
 
     /// The second half of a subscribe applied to the set: the topics to
@@ -738,6 +789,7 @@ impl ClientQueue {
                             id,
                             home,
                             add: add[from..to].to_vec(),
+                            reserved: None,
                             replay: match horizon {
                                 Some(h) if again.len() > 0 => {
                                     Some((h, again.by_ref().take(SHARD_CHUNK).collect()))

@@ -229,6 +229,67 @@ pub struct Subscribe {
     pub home: Home,
     pub add: Vec<Bytes>,
     pub replay: Option<(Horizon, Vec<Bytes>)>,
+    /// Sent without awaiting the answer: its new topics were counted
+    /// against `max_topics_per_node` in advance, so the shard applies it
+    /// without checking the cap.
+    pub reserved: Option<Reservation>,
+}
+
+/// Room reserved under `max_topics_per_node` for a [`Subscribe`] the queue
+/// does not wait for (`Counters::topics_reserved`); released when the
+/// message is dropped, after its shard counted what it added (or if it
+/// never arrives).
+pub struct Reservation {
+    node: Arc<Node>,
+    topics: u64,
+}
+
+/// At most this many topics wait in reserved subscribes node-wide; past
+/// it, subscribes wait for their shards' answers (backpressure on a
+/// client that pipelines changes faster than the shards apply them).
+pub const MAX_RESERVED_TOPICS: u64 = 1 << 18;
+
+impl Reservation {
+    /// Reserves room for `topics` new topics, unless the node could then
+    /// pass `max_topics_per_node` (the held ones, those reserved and these
+    /// all counted as new) or too many already wait.
+    pub fn take(node: &Arc<Node>, topics: u64) -> Option<Reservation> {
+        let c = &node.counters;
+        let before = c.topics_reserved.fetch_add(topics, Ordering::Relaxed);
+        let cap = node.settings.max_topics_per_node as u64;
+        let held = c.topics.load(Ordering::Relaxed);
+        if before + topics > MAX_RESERVED_TOPICS || held + before + topics > cap {
+            c.topics_reserved.fetch_sub(topics, Ordering::Relaxed);
+            return None;
+        }
+        Some(Reservation {
+            node: node.clone(),
+            topics,
+        })
+    }
+
+    /// Moves `topics` of this reservation into one of its own (one per
+    /// shard's part of a subscribe).
+    pub fn part(&mut self, topics: u64) -> Reservation {
+        let topics = topics.min(self.topics);
+        self.topics -= topics;
+        Reservation {
+            node: self.node.clone(),
+            topics,
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.topics == 0 {
+            return;
+        }
+        self.node
+            .counters
+            .topics_reserved
+            .fetch_sub(self.topics, Ordering::Relaxed);
+    }
 }
 
 /// What a [`Subscribe`] with a horizon found.
@@ -266,6 +327,13 @@ pub struct ResyncReply {
     pub home: Home,
     pub topics: Vec<Bytes>,
 }
+
+/// Answered once the shard has handled everything that reached its mailbox
+/// before: a `stats` after `STORED` counts the subscribe, which its queue
+/// sent without awaiting the shards.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Settle;
 
 /// Every topic with its subscriber count.
 #[derive(Message)]
@@ -439,7 +507,8 @@ impl RouterShard {
     /// add at the same moment (at most a chunk each).
     fn over_topic_cap(&self, add: &[Bytes]) -> bool {
         let cap = self.node.settings.max_topics_per_node as u64;
-        let held = self.node.counters.topics.load(Ordering::Relaxed);
+        let c = &self.node.counters;
+        let held = c.topics.load(Ordering::Relaxed) + c.topics_reserved.load(Ordering::Relaxed);
         if held + add.len() as u64 <= cap {
             return false;
         }
@@ -529,7 +598,7 @@ impl RouterShard {
             home: msg.home,
         };
         let check = self.rebuilding.is_some();
-        if self.over_topic_cap(&msg.add) {
+        if msg.reserved.is_none() && self.over_topic_cap(&msg.add) {
             return Replay {
                 over_topic_cap: true,
                 ..Replay::default()
@@ -752,6 +821,12 @@ impl Handler<ResyncReply> for RouterShard {
         }
         self.try_finish(ctx);
     }
+}
+
+impl Handler<Settle> for RouterShard {
+    type Result = ();
+
+    fn handle(&mut self, _: Settle, _ctx: &mut Context<Self>) {}
 }
 
 impl Handler<DumpTopics> for RouterShard {

@@ -29,6 +29,8 @@ pub enum Pending {
     Await { noreply: bool },
     /// The reply, known at once.
     Reply(Response),
+    /// `stats`, read once the shards settled.
+    Stats,
 }
 
 impl Default for Pending {
@@ -124,7 +126,7 @@ impl Dialect for Memcached {
                 }
             }
             Request::Quit => Op::Close,
-            Request::Stats => Op::Reply(Pending::Reply(Response::Stats(env.stats()))),
+            Request::Stats => Op::Settled(Pending::Stats),
             Request::Version => Op::Reply(Pending::Reply(Response::Version(
                 crate::node::VERSION.into(),
             ))),
@@ -152,12 +154,13 @@ impl Dialect for Memcached {
         pending: Pending,
         answer: Answer,
         _stash: Vec<Delivery>,
-        _env: &Env,
+        env: &Env,
         out: &mut BytesMut,
     ) {
         let noreply = matches!(pending, Pending::Await { noreply: true });
         match (pending, answer) {
             (Pending::Reply(r), _) => self.put(r, out),
+            (Pending::Stats, _) => self.put(Response::Stats(env.stats()), out),
             (_, Answer::Polled(items) | Answer::Pushed(items)) => encode_poll(&items, out),
             (_, Answer::Queue(r @ (Response::Stored | Response::NotFound))) if noreply => {
                 let _ = r;

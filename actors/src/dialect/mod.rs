@@ -50,6 +50,10 @@ pub enum Op<P> {
     /// Every active channel with its subscriber count (all shards);
     /// answered [`Answer::Channels`].
     Channels(P),
+    /// Answer once every router shard has handled what reached it before
+    /// (the node's counters then include every subscription change the
+    /// client was answered); answered [`Answer::Now`].
+    Settled(P),
 }
 
 /// The node's answer to an [`Op`], or something the connection must say.

@@ -71,6 +71,8 @@ pub enum Pending {
     /// `PUBSUB CHANNELS [pattern]` and `PUBSUB NUMSUB`.
     Channels(Option<Bytes>, Protocol),
     Numsub(Vec<Bytes>, Protocol),
+    /// `INFO`, read once the shards settled.
+    Info(Protocol),
 }
 
 fn now_secs() -> i64 {
@@ -265,7 +267,7 @@ impl Dialect for Resp {
         self.codec.decode_eof(buf).ok().flatten()
     }
 
-    fn request(&mut self, command: RespCommand, env: &Env, info: &ClientInfo) -> Op<Pending> {
+    fn request(&mut self, command: RespCommand, _env: &Env, info: &ClientInfo) -> Op<Pending> {
         let protocol = self.protocol();
         let subscribed = !self.channels.is_empty();
         if protocol == Protocol::Resp2
@@ -341,7 +343,7 @@ impl Dialect for Resp {
                     Reply::Array(Vec::new())
                 })
             }
-            RespCommand::Info(_) => self.now(Reply::Verbatim(info_text(env))),
+            RespCommand::Info(_) => Op::Settled(Pending::Info(protocol)),
             RespCommand::PubsubChannels(pattern) => {
                 Op::Channels(Pending::Channels(pattern, protocol))
             }
@@ -405,6 +407,7 @@ impl Dialect for Resp {
             (_, Answer::Pushed(items) | Answer::Polled(items)) => self.put_pushes(&items, env, out),
             (_, Answer::ServerError(text)) => error(&text).encode(self.protocol(), out),
             (Pending::Reply(reply, p), _) => reply.encode(p, out),
+            (Pending::Info(p), _) => Reply::Verbatim(info_text(env)).encode(p, out),
             (
                 Pending::Subscribe {
                     confirms,
