@@ -185,17 +185,37 @@ pub fn close(slot: u32, id: u64) {
     drop(old);
 }
 
-/// Takes queue `id`'s deliveries; a new arrival may wake it again.
-pub fn take(slot: u32, id: u64) -> Taken {
+/// A vector given back for a slot to fill is kept up to this capacity (a
+/// quiet push subscriber then holds at most this much).
+pub const SPARE_MAX: usize = 128;
+
+/// Takes queue `id`'s deliveries, leaving `spare` (empty, kept if its
+/// capacity is at most [`SPARE_MAX`]) in the slot to fill next; a new
+/// arrival may wake the queue again.
+pub fn take(slot: u32, id: u64, mut spare: Vec<Delivery>) -> Taken {
+    spare.clear();
+    if spare.capacity() > SPARE_MAX {
+        spare = Vec::new();
+    }
     BOARD.with_borrow_mut(|b| {
         let Some(entry) = b.slot(slot, id) else {
             return Taken::default();
         };
         entry.flags &= !WOKEN;
+        let over = entry.flags & OVER != 0;
+        if entry.items.is_empty() {
+            if entry.items.capacity() < spare.capacity() {
+                entry.items = spare;
+            }
+            return Taken {
+                over,
+                ..Taken::default()
+            };
+        }
         Taken {
-            items: std::mem::take(&mut entry.items),
+            items: std::mem::replace(&mut entry.items, spare),
             bytes: std::mem::take(&mut entry.bytes),
-            over: entry.flags & OVER != 0,
+            over,
         }
     })
 }

@@ -124,6 +124,9 @@ pub struct Connection<D: Dialect> {
     /// queue takes one a slice at a time, much slower than they are read).
     asked: VecDeque<(u64, usize)>,
     asked_bytes: usize,
+    /// Push mode: the last written batch's vector, given back with the
+    /// [`PushAck`] for the queue's board slot to fill next.
+    spare: Vec<Delivery>,
 }
 
 /// One request's answer.
@@ -196,6 +199,7 @@ impl<D: Dialect> Connection<D> {
                 pending: Held::default(),
                 asked: VecDeque::new(),
                 asked_bytes: 0,
+                spare: Vec::new(),
             }
         });
     }
@@ -304,8 +308,18 @@ impl<D: Dialect> Connection<D> {
             };
             self.first_ticket += 1;
             self.pushes_held -= batches;
-            self.dialect
-                .encode(pending, answer, stash, &self.env, &mut self.out);
+            match answer {
+                Answer::Pushed(items) if stash.is_empty() => {
+                    let mut spare = self.dialect.encode_pushed(items, &self.env, &mut self.out);
+                    spare.clear();
+                    if self.spare.capacity() < spare.capacity() {
+                        self.spare = spare;
+                    }
+                }
+                answer => self
+                    .dialect
+                    .encode(pending, answer, stash, &self.env, &mut self.out),
+            }
         }
     }
 
@@ -637,7 +651,7 @@ impl<D: Dialect> Connection<D> {
                 .counters
                 .resp_push_batches
                 .fetch_add(1, Ordering::Relaxed);
-            self.queue.do_send(PushAck);
+            self.queue.do_send(PushAck(std::mem::take(&mut self.spare)));
         }
         // Idle connections are the many: once a poll found nothing (or a
         // write needed a large buffer), keep no buffers or answer slots.

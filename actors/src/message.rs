@@ -24,6 +24,9 @@ pub struct Message {
     /// `MESSAGE <all topics> <len>\r\n`, built once: the header of every
     /// delivery to a subscriber that holds all of the message's topics.
     pub full_header: Bytes,
+    /// A one-topic message's RESP2 `message` push, made by the first
+    /// Redis-dialect connection that writes it and copied by the others.
+    pub resp_push: std::sync::OnceLock<Bytes>,
 }
 
 /// A reference to a message for the deliveries of one publish to one
@@ -72,6 +75,7 @@ impl Message {
             topics,
             payload,
             full_header,
+            resp_push: std::sync::OnceLock::new(),
         }
     }
 

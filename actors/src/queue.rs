@@ -172,9 +172,11 @@ pub struct Take {
 pub struct Watch;
 
 /// The connection wrote the last [`FromQueue::Pushed`]: send what came since.
+/// It gives back that batch's vector, emptied, for the board slot to fill
+/// next (a push subscriber's batches then allocate nothing).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct PushAck;
+pub struct PushAck(pub Vec<Delivery>);
 
 /// The connection is gone: remove the client everywhere and stop.
 #[derive(Message)]
@@ -399,7 +401,12 @@ impl ClientQueue {
     /// handler that reads or changes the inbox (or the subscriptions)
     /// starts with it, so deliveries count as arrived before the request.
     fn drain(&mut self) {
-        let taken = board::take(self.home.slot, self.id());
+        self.drain_into(Vec::new());
+    }
+
+    /// [`Self::drain`], leaving `spare` (empty) in the slot to fill next.
+    fn drain_into(&mut self, spare: Vec<Delivery>) {
+        let taken = board::take(self.home.slot, self.id(), spare);
         if taken.over {
             return self.overflow();
         }
@@ -419,9 +426,9 @@ impl ClientQueue {
     /// Takes the board's deliveries, pushes them if in push mode, and
     /// re-arms the board: the whole of [`Wake`], and of [`Watch`] and
     /// [`PushAck`] once their state is set.
-    fn take_and_push(&mut self, ctx: &mut Context<Self>) {
+    fn take_and_push(&mut self, ctx: &mut Context<Self>, spare: Vec<Delivery>) {
         guard(self, ctx, |a, _| {
-            a.drain();
+            a.drain_into(spare);
             a.offer(false);
             a.arm();
         });
@@ -1623,7 +1630,7 @@ impl Handler<Wake> for ClientQueue {
     type Result = ();
 
     fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        self.take_and_push(ctx);
+        self.take_and_push(ctx, Vec::new());
     }
 }
 
@@ -1632,17 +1639,17 @@ impl Handler<Watch> for ClientQueue {
 
     fn handle(&mut self, _: Watch, ctx: &mut Context<Self>) {
         self.push_mode = true;
-        self.take_and_push(ctx);
+        self.take_and_push(ctx, Vec::new());
     }
 }
 
 impl Handler<PushAck> for ClientQueue {
     type Result = ();
 
-    fn handle(&mut self, _: PushAck, ctx: &mut Context<Self>) {
+    fn handle(&mut self, ack: PushAck, ctx: &mut Context<Self>) {
         self.info.polled();
         self.push_outstanding = false;
-        self.take_and_push(ctx);
+        self.take_and_push(ctx, ack.0);
     }
 }
 

@@ -117,4 +117,17 @@ pub trait Dialect: Sized + Unpin + 'static {
         env: &Env,
         out: &mut BytesMut,
     );
+
+    /// Encodes a pushed batch (an [`Answer::Pushed`] of its own) and gives
+    /// back its vector for reuse (empty: nothing to reuse).
+    fn encode_pushed(
+        &mut self,
+        items: Vec<Delivery>,
+        env: &Env,
+        out: &mut BytesMut,
+    ) -> Vec<Delivery> {
+        let nothing = Self::Pending::default();
+        self.encode(nothing, Answer::Pushed(items), Vec::new(), env, out);
+        Vec::new()
+    }
 }

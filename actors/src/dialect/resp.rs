@@ -95,9 +95,7 @@ fn info_text(env: &Env) -> Bytes {
 
 /// `<marker><n>\r\n`
 fn put_len(out: &mut BytesMut, marker: u8, n: usize) {
-    out.put_u8(marker);
-    out.put_slice(n.to_string().as_bytes());
-    out.put_slice(b"\r\n");
+    kraken_protocol::resp::reply::put_len(out, marker, n as u64);
 }
 
 /// One `message` push, written straight into `out` (no per-push allocation
@@ -222,7 +220,23 @@ impl Resp {
         let protocol = self.protocol();
         let mut pushes = 0u64;
         for d in items {
-            let payload = &d.message().payload;
+            let m = d.message();
+            if let (Delivery::All(_), [channel]) = (d, &m.topics[..]) {
+                // The common case: one frame per message, copied.
+                let frame = m.resp_push.get_or_init(|| {
+                    let mut b = BytesMut::new();
+                    put_message(&mut b, Protocol::Resp2, channel, &m.payload);
+                    b.freeze()
+                });
+                let at = out.len();
+                out.extend_from_slice(frame);
+                if protocol == Protocol::Resp3 {
+                    out[at] = b'>';
+                }
+                pushes += 1;
+                continue;
+            }
+            let payload = &m.payload;
             held_channels(d, |channel| {
                 put_message(out, protocol, channel, payload);
                 pushes += 1;
@@ -387,6 +401,16 @@ impl Dialect for Resp {
 
     fn collects_pushes(pending: &Pending) -> bool {
         matches!(pending, Pending::Subscribe { retro: Some(_), .. })
+    }
+
+    fn encode_pushed(
+        &mut self,
+        items: Vec<Delivery>,
+        env: &Env,
+        out: &mut BytesMut,
+    ) -> Vec<Delivery> {
+        self.put_pushes(&items, env, out);
+        items
     }
 
     fn encode(

@@ -319,6 +319,7 @@ impl Reply {
                 dst.put_slice(text);
                 dst.put_slice(b"\r\n");
             }
+            Reply::Integer(n) if *n >= 0 => put_len(dst, b':', *n as u64),
             Reply::Integer(n) => {
                 dst.put_u8(b':');
                 dst.put_slice(n.to_string().as_bytes());
@@ -376,10 +377,23 @@ impl Reply {
     }
 }
 
-/// `<marker><n>\r\n`
-fn put_len(dst: &mut BytesMut, marker: u8, n: u64) {
+/// `<marker><n>\r\n`, formatted without an allocation (every push
+/// writes two of them).
+pub fn put_len(dst: &mut BytesMut, marker: u8, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    dst.reserve(digits.len() - at + 3);
     dst.put_u8(marker);
-    dst.put_slice(n.to_string().as_bytes());
+    dst.put_slice(&digits[at..]);
     dst.put_slice(b"\r\n");
 }
 
@@ -396,4 +410,23 @@ fn put_bulk(dst: &mut BytesMut, marker: u8, prefix: &[u8], bytes: &[u8]) {
 pub(crate) fn c_prefix(bytes: &[u8], max: usize) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     &bytes[..end.min(max)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_are_written_as_decimal_text() {
+        for n in [0, 1, 9, 10, 99, 100, 12345, u32::MAX as u64, u64::MAX] {
+            let mut out = BytesMut::new();
+            put_len(&mut out, b'$', n);
+            assert_eq!(&out[..], format!("${n}\r\n").as_bytes());
+        }
+        for n in [0i64, 7, -1, i64::MIN, i64::MAX] {
+            let mut out = BytesMut::new();
+            Reply::Integer(n).encode(Protocol::Resp2, &mut out);
+            assert_eq!(&out[..], format!(":{n}\r\n").as_bytes());
+        }
+    }
 }
