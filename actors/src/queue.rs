@@ -5,10 +5,15 @@
 //!
 //! - Subscription changes ([`Ask`]) are applied to its own set first (the
 //!   source of truth a restarted shard is rebuilt from, [`Resync`]), then
-//!   sent to the shards that own the topics; the answer (`STORED`,
-//!   `NOT_FOUND`) waits for every shard, so once a client reads `STORED`
-//!   every later publish reaches it. While it waits, the queue handles
-//!   nothing else: a poll pipelined behind a subscribe sees its replay.
+//!   sent to the shards that own the topics. Once a client reads `STORED`
+//!   every later publish reaches it: a plain subscribe (no replay, no
+//!   upstream, small) is answered as soon as its parts are in the shards'
+//!   mailboxes, which apply them before any later publish, its new topics
+//!   reserved under `max_topics_per_node` first
+//!   ([`crate::shard::Reservation`]); any other change's answer
+//!   (`STORED`, `NOT_FOUND`) waits for every shard. While it waits, the
+//!   queue handles nothing else: a poll pipelined behind a subscribe sees
+//!   its replay.
 //! - A subscribe with a horizon (`register` then `subscribe`, or
 //!   `retro_subscribe`) merges the shards' replays by sequence number:
 //!   one entry per message, listing every topic of it the client holds.
