@@ -358,6 +358,27 @@ fn subscribers_of_different_topics_each_get_only_their_own() {
 /// once, in order, single- and multi-topic alike, and `dump_queues` counts
 /// what waits on the boards before anyone polls.
 #[test]
+fn a_publish_sent_right_after_stored_reaches_the_subscriber_across_threads() {
+    // A plain subscribe is answered before its shards apply it; a publish
+    // made after the answer, from a connection on another worker thread,
+    // must still find it (8 threads: 6 workers and 2 router threads, so
+    // the shards and the clients are on different threads).
+    let node = Node::start(&[("worker_threads", "8")]);
+    let mut subscriber = node.connect();
+    let mut publisher = node.connect();
+    for i in 0..200 {
+        let topics: Vec<String> = (0..3).map(|k| format!("fresh{i}-{k}")).collect();
+        let refs: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
+        subscriber.subscribe(&refs);
+        let payload = format!("m{i}");
+        publisher.publish1(&topics[i % 3], payload.as_bytes());
+        let got = poll_count(&mut subscriber, 1);
+        assert_eq!(payloads(&got), [payload.as_str()], "round {i}");
+    }
+    assert_nothing_arrives(&mut subscriber);
+}
+
+#[test]
 fn across_worker_threads_every_subscriber_gets_every_message_once_in_order() {
     // 5 threads: 4 workers and a router thread.
     let node = Node::start(&[("worker_threads", "5")]);
