@@ -653,7 +653,7 @@ impl ClientQueue {
             return Err(applied);
         }
         let new: usize = applied.add.iter().map(Vec::len).sum();
-        let reserved = match new {
+        let mut reserved = match new {
             0 => None,
             n => match Reservation::take(&self.env.node, n as u64) {
                 Some(r) => Some(r),
@@ -664,7 +664,6 @@ impl ClientQueue {
             .subscriptions
             .store(self.subs.len() as u64, Ordering::Relaxed);
         let (id, home) = (self.id(), self.home);
-        let mut reserved = reserved;
         for (s, add) in applied.add.into_iter().enumerate() {
             if add.is_empty() {
                 continue;
