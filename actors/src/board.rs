@@ -132,6 +132,9 @@ const PAGE: usize = 256;
 struct Board {
     pages: Vec<Box<[Slot]>>,
     free: Vec<u32>,
+    /// The copies of a run being posted, kept between posts (a run of 16
+    /// messages to 200 subscribers is 3,200 of them).
+    scratch: Vec<Delivery>,
 }
 
 impl Board {
@@ -260,10 +263,10 @@ pub fn pending() -> Vec<(u64, usize, usize)> {
 }
 
 /// Posts runs to the queues of this thread's board. Queues that must act
-/// now are woken.
+/// now are woken (a wake only queues a message: no queue code runs here).
 pub fn post(runs: Vec<Run>) {
-    let mut wake: Vec<WakeRef> = Vec::new();
     BOARD.with_borrow_mut(|b| {
+        let mut copies = std::mem::take(&mut b.scratch);
         for run in &runs {
             let n = run.items.len();
             if n == 0 {
@@ -272,11 +275,12 @@ pub fn post(runs: Vec<Run>) {
             // The copies first, back to back: each is a locked increment,
             // which would otherwise wait for the store of the previous
             // target's copy into its (cold) slot.
-            let mut copies = Vec::with_capacity(n * run.to.len());
+            copies.clear();
+            copies.reserve(n * run.to.len());
             for _ in &run.to {
                 copies.extend(run.items.iter().cloned());
             }
-            let mut copies = copies.into_iter();
+            let mut copies = copies.drain(..);
             for t in &run.to {
                 let mine = copies.by_ref().take(n);
                 let entry = match b.slot(t.slot, t.id) {
@@ -307,14 +311,17 @@ pub fn post(runs: Vec<Run>) {
                 if (over || entry.flags & EAGER != 0) && entry.flags & WOKEN == 0 {
                     entry.flags |= WOKEN;
                     if let Some(q) = &entry.queue {
-                        wake.push(q.clone());
+                        q.wake();
                     }
                 }
             }
         }
+        if copies.capacity() <= SCRATCH_MAX {
+            b.scratch = copies;
+        }
     });
     drop(runs);
-    for q in wake {
-        q.wake();
-    }
 }
+
+/// The scratch vector of [`post`] is kept up to this many copies.
+const SCRATCH_MAX: usize = 1 << 16;
