@@ -32,6 +32,18 @@ mod run;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Gives the calling thread's freed memory back to the system (mimalloc
+/// keeps the pages of an idle thread's heap otherwise).
+#[cfg(feature = "mimalloc")]
+fn trim_heap() {
+    // SAFETY: mi_collect only walks the calling thread's own heap and the
+    // allocator's arenas.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
+#[cfg(not(feature = "mimalloc"))]
+use kraken_actors::node::trim_system_heap as trim_heap;
+
 use std::collections::HashMap;
 use std::process::ExitCode;
 

@@ -67,7 +67,7 @@ pub fn run(loaded: Loaded) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let node = Node::new(settings.clone(), log.clone(), level);
+    let node = Node::with_heap_trim(settings.clone(), log.clone(), level, crate::trim_heap);
     let system = System::new();
     let started = system.block_on(async {
         // Signals are taken over before the node starts, so a SIGHUP or

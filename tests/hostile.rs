@@ -623,6 +623,45 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 #[test]
+fn the_memory_of_clients_that_left_goes_back_to_the_system() {
+    // Every worker and router thread's heap is trimmed after 256 clients
+    // left (the allocator keeps an idle thread's freed pages otherwise).
+    let node = Node::start(&[]);
+    let rss_before = rss_kib(node.pid());
+    let mut clients: Vec<Client> = (0..600).map(|_| node.connect()).collect();
+    for (c, client) in clients.iter_mut().enumerate() {
+        let body = many_topics(
+            &format!("a-rather-long-topic-name-of-client-{c}-number-"),
+            200,
+        );
+        client.send(&set_request("subscribe", &body));
+        client.expect(b"STORED\r\n");
+    }
+    let rss_full = rss_kib(node.pid());
+    let grown = rss_full.saturating_sub(rss_before);
+    assert!(
+        grown > 20_000,
+        "600 clients x 200 topics took only {grown} KiB"
+    );
+    drop(clients);
+    // (The stats connection itself is one.)
+    node.wait_for_stat("curr_connections", |v| v <= 1);
+    node.wait_for_stat("topics", |v| v == 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let kept = rss_kib(node.pid()).saturating_sub(rss_before);
+        if kept * 4 < grown {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node keeps {kept} of the {grown} KiB its 600 clients took"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn an_honest_pair_loses_nothing_while_every_attack_runs_and_the_node_recovers_after() {
     use std::io::Write;
     let node = Node::start(&[

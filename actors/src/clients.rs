@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use actix_rt::ArbiterHandle;
 use bytes::Bytes;
 use futures_util::future::{join_all, BoxFuture};
 use slog::error;
@@ -58,6 +59,8 @@ pub struct ClientSupervisor {
     closed_at_last_trim: u64,
     /// The most partial-request bytes buffered since the last trim.
     pending_peak: u64,
+    /// The threads whose heaps are trimmed.
+    threads: Vec<ArbiterHandle>,
 }
 
 /// A client's pair started.
@@ -108,9 +111,12 @@ pub struct QueueTopics(pub u64);
 pub struct Panic;
 
 impl ClientSupervisor {
-    pub fn new(node: Arc<Node>, parent: Recipient<ChildDown>) -> Self {
+    /// `threads`: the worker and router threads, whose heaps are trimmed
+    /// after many clients left.
+    pub fn new(node: Arc<Node>, parent: Recipient<ChildDown>, threads: Vec<ArbiterHandle>) -> Self {
         ClientSupervisor {
             node,
+            threads,
             clients: FastMap::default(),
             parent,
             closed_at_last_trim: 0,
@@ -145,19 +151,13 @@ impl ClientSupervisor {
         {
             self.closed_at_last_trim = closed;
             self.pending_peak = pending;
-            trim_heap();
+            // Each thread's allocator heap is its own: trim them all.
+            let trim = self.node.trim_heap;
+            trim();
+            for thread in &self.threads {
+                thread.spawn_fn(trim);
+            }
         }
-    }
-}
-
-/// Returns free heap memory to the OS (glibc keeps it in its arenas). The
-/// `kraken` binary's default allocator, mimalloc, returns freed pages by
-/// itself; glibc's heap then holds next to nothing, and this is cheap.
-fn trim_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

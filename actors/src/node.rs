@@ -90,11 +90,36 @@ pub struct Node {
     /// The log level in force, changed by `change_log_level`.
     pub level: Arc<RuntimeLevel>,
     pub started: Instant,
+    /// Gives the calling thread's freed heap memory back to the system;
+    /// run on every worker and router thread after many clients left
+    /// (`crate::clients`). The system allocator's [`trim_system_heap`]
+    /// unless the binary brings its own ([`Node::with_heap_trim`]).
+    pub trim_heap: fn(),
     next_client_id: AtomicU64,
+}
+
+/// `malloc_trim`: glibc keeps freed memory in its arenas otherwise.
+pub fn trim_system_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 impl Node {
     pub fn new(settings: Settings, log: Logger, level: Arc<RuntimeLevel>) -> Arc<Node> {
+        Node::with_heap_trim(settings, log, level, trim_system_heap)
+    }
+
+    /// [`Node::new`] for a binary whose global allocator is not the
+    /// system's: `trim_heap` gives a thread's freed memory back.
+    pub fn with_heap_trim(
+        settings: Settings,
+        log: Logger,
+        level: Arc<RuntimeLevel>,
+        trim_heap: fn(),
+    ) -> Arc<Node> {
         let metrics = Metrics::new(settings.metrics_listen.is_some());
         Arc::new(Node {
             metrics,
@@ -103,6 +128,7 @@ impl Node {
             counters: Counters::default(),
             level,
             started: Instant::now(),
+            trim_heap,
             next_client_id: AtomicU64::new(1),
         })
     }

@@ -340,6 +340,11 @@ pub struct Settle;
 #[rtype(result = "Vec<(Bytes, usize)>")]
 pub struct DumpTopics;
 
+/// A topic table with room for more topics than this shrinks when it is
+/// an eighth full (small tables that empty and fill again under churn keep
+/// their size).
+const SHRINK_FROM: usize = 16384;
+
 /// Told to the shard's supervisor when the shard failed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -644,6 +649,12 @@ impl RouterShard {
             self.remove(topic, msg.id, &mut lost);
         }
         self.flush_counts();
+        // A table keeps its size when emptied: once it is an eighth full,
+        // give the memory back (the rehash moves only the few left).
+        let (len, capacity) = (self.topics.len(), self.topics.capacity());
+        if capacity > SHRINK_FROM && len * 8 < capacity {
+            self.topics.shrink_to(len * 2);
+        }
         if let Some(obs) = self.observer.as_ref().filter(|_| !lost.is_empty()) {
             obs.lost(lost);
         }

@@ -98,7 +98,13 @@ impl Supervisor {
         let sup = Supervisor::create(|ctx| {
             let me = ctx.address();
             let handles: Vec<_> = workers.iter().map(|a| a.handle()).collect();
-            let clients = ClientSupervisor::new(node.clone(), me.clone().recipient()).start();
+            let threads = handles
+                .iter()
+                .cloned()
+                .chain(router_threads.iter().map(|a| a.handle()))
+                .collect();
+            let clients =
+                ClientSupervisor::new(node.clone(), me.clone().recipient(), threads).start();
             let clock = Arc::new(SeqClock::new());
             // A proxy's links get their mailboxes first: the shards report
             // to them, and they publish through the shards.

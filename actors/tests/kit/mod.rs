@@ -133,7 +133,8 @@ impl TestNode {
             log: root_log.clone(),
         }
         .start();
-        let clients = ClientSupervisor::new(node.clone(), root.clone().recipient()).start();
+        let clients =
+            ClientSupervisor::new(node.clone(), root.clone().recipient(), Vec::new()).start();
         let (pool, router) = ShardPool::start(
             node.clone(),
             Arc::new(SeqClock::new()),
