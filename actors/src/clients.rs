@@ -29,6 +29,14 @@ const TRIM_AFTER_CLOSES: u64 = 256;
 /// highest since the last trim.
 const TRIM_AFTER_PENDING_FREED: u64 = 64 << 20;
 
+/// Or, once the node stood still for a sweep (no client left, no topic
+/// came or went), if this many clients left since the last trim or this
+/// many topics went from their highest since then: the tail of a wave of
+/// closes (the shards free a closed client's topics after its close is
+/// counted), or of large unsubscribes.
+const TRIM_AFTER_SETTLED_CLOSES: u64 = 16;
+const TRIM_AFTER_SETTLED_TOPICS: u64 = 4096;
+
 /// What the clients' supervisor needs of a client (implemented by the
 /// client queue actor's address, `crate::queue`, so that this module does
 /// not depend on the queue's).
@@ -59,6 +67,10 @@ pub struct ClientSupervisor {
     closed_at_last_trim: u64,
     /// The most partial-request bytes buffered since the last trim.
     pending_peak: u64,
+    /// The most topics seen at a sweep since the last trim.
+    topics_peak: u64,
+    /// `closed_connections` and `topics` at the previous sweep.
+    last_sweep: (u64, u64),
     /// The threads whose heaps are trimmed.
     threads: Vec<ArbiterHandle>,
 }
@@ -121,6 +133,8 @@ impl ClientSupervisor {
             parent,
             closed_at_last_trim: 0,
             pending_peak: 0,
+            topics_peak: 0,
+            last_sweep: (0, 0),
         }
     }
 
@@ -146,11 +160,18 @@ impl ClientSupervisor {
             .pending_request_bytes
             .load(Ordering::Relaxed);
         self.pending_peak = self.pending_peak.max(pending);
+        let topics = self.node.counters.topics.load(Ordering::Relaxed);
+        self.topics_peak = self.topics_peak.max(topics);
+        let settled = std::mem::replace(&mut self.last_sweep, (closed, topics)) == (closed, topics);
         if closed >= self.closed_at_last_trim + TRIM_AFTER_CLOSES
             || self.pending_peak - pending >= TRIM_AFTER_PENDING_FREED
+            || (settled
+                && (closed >= self.closed_at_last_trim + TRIM_AFTER_SETTLED_CLOSES
+                    || self.topics_peak - topics >= TRIM_AFTER_SETTLED_TOPICS))
         {
             self.closed_at_last_trim = closed;
             self.pending_peak = pending;
+            self.topics_peak = topics;
             // Each thread's allocator heap is its own: trim them all.
             let trim = self.node.trim_heap;
             trim();
