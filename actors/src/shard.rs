@@ -441,10 +441,14 @@ pub struct RouterShard {
 }
 
 impl RouterShard {
+    /// `born`: a number the pool took from `clock` before any client could
+    /// connect (the shard itself is made later, on its arbiter, perhaps
+    /// after a client registered): the buffer is complete from there.
     pub fn new(
         index: usize,
         node: Arc<Node>,
         clock: Arc<SeqClock>,
+        born: Horizon,
         observer: Option<Arc<dyn TopicObserver>>,
         supervisor: Recipient<ShardDown>,
     ) -> Self {
@@ -452,7 +456,7 @@ impl RouterShard {
         // A proxy's buffers need only prove that nothing *this process*
         // published was lost (its upstreams replay the rest), and before it
         // started it published nothing: complete from the beginning of time.
-        let complete_from = if observer.is_some() { 0 } else { clock.next() };
+        let complete_from = if observer.is_some() { 0 } else { born };
         let buffer = RetroBuffer::new(
             s.messages_stored_per_router_shard,
             s.max_retro_bytes_per_router_shard,

@@ -51,6 +51,9 @@ impl ShardPool {
     ) -> (Addr<ShardPool>, Router) {
         let n = node.settings.num_router_shards.max(1);
         let mut router = None;
+        // Before any client can connect: the fresh buffers are complete
+        // from here (each shard is made later, on its arbiter).
+        let born = clock.next();
         let pool = ShardPool::create(|ctx| {
             let me = ctx.address();
             let shards: Vec<Addr<RouterShard>> = (0..n)
@@ -58,7 +61,7 @@ impl ShardPool {
                     let (node, clock, observer) = (node.clone(), clock.clone(), observer.clone());
                     let sup = me.clone().recipient();
                     RouterShard::start_in_arbiter(&workers[i % workers.len()], move |_| {
-                        RouterShard::new(i, node, clock, observer, sup)
+                        RouterShard::new(i, node, clock, born, observer, sup)
                     })
                 })
                 .collect();

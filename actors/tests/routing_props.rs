@@ -541,6 +541,25 @@ async fn register_replays_a_message_whose_other_topic_came_by_retro_subscribe() 
     assert_eq!(got[0].topics, m);
 }
 
+/// Each shard is made on its own thread, later than the pool: a client
+/// that registered before then found the shards' buffers incomplete for
+/// its horizon (their start was taken when they were made) and got
+/// NOT_FOUND for a replay that was whole.
+#[actix_rt::test]
+async fn a_register_made_before_the_shards_ran_replays_in_full() {
+    let (node, hold) = TestNode::start_holding_shards(kit::settings(4), 2, 2);
+    let c = node.client().await;
+    let p = node.client().await;
+    assert_eq!(c.register().await, Response::Stored);
+    drop(hold);
+    let t = Bytes::from_static(b"early");
+    assert_eq!(p.publish(vec![(vec![t.clone()], "m".into())]).await, Ok(()));
+    assert_eq!(c.subscribe(vec![t.clone()]).await, Response::Stored);
+    let got = c.poll().await.expect("polled");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].topics, vec![t]);
+}
+
 /// A registered client remembers what it was sent before its first
 /// subscribe, within a bound; past it, the subscribe answers NOT_FOUND
 /// (the client reloads) and still subscribes.

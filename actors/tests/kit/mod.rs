@@ -122,11 +122,32 @@ fn quiet_injected_panics() {
 
 impl TestNode {
     pub fn start(settings: Settings, workers: usize, shard_threads: usize) -> TestNode {
+        Self::start_holding_shards(settings, workers, shard_threads).0
+    }
+
+    /// [`TestNode::start`], with each shard thread kept busy until the
+    /// returned hold is dropped: the shards are made on their threads only
+    /// then, however late.
+    pub fn start_holding_shards(
+        settings: Settings,
+        workers: usize,
+        shard_threads: usize,
+    ) -> (TestNode, Vec<std::sync::mpsc::Sender<()>>) {
         quiet_injected_panics();
         let log = slog::Logger::root(slog::Discard, slog::o!());
         let node = Node::new(settings, log, RuntimeLevel::new(LogLevel::Error));
         let workers: Vec<Arbiter> = (0..workers).map(|_| Arbiter::new()).collect();
         let shard_threads: Vec<Arbiter> = (0..shard_threads).map(|_| Arbiter::new()).collect();
+        let hold = shard_threads
+            .iter()
+            .map(|a| {
+                let (tx, rx) = std::sync::mpsc::channel::<()>();
+                a.spawn_fn(move || {
+                    let _ = rx.recv();
+                });
+                tx
+            })
+            .collect();
         let root_log = Arc::new(RootLog::default());
         let root = Root {
             pool: None,
@@ -158,18 +179,18 @@ impl TestNode {
             local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             budget: Default::default(),
         });
-        TestNode {
+        let node = TestNode {
             env,
             pool,
             root_log,
             workers,
             _shard_threads: shard_threads,
             next_home: AtomicU64::new(0),
-        }
+        };
+        (node, hold)
     }
 
-    /// Starts a node and waits until every shard runs (a shard's retro
-    /// buffer is complete from the moment it started on its thread).
+    /// Starts a node and waits until every shard runs.
     pub async fn started(settings: Settings, workers: usize, shard_threads: usize) -> TestNode {
         let node = TestNode::start(settings, workers, shard_threads);
         for shard in node.env.router.shards() {
