@@ -14,7 +14,7 @@ use actix::prelude::*;
 use actix_rt::ArbiterHandle;
 use bytes::Bytes;
 use futures_util::future::{join_all, BoxFuture};
-use slog::error;
+use slog::{debug, error};
 
 use crate::client::{ClientInfo, FastMap, FastSet, Kick};
 use crate::guard::{guard, Panicked, Supervised};
@@ -29,12 +29,14 @@ const TRIM_AFTER_CLOSES: u64 = 256;
 /// highest since the last trim.
 const TRIM_AFTER_PENDING_FREED: u64 = 64 << 20;
 
-/// Or, once the node stood still for a sweep (no client left, no topic
-/// came or went), if this many clients left since the last trim or this
-/// many topics went from their highest since then: the tail of a wave of
-/// closes (the shards free a closed client's topics after its close is
-/// counted), or of large unsubscribes.
-const TRIM_AFTER_SETTLED_CLOSES: u64 = 16;
+/// Or, once the node stood still for a sweep (no client came or left, no
+/// topic came or went), if this many clients came or left since the last
+/// trim, or the topics moved this far from what they were then (or from
+/// their highest since): the end of a wave of connects, closes or large
+/// (un)subscribes. A wave of closes leaves a tail the shards free after
+/// the closes are counted; a wave of connects leaves the tables it
+/// outgrew.
+const TRIM_AFTER_SETTLED_CLIENTS: u64 = 16;
 const TRIM_AFTER_SETTLED_TOPICS: u64 = 4096;
 
 /// What the clients' supervisor needs of a client (implemented by the
@@ -63,14 +65,18 @@ pub struct ClientSupervisor {
     node: Arc<Node>,
     clients: FastMap<u64, Entry>,
     parent: Recipient<ChildDown>,
-    /// `closed_connections` when the heap was last trimmed.
+    /// `closed_connections`, `total_connections` and `topics` when the
+    /// heap was last trimmed.
     closed_at_last_trim: u64,
+    opened_at_last_trim: u64,
+    topics_at_last_trim: u64,
     /// The most partial-request bytes buffered since the last trim.
     pending_peak: u64,
     /// The most topics seen at a sweep since the last trim.
     topics_peak: u64,
-    /// `closed_connections` and `topics` at the previous sweep.
-    last_sweep: (u64, u64),
+    /// `closed_connections`, `total_connections` and `topics` at the
+    /// previous sweep.
+    last_sweep: (u64, u64, u64),
     /// The threads whose heaps are trimmed.
     threads: Vec<ArbiterHandle>,
 }
@@ -132,9 +138,11 @@ impl ClientSupervisor {
             clients: FastMap::default(),
             parent,
             closed_at_last_trim: 0,
+            opened_at_last_trim: 0,
+            topics_at_last_trim: 0,
             pending_peak: 0,
             topics_peak: 0,
-            last_sweep: (0, 0),
+            last_sweep: (0, 0, 0),
         }
     }
 
@@ -147,36 +155,44 @@ impl ClientSupervisor {
                 e.client.kick(Kick::Idle);
             }
         }
-        let closed = self
-            .node
-            .counters
-            .closed_connections
-            .load(Ordering::Relaxed);
+        let counters = &self.node.counters;
+        let closed = counters.closed_connections.load(Ordering::Relaxed);
+        let opened = counters.total_connections.load(Ordering::Relaxed);
+        let topics = counters.topics.load(Ordering::Relaxed);
         // Large partial requests (a slow sender's, say) are freed in one
         // go when their connections close or complete: give that back too.
-        let pending = self
-            .node
-            .counters
-            .pending_request_bytes
-            .load(Ordering::Relaxed);
+        let pending = counters.pending_request_bytes.load(Ordering::Relaxed);
         self.pending_peak = self.pending_peak.max(pending);
-        let topics = self.node.counters.topics.load(Ordering::Relaxed);
         self.topics_peak = self.topics_peak.max(topics);
-        let settled = std::mem::replace(&mut self.last_sweep, (closed, topics)) == (closed, topics);
+        let now = (closed, opened, topics);
+        let settled = std::mem::replace(&mut self.last_sweep, now) == now;
+        let clients_moved =
+            closed - self.closed_at_last_trim + opened.saturating_sub(self.opened_at_last_trim);
+        let topics_moved =
+            (self.topics_peak - topics).max(topics.saturating_sub(self.topics_at_last_trim));
         if closed >= self.closed_at_last_trim + TRIM_AFTER_CLOSES
             || self.pending_peak - pending >= TRIM_AFTER_PENDING_FREED
             || (settled
-                && (closed >= self.closed_at_last_trim + TRIM_AFTER_SETTLED_CLOSES
-                    || self.topics_peak - topics >= TRIM_AFTER_SETTLED_TOPICS))
+                && (clients_moved >= TRIM_AFTER_SETTLED_CLIENTS
+                    || topics_moved >= TRIM_AFTER_SETTLED_TOPICS))
         {
             self.closed_at_last_trim = closed;
+            self.opened_at_last_trim = opened;
+            self.topics_at_last_trim = topics;
             self.pending_peak = pending;
             self.topics_peak = topics;
             // Each thread's allocator heap is its own: trim them all.
             let trim = self.node.trim_heap;
-            trim();
+            let timed = move |log: slog::Logger| {
+                let began = std::time::Instant::now();
+                trim();
+                debug!(log, "heap trimmed"; "thread" => std::thread::current().name().unwrap_or("?"),
+                    "us" => began.elapsed().as_micros() as u64);
+            };
+            timed(self.node.log.clone());
             for thread in &self.threads {
-                thread.spawn_fn(trim);
+                let log = self.node.log.clone();
+                thread.spawn_fn(move || timed(log));
             }
         }
     }
