@@ -1082,7 +1082,7 @@ impl ClientQueue {
         actix::spawn(async move {
             let n = router.num_shards();
             let mut by_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
-            let mut rest = subs.into_iter();
+            let mut rest = subs.into_topics();
             loop {
                 let mut seen = 0;
                 for t in rest.by_ref().take(SLICE) {
@@ -1294,8 +1294,11 @@ impl Iterator for TopicIter {
     }
 }
 
-/// A client's topics: a hash set (on the same tables as `std`'s) that
-/// never holds the worker long, for two reasons.
+/// A client's topics. Most clients hold a few: up to [`SMALL`] are kept in
+/// a vector just their size and searched in order (an idle client's set
+/// costs its topics' handles and nothing more). Past that, a hash set (on
+/// the same tables as `std`'s) that never holds the worker long, for two
+/// reasons.
 ///
 /// - A table grows by rehashing everything it holds at once: some 40 ms at
 ///   half a million topics. Past [`SPLIT_AT`] topics the set is split into
@@ -1308,6 +1311,16 @@ impl Iterator for TopicIter {
 ///   (a `HashSet` iterator borrows the set and cannot be kept until then).
 #[derive(Default)]
 struct TopicSet {
+    /// The topics while there are at most [`SMALL`] and no tables.
+    small: Vec<Bytes>,
+    tables: Option<Box<Tables>>,
+}
+
+/// Topics a [`TopicSet`] holds in its vector before it takes tables.
+const SMALL: usize = 8;
+
+#[derive(Default)]
+struct Tables {
     /// The only table until the set is split; empty after.
     first: HashTable<Bytes>,
     /// The [`PARTS`] tables of a split set.
@@ -1323,6 +1336,95 @@ const SPLIT_AT: usize = 8192;
 const PARTS: usize = 64;
 
 impl TopicSet {
+    /// Adds `topic`; false if it was held already. Adds to `moved` the
+    /// topics a growth (or a change of form) moved.
+    fn insert(&mut self, topic: Bytes, moved: &mut usize) -> bool {
+        if let Some(tables) = &mut self.tables {
+            return tables.insert(topic, moved);
+        }
+        if self.small.iter().any(|t| t[..] == topic[..]) {
+            return false;
+        }
+        if self.small.len() < SMALL {
+            self.small.reserve_exact(1);
+            self.small.push(topic);
+            return true;
+        }
+        let mut tables = Box::<Tables>::default();
+        *moved += self.small.len();
+        for t in std::mem::take(&mut self.small) {
+            tables.insert(t, &mut 0);
+        }
+        let new = tables.insert(topic, moved);
+        self.tables = Some(tables);
+        new
+    }
+
+    /// Removes `topic`; false if it was not held. A set emptied of its
+    /// tables lets them go.
+    fn remove(&mut self, topic: &[u8]) -> bool {
+        if let Some(tables) = &mut self.tables {
+            let held = tables.remove(topic);
+            if tables.len == 0 {
+                self.tables = None;
+            }
+            return held;
+        }
+        match self.small.iter().position(|t| t[..] == *topic) {
+            Some(at) => {
+                self.small.swap_remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn contains(&self, topic: &[u8]) -> bool {
+        match &self.tables {
+            Some(tables) => tables.contains(topic),
+            None => self.small.iter().any(|t| t[..] == *topic),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match &self.tables {
+            Some(tables) => tables.len,
+            None => self.small.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        let tables = self.tables.iter().flat_map(|t| t.iter());
+        self.small.iter().chain(tables)
+    }
+
+    /// Calls `f` on the topics of at most `most` slots, from slot `*at` on
+    /// (0 to begin), and moves `*at` past them; true once every slot was
+    /// walked. A position stays valid while the set does not change.
+    fn walk(&self, at: &mut usize, most: usize, mut f: impl FnMut(&Bytes)) -> bool {
+        if let Some(tables) = &self.tables {
+            return tables.walk(at, most, f);
+        }
+        let end = self.small.len().min(*at + most);
+        for t in self.small.get(*at..end).unwrap_or_default() {
+            f(t);
+        }
+        *at = end.max(*at);
+        *at >= self.small.len()
+    }
+
+    /// Every topic, by value.
+    fn into_topics(self) -> impl Iterator<Item = Bytes> {
+        let tables = self.tables.into_iter().flat_map(|t| t.into_topics());
+        self.small.into_iter().chain(tables)
+    }
+}
+
+impl Tables {
     fn hash(&self, topic: &[u8]) -> u64 {
         self.hasher.hash_one(topic)
     }
@@ -1349,8 +1451,6 @@ impl TopicSet {
         }
     }
 
-    /// Adds `topic`; false if it was held already. Adds to `moved` the
-    /// topics a growth (or the split) moved.
     fn insert(&mut self, topic: Bytes, moved: &mut usize) -> bool {
         if self.parts.is_empty() && self.first.len() >= SPLIT_AT {
             *moved += self.first.len();
@@ -1387,7 +1487,6 @@ impl TopicSet {
         }
     }
 
-    /// Removes `topic`; false if it was not held.
     fn remove(&mut self, topic: &[u8]) -> bool {
         let hash = self.hash(topic);
         match self.table_mut(hash).find_entry(hash, |t| t[..] == *topic) {
@@ -1405,21 +1504,10 @@ impl TopicSet {
         self.table(hash).find(hash, |t| t[..] == *topic).is_some()
     }
 
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     fn iter(&self) -> impl Iterator<Item = &Bytes> {
         self.first.iter().chain(self.parts.iter().flatten())
     }
 
-    /// Calls `f` on the topics of at most `most` slots, from slot `*at` on
-    /// (0 to begin), and moves `*at` past them; true once every slot was
-    /// walked. A position stays valid while the set does not change.
     fn walk(&self, at: &mut usize, most: usize, mut f: impl FnMut(&Bytes)) -> bool {
         let mut skip = *at;
         let mut left = most;
@@ -1444,16 +1532,8 @@ impl TopicSet {
         }
         true
     }
-}
 
-impl IntoIterator for TopicSet {
-    type Item = Bytes;
-    type IntoIter = std::iter::Chain<
-        hash_table::IntoIter<Bytes>,
-        std::iter::Flatten<std::vec::IntoIter<HashTable<Bytes>>>,
-    >;
-
-    fn into_iter(self) -> Self::IntoIter {
+    fn into_topics(self) -> impl Iterator<Item = Bytes> {
         self.first
             .into_iter()
             .chain(self.parts.into_iter().flatten())
@@ -1736,7 +1816,10 @@ mod tests {
             }
             assert_eq!(set.len(), model.len());
         }
-        assert!(!set.parts.is_empty(), "split");
+        assert!(
+            set.tables.as_ref().is_some_and(|t| !t.parts.is_empty()),
+            "split"
+        );
         // The split and the growths are counted: a few moves per topic.
         assert!(moved >= SPLIT_AT && moved < 8 * set.len(), "{moved}");
         for i in 0..2 * SPLIT_AT {
@@ -1745,13 +1828,37 @@ mod tests {
         let listed: std::collections::HashSet<Bytes> = set.iter().cloned().collect();
         assert_eq!(listed, model);
         assert_eq!(set.iter().count(), model.len());
-        let taken: std::collections::HashSet<Bytes> = set.into_iter().collect();
+        let taken: std::collections::HashSet<Bytes> = set.into_topics().collect();
         assert_eq!(taken, model);
     }
 
     #[test]
+    fn a_topic_set_takes_tables_past_a_few_topics_and_lets_them_go_empty() {
+        let mut set = TopicSet::default();
+        for round in 0..2 {
+            for i in 0..=SMALL {
+                assert!(set.insert(topic(i), &mut 0), "round {round}");
+                assert!(!set.insert(topic(i), &mut 0));
+                assert_eq!(set.tables.is_some(), i == SMALL);
+            }
+            assert_eq!(set.len(), SMALL + 1);
+            assert!((0..=SMALL).all(|i| set.contains(&topic(i))));
+            assert!(!set.contains(&topic(SMALL + 1)));
+            for i in 0..=SMALL {
+                assert!(set.remove(&topic(i)));
+                assert!(!set.remove(&topic(i)));
+            }
+            assert!(set.is_empty() && set.tables.is_none() && set.small.is_empty());
+        }
+        // Held in a vector just its size.
+        set.insert(topic(1), &mut 0);
+        set.insert(topic(2), &mut 0);
+        assert_eq!(set.small.capacity(), 2);
+    }
+
+    #[test]
     fn a_walk_in_slices_meets_every_topic_once() {
-        for n in [0, 5, SPLIT_AT, 3 * SPLIT_AT + 7] {
+        for n in [0, 5, SMALL, SMALL + 1, SPLIT_AT, 3 * SPLIT_AT + 7] {
             let mut set = TopicSet::default();
             for i in 0..n {
                 set.insert(topic(i), &mut 0);
@@ -1759,7 +1866,8 @@ mod tests {
             let mut met = Vec::new();
             let mut at = 0;
             let mut walks = 0;
-            while !set.walk(&mut at, 1000, |t| met.push(t.clone())) {
+            let slice = if n <= SMALL { 3 } else { 1000 };
+            while !set.walk(&mut at, slice, |t| met.push(t.clone())) {
                 walks += 1;
                 assert!(walks < 1000, "the walk never ends");
             }
