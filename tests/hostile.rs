@@ -649,10 +649,12 @@ fn the_memory_of_clients_that_left_goes_back_to_the_system() {
     // (The stats connection itself is one.)
     node.wait_for_stat("curr_connections", |v| v <= 1);
     node.wait_for_stat("topics", |v| v == 0);
+    // Untrimmed, the node keeps over half; trimmed, 14% on a quiet
+    // machine and up to a quarter beside this file's other tests.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let kept = rss_kib(node.pid()).saturating_sub(rss_before);
-        if kept * 4 < grown {
+        if kept * 3 < grown {
             break;
         }
         assert!(
