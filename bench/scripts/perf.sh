@@ -55,7 +55,7 @@ keys = ["deliveries_per_s", "publishes_per_s", "topics_per_s", "lost", "duplicat
         "ordering_violations", "latency_p50_us", "latency_p99_us", "latency_p999_us",
         "poll_latency_p50_us", "poll_latency_p99_us", "server_cores_busy",
         "server_cpu_us_per_delivery", "client_cores_busy", "other_cores_busy",
-        "server_rss_per_conn_bytes", "server_rss_retained_kib", "server_rss_start_kib",
+        "server_rss_per_conn_bytes", "server_rss_per_conn_settled_bytes", "server_rss_retained_kib", "server_rss_start_kib",
         "server_rss_end_kib", "request_latency_p99_us", "connections_ok"]
 print("   " + ", ".join(f"{k}={r[k]}" for k in keys if k in r))
 for w in r.get("warnings", []):

@@ -211,6 +211,16 @@ impl Report {
             per,
             "bytes, (connected RSS - start RSS) / connections",
         );
+        let settled = match (start.server_rss_kib, end.server_rss_kib) {
+            (Some(a), Some(b)) if conns > 0 => Some((b as f64 - a as f64) * 1024.0 / conns as f64),
+            _ => None,
+        };
+        self.opt_float(
+            "server_rss_per_conn_settled_bytes",
+            settled,
+            "bytes, (RSS at the end of the load - start RSS) / connections: what \
+             the connections cost once the server settled after the connects",
+        );
     }
 
     pub fn to_json(&self) -> String {
