@@ -53,7 +53,7 @@ use crate::guard::{guard, Panicked, Supervised};
 use crate::message::Delivery;
 use crate::publish::{Outcome, Publisher};
 use crate::queue::{
-    Ask, ClientQueue, Close, FromQueue, Named, PushAck, QueueRequest, Take, Taken, Watch,
+    Ask, ClientQueue, Close, FromQueue, Named, PushAck, QueueRequest, QueueRun, Take, Taken, Watch,
 };
 use crate::ratelimit::RateLimit;
 use crate::shard::{DumpTopics, Routed, Settle};
@@ -91,11 +91,16 @@ pub struct Connection<D: Dialect> {
     /// The client's queue actor (its address is shared with the clients'
     /// supervisor and the shards: one sender for all).
     queue: Arc<Addr<ClientQueue>>,
+    /// The queue actor itself, run in this connection's task while both
+    /// live ([`RunQueue`]); handed to a task of its own when the
+    /// connection stops, so the queue finishes on its own.
+    queue_run: Option<QueueRun>,
     /// The publish pipeline, made at the first publish (most clients only
     /// subscribe and poll; an idle connection should cost little).
     publisher: Option<Box<Publisher>>,
-    /// The worker arbiter this connection runs on.
-    home: usize,
+    /// The worker arbiter this connection runs on (`worker_threads` is at
+    /// most 4,096).
+    home: u16,
     dialect: D,
     reader: OwnedReadHalf,
     rbuf: BytesMut,
@@ -106,8 +111,11 @@ pub struct Connection<D: Dialect> {
     replies: VecDeque<Slot<D::Pending>>,
     first_ticket: u64,
     /// Push mode: pushed batches received and not yet encoded, and whether
-    /// the last one still awaits its acknowledgement.
-    pushes_held: usize,
+    /// the last one still awaits its acknowledgement. Few: the queue sends
+    /// a batch only once the last one is acknowledged, besides one (a
+    /// replay) per retroactive subscribe, whose answers outstanding are at
+    /// most [`MAX_PENDING`].
+    pushes_held: u16,
     push_unacked: bool,
     /// No more requests are read; close once every answer is written.
     closing: bool,
@@ -117,6 +125,13 @@ pub struct Connection<D: Dialect> {
     quiet: bool,
     /// This connection's share of `max_pending_request_bytes`.
     pending: Held,
+    /// What few connections need, made at first use (an idle connection
+    /// should be small: see [`RunQueue`]).
+    extra: Option<Box<Extra>>,
+}
+
+#[derive(Default)]
+struct Extra {
     /// Large subscription changes the queue has not answered yet (ticket,
     /// bytes of topics), in order, and their bytes: past
     /// `max_request_bytes` reading pauses, so a client pipelining huge
@@ -136,13 +151,13 @@ enum Slot<P> {
     Waiting {
         pending: P,
         stash: Vec<Delivery>,
-        batches: usize,
+        batches: u16,
     },
     Ready {
         pending: P,
         answer: Answer,
         stash: Vec<Delivery>,
-        batches: usize,
+        batches: u16,
     },
 }
 
@@ -163,8 +178,8 @@ impl<D: Dialect> Connection<D> {
         let info = Arc::new(ClientInfo::new(id, peer));
         let (reader, writer) = stream.into_split();
         Connection::<D>::create(move |ctx| {
-            let queue =
-                ClientQueue::begin(env.clone(), home, info.clone(), ctx.address().recipient());
+            let (queue, queue_run) =
+                ClientQueue::prepare(env.clone(), home, info.clone(), ctx.address().recipient());
             if D::PUSH {
                 queue.do_send(Watch);
                 env.node
@@ -180,11 +195,12 @@ impl<D: Dialect> Connection<D> {
             });
             Connection {
                 publisher: None,
-                home,
+                home: home as u16,
                 dialect: D::new(&env, &info),
                 env,
                 info,
                 queue,
+                queue_run: Some(queue_run),
                 reader,
                 rbuf: BytesMut::new(),
                 writer,
@@ -197,11 +213,13 @@ impl<D: Dialect> Connection<D> {
                 read_done: false,
                 quiet: true,
                 pending: Held::default(),
-                asked: VecDeque::new(),
-                asked_bytes: 0,
-                spare: Vec::new(),
+                extra: None,
             }
         });
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
     }
 
     fn next_ticket(&self) -> u64 {
@@ -312,8 +330,9 @@ impl<D: Dialect> Connection<D> {
                 Answer::Pushed(items) if stash.is_empty() => {
                     let mut spare = self.dialect.encode_pushed(items, &self.env, &mut self.out);
                     spare.clear();
-                    if self.spare.capacity() < spare.capacity() {
-                        self.spare = spare;
+                    let extra = self.extra();
+                    if extra.spare.capacity() < spare.capacity() {
+                        extra.spare = spare;
                     }
                 }
                 answer => self
@@ -328,17 +347,21 @@ impl<D: Dialect> Connection<D> {
             && !self.read_done
             && self.replies.len() < MAX_PENDING
             && self.out.len() < OUT_HIGH
-            && self.asked_bytes <= self.env.node.settings.max_request_bytes
+            && self.extra.as_ref().map_or(0, |e| e.asked_bytes)
+                <= self.env.node.settings.max_request_bytes
     }
 
     /// The queue answered `ticket`: the changes asked up to it are done.
     fn answered(&mut self, ticket: u64) {
-        while let Some(&(asked, bytes)) = self.asked.front() {
+        let Some(extra) = self.extra.as_mut() else {
+            return;
+        };
+        while let Some(&(asked, bytes)) = extra.asked.front() {
             if asked > ticket {
                 break;
             }
-            self.asked.pop_front();
-            self.asked_bytes -= bytes;
+            extra.asked.pop_front();
+            extra.asked_bytes -= bytes;
         }
     }
 
@@ -375,7 +398,7 @@ impl<D: Dialect> Connection<D> {
 
     /// The publish pipeline, made on first use.
     fn publisher(&mut self, ctx: &mut Context<Self>) -> &mut Publisher {
-        let (id, home, env) = (self.info.id, self.home, &self.env);
+        let (id, home, env) = (self.info.id, self.home as usize, &self.env);
         self.publisher.get_or_insert_with(|| {
             Box::new(Publisher::new(
                 id,
@@ -480,8 +503,9 @@ impl<D: Dialect> Connection<D> {
                     QueueRequest::Register => 0,
                 };
                 if bytes >= BIG_ASK {
-                    self.asked.push_back((ticket, bytes));
-                    self.asked_bytes += bytes;
+                    let extra = self.extra();
+                    extra.asked.push_back((ticket, bytes));
+                    extra.asked_bytes += bytes;
                 }
                 self.queue.do_send(Ask { ticket, req });
             }
@@ -651,7 +675,12 @@ impl<D: Dialect> Connection<D> {
                 .counters
                 .resp_push_batches
                 .fetch_add(1, Ordering::Relaxed);
-            self.queue.do_send(PushAck(std::mem::take(&mut self.spare)));
+            let spare = self
+                .extra
+                .as_mut()
+                .map(|e| std::mem::take(&mut e.spare))
+                .unwrap_or_default();
+            self.queue.do_send(PushAck(spare));
         }
         // Idle connections are the many: once a poll found nothing (or a
         // write needed a large buffer), keep no buffers or answer slots.
@@ -716,12 +745,16 @@ impl<D: Dialect> Actor for Connection<D> {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.spawn(Io);
+        ctx.spawn(RunQueue);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.pending
             .release(&self.env.node, &self.env.budget, self.info.id);
         self.queue.do_send(Close);
+        if let Some(run) = self.queue_run.take() {
+            actix::spawn(run);
+        }
         if D::PUSH {
             self.env
                 .node
@@ -802,6 +835,37 @@ impl<D: Dialect> Handler<OverBudget> for Connection<D> {
 
 /// Drives the socket (see [`Connection::poll_io`]).
 struct Io;
+
+/// Drives the client's queue actor inside the connection's task: the two
+/// actors of a client keep their own contexts and mailboxes, and share a
+/// task (one task cell per client instead of two: an idle client is
+/// mostly these two actors). Whatever wakes the queue (its mailbox, its
+/// timers) wakes this task, and each turn of the task polls the queue.
+struct RunQueue;
+
+impl<D: Dialect> ActorFuture<Connection<D>> for RunQueue {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut Connection<D>,
+        _ctx: &mut Context<Connection<D>>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        let Some(run) = act.queue_run.as_mut() else {
+            return Poll::Ready(());
+        };
+        match std::future::Future::poll(Pin::new(run), task) {
+            Poll::Ready(()) => {
+                // The queue stopped (it failed, say): the connection
+                // hears of it through its mailbox.
+                act.queue_run = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
 
 impl<D: Dialect> ActorFuture<Connection<D>> for Io {
     type Output = ();

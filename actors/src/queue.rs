@@ -269,6 +269,11 @@ struct InFlight {
     until: Option<Instant>,
 }
 
+/// A queue actor's running form: polled, it handles the queue's mailbox
+/// and futures, and it resolves once the queue stopped. Dropped before
+/// then, it stops the queue (which then leaves everything it joined).
+pub type QueueRun = actix::dev::ContextFut<ClientQueue, Context<ClientQueue>>;
+
 /// One client's queue actor.
 pub struct ClientQueue {
     env: Arc<Env>,
@@ -323,14 +328,29 @@ impl ClientQueue {
         self.info.id
     }
 
-    /// Starts a client's queue actor on the current arbiter; returns its
-    /// shared address.
+    /// Starts a client's queue actor on the current arbiter, in a task of
+    /// its own; returns its shared address.
     pub fn begin(
         env: Arc<Env>,
         home: usize,
         info: Arc<ClientInfo>,
         conn: Recipient<FromQueue>,
     ) -> Arc<Addr<ClientQueue>> {
+        let (me, run) = Self::prepare(env, home, info, conn);
+        actix::spawn(run);
+        me
+    }
+
+    /// Makes a client's queue actor without starting it: its shared
+    /// address, and the future that runs it (its context, mailbox and
+    /// state), for the client's connection to drive in its own task
+    /// ([`QueueRun`]).
+    pub fn prepare(
+        env: Arc<Env>,
+        home: usize,
+        info: Arc<ClientInfo>,
+        conn: Recipient<FromQueue>,
+    ) -> (Arc<Addr<ClientQueue>>, QueueRun) {
         let ctx = Context::new();
         let me = Arc::new(ctx.address());
         let s = &env.node.settings;
@@ -340,8 +360,8 @@ impl ClientQueue {
             arbiter: home as u32,
             slot,
         };
-        ctx.run(ClientQueue::new(env, home, info, conn));
-        me
+        let run = ctx.into_future(ClientQueue::new(env, home, info, conn));
+        (me, run)
     }
 
     /// Indices of the topics of `msg` this client holds.
