@@ -11,7 +11,8 @@
 //!         |                    |                               own arbiters)
 //!  client pairs            RouterShard x N
 //!  (temporary; on a        (permanent; spread over
-//!   worker arbiter):        the worker arbiters)
+//!   worker arbiter,         the router arbiters)
+//!   one task each):
 //!  Connection + ClientQueue
 //! ```
 //!
