@@ -202,22 +202,19 @@ impl Report {
             kib(end),
             "KiB, server RSS at the end of the load, still connected",
         );
-        let per = match (start.server_rss_kib, connected.server_rss_kib) {
+        // Bytes per connection grown from `start` to `at`.
+        let per = |at: &Snapshot| match (start.server_rss_kib, at.server_rss_kib) {
             (Some(a), Some(b)) if conns > 0 => Some((b as f64 - a as f64) * 1024.0 / conns as f64),
             _ => None,
         };
         self.opt_float(
             "server_rss_per_conn_bytes",
-            per,
+            per(connected),
             "bytes, (connected RSS - start RSS) / connections",
         );
-        let settled = match (start.server_rss_kib, end.server_rss_kib) {
-            (Some(a), Some(b)) if conns > 0 => Some((b as f64 - a as f64) * 1024.0 / conns as f64),
-            _ => None,
-        };
         self.opt_float(
             "server_rss_per_conn_settled_bytes",
-            settled,
+            per(end),
             "bytes, (RSS at the end of the load - start RSS) / connections: what \
              the connections cost once the server settled after the connects",
         );
