@@ -17,7 +17,8 @@
 //! posts. So a board needs no lock, and the queue still owns its inbox: the
 //! board only holds what was sent to it and not yet taken.
 //!
-//! A queue is woken (a [`Wake`] in its mailbox) only when it must act
+//! A queue is woken (its task, through the waker its [`listen`]ing future
+//! left in its slot: no message, no allocation) only when it must act
 //! before its next request: when a slot's deliveries would take its queue
 //! past `max_queue_messages` or `max_queue_bytes` (the queue then makes the
 //! client a slow consumer at once), or, in push mode, when it
@@ -31,9 +32,7 @@
 //! touches nothing but the slot.
 
 use std::cell::RefCell;
-use std::sync::Arc;
-
-use actix::prelude::*;
+use std::task::Waker;
 
 use crate::message::Delivery;
 
@@ -71,21 +70,6 @@ impl Run {
     }
 }
 
-/// What the board needs of a queue: to wake it. Implemented by the client
-/// queue actor's address.
-pub trait Wakeable: Send + Sync {
-    /// Send the queue a [`Wake`].
-    fn wake(&self);
-}
-
-/// A queue as its slot holds it (the queue's shared address).
-pub type WakeRef = Arc<dyn Wakeable>;
-
-/// Take your slot's deliveries (see the module doc).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Wake;
-
 /// Deliveries a queue takes from its slot.
 #[derive(Default)]
 pub struct Taken {
@@ -109,7 +93,8 @@ struct Slot {
     room_messages: u32,
     flags: u8,
     room_bytes: usize,
-    queue: Option<WakeRef>,
+    /// Wakes the queue's listening future ([`listen`]).
+    bell: Option<Waker>,
 }
 
 impl Slot {
@@ -120,7 +105,7 @@ impl Slot {
         room_messages: 0,
         flags: 0,
         room_bytes: 0,
-        queue: None,
+        bell: None,
     };
 }
 
@@ -150,7 +135,7 @@ thread_local! {
 }
 
 /// Opens a slot on this thread's board for queue `id`; returns its index.
-pub fn open(id: u64, queue: WakeRef, room: (usize, usize)) -> u32 {
+pub fn open(id: u64, room: (usize, usize)) -> u32 {
     BOARD.with_borrow_mut(|b| {
         let index = match b.free.pop() {
             Some(i) => i,
@@ -168,10 +153,25 @@ pub fn open(id: u64, queue: WakeRef, room: (usize, usize)) -> u32 {
             id,
             room_messages: room.0.min(u32::MAX as usize) as u32,
             room_bytes: room.1,
-            queue: Some(queue),
             ..Slot::FREE
         };
         index
+    })
+}
+
+/// Queue `id`'s listening future, polled: leaves `waker` in the slot, to be
+/// woken when the queue must take its deliveries; whether it must now (a
+/// wake since its last take).
+pub fn listen(slot: u32, id: u64, waker: &Waker) -> bool {
+    BOARD.with_borrow_mut(|b| {
+        let Some(entry) = b.slot(slot, id) else {
+            return false;
+        };
+        match &mut entry.bell {
+            Some(bell) if bell.will_wake(waker) => {}
+            bell => *bell = Some(waker.clone()),
+        }
+        entry.flags & WOKEN != 0
     })
 }
 
@@ -242,8 +242,8 @@ pub fn arm(slot: u32, id: u64, room: (usize, usize), eager: bool) {
         if eager && !entry.items.is_empty() && entry.flags & WOKEN == 0 {
             // Arrived since the queue last took: take them now.
             entry.flags |= WOKEN;
-            if let Some(q) = &entry.queue {
-                q.wake();
+            if let Some(bell) = &entry.bell {
+                bell.wake_by_ref();
             }
         }
     })
@@ -263,7 +263,8 @@ pub fn pending() -> Vec<(u64, usize, usize)> {
 }
 
 /// Posts runs to the queues of this thread's board. Queues that must act
-/// now are woken (a wake only queues a message: no queue code runs here).
+/// now are woken (a wake only schedules the queue's task: no queue code
+/// runs here).
 pub fn post(runs: Vec<Run>) {
     BOARD.with_borrow_mut(|b| {
         let mut copies = std::mem::take(&mut b.scratch);
@@ -310,8 +311,8 @@ pub fn post(runs: Vec<Run>) {
                 }
                 if (over || entry.flags & EAGER != 0) && entry.flags & WOKEN == 0 {
                     entry.flags |= WOKEN;
-                    if let Some(q) = &entry.queue {
-                        q.wake();
+                    if let Some(bell) = &entry.bell {
+                        bell.wake_by_ref();
                     }
                 }
             }

@@ -21,7 +21,7 @@
 //!   copy of the same message still in flight on the live path is dropped.
 //! - Deliveries are posted on the delivery board of the queue's arbiter
 //!   (`crate::board`), which is the front of its inbox: the queue takes
-//!   them at the start of each handler, and is woken ([`Wake`]) only when
+//!   them at the start of each handler, and is woken ([`Bell`]) only when
 //!   they would overflow it or, in push mode, to push them. The inbox
 //!   is bounded by `max_queue_messages` and `max_queue_bytes`: past either
 //!   the client is a slow consumer, its inbox is emptied and its connection
@@ -73,7 +73,7 @@ use hashbrown::hash_table::{self, HashTable};
 use kraken_protocol::{BodyError, Response, TopicList};
 use slog::{debug, error, info};
 
-use crate::board::{self, Home, Wake, Wakeable};
+use crate::board::{self, Home};
 use crate::client::{ClientInfo, FastSet, Kick, POLL_BYTES};
 use crate::clients::ClientHandle;
 use crate::env::Env;
@@ -355,7 +355,7 @@ impl ClientQueue {
         let me = Arc::new(ctx.address());
         let s = &env.node.settings;
         let room = (s.max_queue_messages, s.max_queue_bytes);
-        let slot = board::open(info.id, me.clone(), room);
+        let slot = board::open(info.id, room);
         let home = Home {
             arbiter: home as u32,
             slot,
@@ -369,12 +369,6 @@ impl ClientQueue {
         (0..msg.topics.len() as u32)
             .filter(|&i| self.subs.contains(&msg.topics[i as usize]))
             .collect()
-    }
-}
-
-impl Wakeable for Addr<ClientQueue> {
-    fn wake(&self) {
-        self.do_send(Wake);
     }
 }
 
@@ -449,7 +443,7 @@ impl ClientQueue {
     }
 
     /// Takes the board's deliveries, pushes them if in push mode, and
-    /// re-arms the board: the whole of [`Wake`], and of [`Watch`] and
+    /// re-arms the board: the whole of a [`Bell`] ring, and of [`Watch`] and
     /// [`PushAck`] once their state is set.
     fn take_and_push(&mut self, ctx: &mut Context<Self>, spare: Vec<Delivery>) {
         guard(self, ctx, |a, _| {
@@ -1644,8 +1638,34 @@ enum Upstream {
     Retro(i128),
 }
 
+/// The queue's ear on its board slot: the board wakes the queue's task
+/// (no message) when its deliveries must be taken now (they would
+/// overflow it, or in push mode it can push), and this future, polled
+/// then, takes them.
+struct Bell;
+
+impl ActorFuture<ClientQueue> for Bell {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut ClientQueue,
+        ctx: &mut Context<ClientQueue>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        if board::listen(act.home.slot, act.id(), task.waker()) {
+            act.take_and_push(ctx, Vec::new());
+        }
+        Poll::Pending
+    }
+}
+
 impl Actor for ClientQueue {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.spawn(Bell);
+    }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         self.remove_everywhere();
@@ -1727,14 +1747,6 @@ impl Handler<Take> for ClientQueue {
             ticket: msg.ticket,
             taken,
         });
-    }
-}
-
-impl Handler<Wake> for ClientQueue {
-    type Result = ();
-
-    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
-        self.take_and_push(ctx, Vec::new());
     }
 }
 
