@@ -868,6 +868,7 @@ mod tests {
         // Every option with a default is written out in it.
         for (option, _, source) in &loaded.sources {
             let commented = [
+                "router_threads",
                 "pid_file",
                 "log_file",
                 "control_socket",
@@ -920,7 +921,8 @@ mod tests {
              -kraken max_queue_messages 77 -kraken max_queue_bytes 8888 \
              -kraken control_socket /run/k.sock -kraken upstreams h1:1,h2:2 \
              -kraken max_restarts 3 -kraken max_restart_seconds 5 \
-             -kraken worker_threads 2 -kraken fault_injection true -kraken log_format json \
+             -kraken worker_threads 2 -kraken router_threads 0 -kraken fault_injection true \
+             -kraken log_format json \
              -kraken metrics_listen 127.0.0.1:9121 -kraken resp_port 6379 \
              -kraken tcp_keepalive_seconds 0 -kraken max_topics_per_message 5 \
              -kraken max_subscriptions_per_client 6 -kraken max_topics_per_node 7 \
@@ -950,6 +952,7 @@ mod tests {
             max_restarts: 3,
             max_restart_seconds: Duration::from_secs(5),
             worker_threads: 2,
+            router_threads: Some(0),
             fault_injection: true,
             log_format: LogFormat::Json,
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9121))),
@@ -982,7 +985,7 @@ mod tests {
              log_format=json client_idle_timeout=60 max_line_bytes=4096 max_request_bytes=1000000 \
              max_topic_bytes=512 max_queue_messages=77 max_queue_bytes=8888 \
              control_socket=/run/k.sock upstreams=h1:1,h2:2 max_restarts=3 \
-             max_restart_seconds=5 worker_threads=2 fault_injection=true \
+             max_restart_seconds=5 worker_threads=2 router_threads=0 fault_injection=true \
              metrics_listen=127.0.0.1:9121 resp_port=6379 tcp_keepalive_seconds=0 \
              max_topics_per_message=5 max_subscriptions_per_client=6 max_topics_per_node=7 \
              max_retro_bytes_per_router_shard=8 max_pending_request_bytes=9 \
@@ -1014,6 +1017,7 @@ mod tests {
             ("MAX_RESTARTS", "0"),
             ("MAX_RESTART_SECONDS", "60"),
             ("WORKER_THREADS", "0"),
+            ("ROUTER_THREADS", "1"),
             ("FAULT_INJECTION", "false"),
             ("LOG_FORMAT", "JSON"),
             ("METRICS_LISTEN", "[::1]:9121"),
@@ -1055,6 +1059,7 @@ mod tests {
         assert_eq!(s.max_restarts, 0);
         assert_eq!(s.max_restart_seconds, Duration::from_secs(60));
         assert_eq!(s.worker_threads, 0);
+        assert_eq!(s.router_threads, Some(1));
         assert!(!s.fault_injection);
         assert_eq!(s.log_format, LogFormat::Json);
         assert_eq!(s.metrics_listen, Some("[::1]:9121".parse().unwrap()));
@@ -1111,6 +1116,7 @@ upstreams = ["u1:1", "u2:2"]
 max_restarts = 13
 max_restart_seconds = 1.5
 worker_threads = 14
+router_threads = 3
 fault_injection = true
 log_format = "json"
 metrics_listen = "10.0.0.1:80"
@@ -1148,6 +1154,7 @@ runtime_dir = "/r"
   {max_restarts, 13},
   {max_restart_seconds, 1.5},
   {worker_threads, 14},
+  {router_threads, 3},
   {fault_injection, true},
   {log_format, json},
   {metrics_listen, "10.0.0.1:80"},
@@ -1186,6 +1193,7 @@ runtime_dir = "/r"
             max_restarts: 13,
             max_restart_seconds: Duration::from_millis(1500),
             worker_threads: 14,
+            router_threads: Some(3),
             fault_injection: true,
             log_format: LogFormat::Json,
             metrics_listen: Some(SocketAddr::from(([10, 0, 0, 1], 80))),
@@ -1598,6 +1606,7 @@ runtime_dir = "/r"
             ("max_queue_bytes", "99999999999999999999999999", "bad value 99999999999999999999999999 for max_queue_bytes: is too large"),
             ("max_restarts", "-1", "bad value -1 for max_restarts: must be between 0 and 4294967295"),
             ("worker_threads", "100000", "bad value 100000 for worker_threads: must be between 0 and 4096"),
+            ("router_threads", "-1", "bad value -1 for router_threads: must be between 0 and 4096"),
             ("client_idle_timeout", "0", "bad value 0 for client_idle_timeout: must be a number of seconds greater than 0"),
             ("client_idle_timeout", "-1.5", "bad value -1.5 for client_idle_timeout: must be a number of seconds greater than 0"),
             ("client_idle_timeout", "soon", "bad value soon for client_idle_timeout: must be a number of seconds greater than 0, not an atom"),

@@ -79,7 +79,23 @@ fn wait_until(what: &str, cond: impl Fn() -> bool) {
 
 #[test]
 fn a_router_shard_panic_restarts_that_shard_and_every_client_keeps_every_subscription() {
-    let node = faulty_node(&[]);
+    shard_panic_is_survived(&[]);
+}
+
+/// The same with the shards on the one connection thread (no router
+/// thread): the node runs on one thread, the failed shard on it too.
+#[test]
+fn a_router_shard_on_the_connection_thread_is_restarted_the_same() {
+    let node = shard_panic_is_survived(&[("worker_threads", "1"), ("router_threads", "0")]);
+    assert!(
+        node.log_contains("router_threads: 0"),
+        "{:?}",
+        node.log_lines()
+    );
+}
+
+fn shard_panic_is_survived(options: &[(&str, &str)]) -> Node {
+    let node = faulty_node(options);
     let topics = topic_per_shard();
     let t: Vec<&str> = topics.iter().map(String::as_str).collect();
     let faulty = shard_of(SHARD_PANIC.as_bytes(), SHARDS);
@@ -143,6 +159,7 @@ fn a_router_shard_panic_restarts_that_shard_and_every_client_keeps_every_subscri
     );
 
     assert_eq!(node.stats()["shard_restarts"], "1");
+    node
 }
 
 #[test]

@@ -168,6 +168,14 @@ settings! {
     /// core (at most 4096). A quarter of them (at least one) run the
     /// shards, the rest the connections (at least one).
     worker_threads: usize = 0, "forms::worker_threads";
+    /// How many of those threads run only router shards (`router_threads`,
+    /// 0 to 4096; default: a quarter, at least one). 0 runs the shards on
+    /// the connection threads: no hop between threads on a publish's way,
+    /// which on a small machine costs more than it spreads (on 2 cores,
+    /// `worker_threads = 1` with `router_threads = 0` runs the node on one
+    /// thread). At least one thread always runs connections (one more
+    /// than `worker_threads` if need be).
+    router_threads: Option<usize> = None, "forms::router_threads";
     /// Enables fault-injection commands for supervision tests (default off).
     fault_injection: bool = false, "forms::boolean";
     /// Address of the HTTP metrics and health listener (`metrics_listen`,

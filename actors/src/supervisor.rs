@@ -90,7 +90,8 @@ impl Supervisor {
         // threads than cores would cost every hop between them a context
         // switch (on 2 cores, 2 workers and a router thread took 15-20%
         // more CPU per delivery than one of each).
-        let shard_threads = (threads / 4).max(1);
+        // `router_threads = 0`: the shards share the connection threads.
+        let shard_threads = s.router_threads.unwrap_or((threads / 4).max(1));
         let threads = threads.saturating_sub(shard_threads).max(1);
         let workers: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let router_threads: Vec<Arbiter> = (0..shard_threads).map(|_| Arbiter::new()).collect();
@@ -116,10 +117,11 @@ impl Supervisor {
                 observer,
                 clients.clone(),
                 me.clone().recipient(),
-                &router_threads
-                    .iter()
-                    .map(|a| a.handle())
-                    .collect::<Vec<_>>(),
+                &if router_threads.is_empty() {
+                    handles.clone()
+                } else {
+                    router_threads.iter().map(|a| a.handle()).collect()
+                },
             );
             let proxy = links.as_ref().map(|l| l.proxy.clone());
             let couriers = handles

@@ -6,6 +6,8 @@
 #       e.g. bench/scripts/vs-redis.sh 10 --subscribers 500 --size 256
 #   VS_REDIS_KRAKEN_RESP=1 bench/scripts/vs-redis.sh ...   # also redis-fanout
 #       against the Kraken node's resp_port
+#   VS_REDIS_NODE_ARGS="-kraken worker_threads 1 -kraken router_threads 0" ...
+#       # options for the Kraken node
 #
 # Starts a fresh redis-server (Debian's package: apt-get install
 # redis-server) on a free loopback port with persistence off, and a fresh
@@ -69,6 +71,9 @@ if [[ ${VS_REDIS_KRAKEN_RESP:-0} == 1 ]]; then
   resp_port=$(free_port)
   node_pairs+=(-kraken resp_port "$resp_port")
 fi
+# More node options, as "-kraken NAME VALUE ..." (word-split).
+# shellcheck disable=SC2206
+node_pairs+=(${VS_REDIS_NODE_ARGS:-})
 target/release/kraken run "${node_pairs[@]}" >"$out/kraken.log" 2>&1 &
 NODE=$!
 pids+=("$NODE")

@@ -239,6 +239,13 @@ pub fn worker_threads<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error
     with(d, |v| int_in(v, 0, MAX_WORKER_THREADS).map(|i| i as usize))
 }
 
+/// Threads that run only router shards: 0 to 4096.
+pub fn router_threads<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    with(d, |v| {
+        int_in(v, 0, MAX_WORKER_THREADS).map(|i| Some(i as usize))
+    })
+}
+
 /// A number of restarts, 0 to 2^32 - 1.
 pub fn restarts<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     with(d, |v| int_in(v, 0, i128::from(u32::MAX)).map(|i| i as u32))
@@ -499,6 +506,12 @@ impl Render for Option<PathBuf> {
     fn render(&self) -> String {
         self.as_ref()
             .map_or_else(|| "none".to_string(), |p| p.display().to_string())
+    }
+}
+
+impl Render for Option<usize> {
+    fn render(&self) -> String {
+        self.map_or_else(|| "auto".to_string(), |n| n.to_string())
     }
 }
 
