@@ -173,8 +173,9 @@ settings! {
     /// the connection threads: no hop between threads on a publish's way,
     /// which on a small machine costs more than it spreads (on 2 cores,
     /// `worker_threads = 1` with `router_threads = 0` runs the node on one
-    /// thread). At least one thread always runs connections (one more
-    /// than `worker_threads` if need be).
+    /// thread), but huge subscribes then delay the other clients more. At
+    /// least one thread always runs connections (one more than
+    /// `worker_threads` if need be).
     router_threads: Option<usize> = None, "forms::router_threads";
     /// Enables fault-injection commands for supervision tests (default off).
     fault_injection: bool = false, "forms::boolean";
