@@ -166,8 +166,7 @@ impl ClientSupervisor {
         self.topics_peak = self.topics_peak.max(topics);
         let now = (closed, opened, topics);
         let settled = std::mem::replace(&mut self.last_sweep, now) == now;
-        let clients_moved =
-            closed - self.closed_at_last_trim + opened.saturating_sub(self.opened_at_last_trim);
+        let clients_moved = closed - self.closed_at_last_trim + opened - self.opened_at_last_trim;
         let topics_moved =
             (self.topics_peak - topics).max(topics.saturating_sub(self.topics_at_last_trim));
         if closed >= self.closed_at_last_trim + TRIM_AFTER_CLOSES

@@ -1419,16 +1419,15 @@ impl TopicSet {
     /// Calls `f` on the topics of at most `most` slots, from slot `*at` on
     /// (0 to begin), and moves `*at` past them; true once every slot was
     /// walked. A position stays valid while the set does not change.
-    fn walk(&self, at: &mut usize, most: usize, mut f: impl FnMut(&Bytes)) -> bool {
+    fn walk(&self, at: &mut usize, most: usize, f: impl FnMut(&Bytes)) -> bool {
         if let Some(tables) = &self.tables {
             return tables.walk(at, most, f);
         }
-        let end = self.small.len().min(*at + most);
-        for t in self.small.get(*at..end).unwrap_or_default() {
-            f(t);
-        }
-        *at = end.max(*at);
-        *at >= self.small.len()
+        let from = (*at).min(self.small.len());
+        let end = self.small.len().min(from + most);
+        self.small[from..end].iter().for_each(f);
+        *at = end;
+        end == self.small.len()
     }
 
     /// Every topic, by value.
