@@ -67,6 +67,16 @@ pub const FAULT_CONNECTION_PANIC: &[u8] = b"__kraken_fault_connection_panic__";
 /// so this is most of what an idle connection costs.
 const READ_BUFFER_INITIAL: usize = 64;
 
+/// Most room a read asks for: a connection whose reads fill the room it
+/// gave doubles it, up to this (a publisher pipelining a few dozen
+/// requests reads them in one call, not one call per 64 bytes). A buffer
+/// left empty at the end of a turn is given back, so only connections in
+/// the middle of a request hold more than [`READ_BUFFER_INITIAL`].
+const READ_BUFFER_BUSY: usize = 4096;
+
+/// `READ_BUFFER_INITIAL << READ_GROW_MAX == READ_BUFFER_BUSY`.
+const READ_GROW_MAX: u8 = (READ_BUFFER_BUSY / READ_BUFFER_INITIAL).trailing_zeros() as u8;
+
 /// Largest write buffer a busy connection keeps once it is written out.
 const BUFFER_KEEP: usize = 64 * 1024;
 
@@ -123,6 +133,8 @@ pub struct Connection<D: Dialect> {
     read_done: bool,
     /// The last poll found nothing: the client is quiet, keep no buffers.
     quiet: bool,
+    /// Reads ask for `READ_BUFFER_INITIAL << read_grown` bytes of room.
+    read_grown: u8,
     /// This connection's share of `max_pending_request_bytes`.
     pending: Held,
     /// What few connections need, made at first use (an idle connection
@@ -212,6 +224,7 @@ impl<D: Dialect> Connection<D> {
                 closing: false,
                 read_done: false,
                 quiet: true,
+                read_grown: 0,
                 pending: Held::default(),
                 extra: None,
             }
@@ -614,10 +627,13 @@ impl<D: Dialect> Connection<D> {
                 break;
             }
             // The decoder reserves room for what it expects (and gives back
-            // a large buffer once a large request is done); keep a little.
-            if self.rbuf.capacity() == self.rbuf.len() {
-                self.rbuf.reserve(READ_BUFFER_INITIAL);
+            // a large buffer once a large request is done); besides, ask for
+            // as much room as the last reads filled.
+            let room = READ_BUFFER_INITIAL << self.read_grown;
+            if self.rbuf.capacity() - self.rbuf.len() < room {
+                self.rbuf.reserve(room);
             }
+            let spare = self.rbuf.capacity() - self.rbuf.len();
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.reader), task, &mut self.rbuf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                     // The client closed its side: answer what was asked.
@@ -634,6 +650,9 @@ impl<D: Dialect> Connection<D> {
                     break;
                 }
                 Poll::Ready(Ok(n)) => {
+                    if n == spare && self.read_grown < READ_GROW_MAX {
+                        self.read_grown += 1;
+                    }
                     // A client that streams without pause must not hold
                     // the worker: past READ_PER_TURN, let the others run.
                     read_this_turn += n;
@@ -687,7 +706,10 @@ impl<D: Dialect> Connection<D> {
         if self.out.capacity() > BUFFER_KEEP || (self.quiet && self.out.capacity() > 0) {
             self.out = BytesMut::new();
         }
-        if self.quiet && self.rbuf.is_empty() && self.rbuf.capacity() > 0 {
+        if self.rbuf.is_empty()
+            && (self.rbuf.capacity() > READ_BUFFER_INITIAL
+                || (self.quiet && self.rbuf.capacity() > 0))
+        {
             self.rbuf = BytesMut::new();
         }
         if self.quiet && self.replies.is_empty() && self.replies.capacity() > 0 {

@@ -363,3 +363,62 @@ fn a_command_cut_short_at_end_of_stream_is_dropped() {
     assert_eq!(d(b"PING"), []);
     assert_eq!(d(b"*2\r\n$4\r\nPING\r\n$2\r\nh"), []);
 }
+
+/// Small arguments are copied out of the read buffer, so that what is kept
+/// of them (a subscribed channel's name) does not keep the buffer alive and
+/// the next read reuses it in place; a large one is taken out of it
+/// without a copy.
+#[test]
+fn small_arguments_leave_the_read_buffer_reusable() {
+    let mut codec = RespCodec::new(RespLimits::default());
+    let mut buf = BytesMut::with_capacity(4096);
+    let start = buf.as_ptr() as usize;
+    let within = |p: *const u8| (start..start + 4096).contains(&(p as usize));
+    let payload = [b'x'; 64];
+    for _ in 0..16 {
+        buf.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nnews\r\n$64\r\n");
+        buf.extend_from_slice(&payload);
+        buf.extend_from_slice(b"\r\n");
+    }
+    // The channel name ends the buffer, where a slice would be most of
+    // what is left of it.
+    buf.extend_from_slice(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nlast\r\n");
+    let mut held = Vec::new();
+    while let Some(command) = codec.decode(&mut buf).unwrap() {
+        held.push(command);
+    }
+    assert_eq!((held.len(), buf.len()), (17, 0));
+    for command in &held {
+        match command {
+            RespCommand::Publish { channel, message } => {
+                assert_eq!((&channel[..], &message[..]), (&b"news"[..], &payload[..]));
+                assert!(!within(channel.as_ptr()) && !within(message.as_ptr()));
+            }
+            RespCommand::Subscribe(channels) => {
+                assert_eq!(channels, &[Bytes::from_static(b"last")]);
+                assert!(!within(channels[0].as_ptr()));
+            }
+            other => panic!("decoded {other:?}"),
+        }
+    }
+    // With the commands still held, the whole allocation comes back for
+    // the next read without a new one.
+    buf.reserve(4000);
+    assert_eq!(buf.as_ptr() as usize, start, "the read buffer was shared");
+
+    let mut buf = BytesMut::with_capacity(4096);
+    let start = buf.as_ptr() as usize;
+    let big = vec![b'y'; 3000];
+    buf.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n$4\r\nnews\r\n$3000\r\n");
+    buf.extend_from_slice(&big);
+    buf.extend_from_slice(b"\r\n");
+    let Some(RespCommand::Publish { message, .. }) = codec.decode(&mut buf).unwrap() else {
+        panic!("no publish");
+    };
+    assert_eq!(&message[..], &big[..]);
+    let at = message.as_ptr() as usize;
+    assert!(
+        (start..start + 4096).contains(&at),
+        "a large argument was copied"
+    );
+}

@@ -89,6 +89,10 @@ impl RespLimits {
 /// What one argument costs besides its bytes (its `Bytes` handle).
 const ARG_OVERHEAD: usize = 32;
 
+/// Arguments up to this long are always copied out of the read buffer
+/// (larger ones too when they are less than half of what is left of it).
+const COPY_ARG_MAX: usize = 1024;
+
 /// Longest count or length text: `-9223372036854775808` (Redis's limit).
 const DIGITS_MAX: usize = 20;
 
@@ -307,8 +311,20 @@ impl Decoder for RespCodec {
                     if &src[len..needed] != b"\r\n" {
                         return Ok(self.fail(src, b"expected CRLF after bulk string"));
                     }
-                    let arg = src.split_to(len).freeze();
-                    src.advance(2);
+                    // A small argument is copied, so that what is kept of
+                    // it (a subscribed channel's name, say) does not keep
+                    // the whole read buffer alive, and the buffer stays the
+                    // reader's alone, reused in place. A large one, most of
+                    // its buffer, is taken out of it without a copy.
+                    let arg = if len <= COPY_ARG_MAX || len < src.capacity() / 2 {
+                        let arg = Bytes::copy_from_slice(&src[..len]);
+                        src.advance(needed);
+                        arg
+                    } else {
+                        let arg = src.split_to(len).freeze();
+                        src.advance(2);
+                        arg
+                    };
                     self.args.push(arg);
                     self.pending -= 1;
                     if self.pending > 0 {
