@@ -223,18 +223,13 @@ impl Decoder for KrakenCodec {
                     if &src[len..needed] != b"\r\n" {
                         return Ok(Some(self.close(src, client_error("bad data chunk"))));
                     }
-                    let data = if len < src.capacity() / 2 {
-                        let data = Bytes::copy_from_slice(&src[..len]);
-                        src.advance(needed);
-                        data
-                    } else {
-                        let data = src.split_to(len).freeze();
-                        src.advance(2);
+                    let copy = len < src.capacity() / 2;
+                    let data = take_block(src, len, copy);
+                    if !copy {
                         // The buffer is shared with the block now: let it
                         // go with the block instead of reading on into it.
                         shrink(src);
-                        data
-                    };
+                    }
                     self.state = State::Line { scanned: 0 };
                     self.refusals.accepted();
                     return Ok(Some(Request::Set { key, data, noreply }));
@@ -321,6 +316,22 @@ impl KrakenCodec {
         self.state = State::Closed;
         src.clear();
         Request::Invalid(rejection)
+    }
+}
+
+/// Takes `src[..len]` and the CR LF after it out of `src`: a copy when
+/// `copy` (so that what is kept of a small block does not keep the read
+/// buffer alive, and the buffer stays the reader's alone), else a slice of
+/// the buffer, without a copy.
+pub(crate) fn take_block(src: &mut BytesMut, len: usize, copy: bool) -> Bytes {
+    if copy {
+        let block = Bytes::copy_from_slice(&src[..len]);
+        src.advance(len + 2);
+        block
+    } else {
+        let block = src.split_to(len).freeze();
+        src.advance(2);
+        block
     }
 }
 

@@ -44,6 +44,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use super::command::{parse_redis_i64, ChannelRules, RespCommand};
 use super::inline::split_inline;
 use super::reply::{Protocol, Reply};
+use crate::codec::take_block;
 
 /// Size limits the decoder enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,20 +312,10 @@ impl Decoder for RespCodec {
                     if &src[len..needed] != b"\r\n" {
                         return Ok(self.fail(src, b"expected CRLF after bulk string"));
                     }
-                    // A small argument is copied, so that what is kept of
-                    // it (a subscribed channel's name, say) does not keep
-                    // the whole read buffer alive, and the buffer stays the
-                    // reader's alone, reused in place. A large one, most of
-                    // its buffer, is taken out of it without a copy.
-                    let arg = if len <= COPY_ARG_MAX || len < src.capacity() / 2 {
-                        let arg = Bytes::copy_from_slice(&src[..len]);
-                        src.advance(needed);
-                        arg
-                    } else {
-                        let arg = src.split_to(len).freeze();
-                        src.advance(2);
-                        arg
-                    };
+                    // A small argument (a subscribed channel's name, say)
+                    // is copied; a large one, most of its buffer, is not.
+                    let copy = len <= COPY_ARG_MAX || len < src.capacity() / 2;
+                    let arg = take_block(src, len, copy);
                     self.args.push(arg);
                     self.pending -= 1;
                     if self.pending > 0 {
