@@ -29,7 +29,7 @@ const TRIM_AFTER_CLOSES: u64 = 256;
 /// highest since the last trim.
 const TRIM_AFTER_PENDING_FREED: u64 = 64 << 20;
 
-/// Or, once the node stood still for a sweep (no client came or left, no
+/// Or, once the node stood still for a check (no client came or left, no
 /// topic came or went), if this many clients came or left since the last
 /// trim, or the topics moved this far from what they were then (or from
 /// their highest since): the end of a wave of connects, closes or large
@@ -38,6 +38,10 @@ const TRIM_AFTER_PENDING_FREED: u64 = 64 << 20;
 /// outgrew.
 const TRIM_AFTER_SETTLED_CLIENTS: u64 = 16;
 const TRIM_AFTER_SETTLED_TOPICS: u64 = 4096;
+
+/// How often the trim rules above are checked: a wave's leftovers go back
+/// to the OS a quarter to half a second after it ended.
+const TRIM_CHECK: Duration = Duration::from_millis(250);
 
 /// What the clients' supervisor needs of a client (implemented by the
 /// client queue actor's address, `crate::queue`, so that this module does
@@ -72,10 +76,10 @@ pub struct ClientSupervisor {
     topics_at_last_trim: u64,
     /// The most partial-request bytes buffered since the last trim.
     pending_peak: u64,
-    /// The most topics seen at a sweep since the last trim.
+    /// The most topics seen at a check since the last trim.
     topics_peak: u64,
     /// `closed_connections`, `total_connections` and `topics` at the
-    /// previous sweep.
+    /// previous check.
     last_sweep: (u64, u64, u64),
     /// The threads whose heaps are trimmed.
     threads: Vec<ArbiterHandle>,
@@ -146,8 +150,7 @@ impl ClientSupervisor {
         }
     }
 
-    /// Closes idle clients, and gives memory back to the OS after many
-    /// clients left (the allocator keeps freed memory otherwise).
+    /// Closes idle clients.
     fn sweep(&mut self) {
         let timeout = self.node.settings.client_idle_timeout;
         for e in self.clients.values() {
@@ -155,6 +158,13 @@ impl ClientSupervisor {
                 e.client.kick(Kick::Idle);
             }
         }
+    }
+
+    /// Gives memory back to the OS after many clients left, or after a
+    /// wave of them (or of topics) ended (the allocator keeps freed memory
+    /// otherwise). Checked every [`TRIM_CHECK`]: a wave has ended when a
+    /// check finds nothing moved since the previous one.
+    fn check_trim(&mut self) {
         let counters = &self.node.counters;
         let closed = counters.closed_connections.load(Ordering::Relaxed);
         let opened = counters.total_connections.load(Ordering::Relaxed);
@@ -205,6 +215,9 @@ impl Actor for ClientSupervisor {
         let every = (timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
         ctx.run_interval(every, |act, ctx| {
             guard(act, ctx, |a, _| a.sweep());
+        });
+        ctx.run_interval(TRIM_CHECK, |act, ctx| {
+            guard(act, ctx, |a, _| a.check_trim());
         });
     }
 }
