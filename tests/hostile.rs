@@ -345,7 +345,7 @@ fn a_retro_subscribe_of_many_topics_replays_what_every_chunk_found_once() {
     let node = Node::start(&[]);
     let mut publisher = node.connect();
     let horizon = node.fresh_horizon();
-    // Far apart in a 20000-topic subscribe: in different chunks (of 4096).
+    // Far apart in a 20000-topic subscribe: in different chunks (of 1024).
     publisher.publish(&[(&["m0"], b"first"), (&["m9000", "m19999"], b"second")]);
     let mut client = node.connect();
     let body = [
