@@ -53,7 +53,8 @@ scenarios (flags with their defaults):
   mixed   --clients 1000 --topics-per-client 20 --universe 10000 --zipf 1.0
           --poll-interval 1 --publishers 4 --rate 2000 --max-topics-per-publish 3
           --size 64 --inflight 16
-  redis-fanout  --subscribers 200 --publishers 2 --inflight 16 --size 64 [--resp3]
+  redis-fanout  --subscribers 200 --publishers 2 --inflight 16 --size 64
+          --rate 0 (PUBLISHes/s in total, 0 = unpaced) [--resp3]
           (the fanout over the Redis protocol: SUBSCRIBE and pushed messages;
           any RESP server, e.g. redis-server or a node's resp_port)
   attack KIND  --rate 200 (honest publishes/s) --settle 3 (s before and after)

@@ -26,6 +26,9 @@ pub struct Params {
     inflight: usize,
     size: usize,
     resp3: bool,
+    /// Publishes per second in all (0: unpaced, each publisher as fast as
+    /// its in-flight window allows).
+    rate: f64,
 }
 
 pub fn parse(a: &Args) -> Result<Params, String> {
@@ -35,7 +38,11 @@ pub fn parse(a: &Args) -> Result<Params, String> {
         inflight: a.get("inflight", 16)?,
         size: a.get("size", 64)?,
         resp3: a.switch("resp3")?,
+        rate: a.get("rate", 0.0)?,
     };
+    if p.rate.is_nan() || p.rate < 0.0 {
+        return Err("--rate must be >= 0".into());
+    }
     if p.size < common::HEADER {
         return Err(format!(
             "--size must be at least {} (the payload header)",
@@ -263,16 +270,30 @@ async fn publisher(
     let mut payload = vec![b'x'; p.size];
     let mut buf = Vec::with_capacity(p.inflight * (p.size + 64));
     let mut write_error = None;
+    // Paced: message k of this publisher is due at start + k / its rate.
+    let interval = (p.rate > 0.0).then(|| Duration::from_secs_f64(p.publishers as f64 / p.rate));
+    let mut next = start;
     loop {
-        if Instant::now() >= end {
+        let now = Instant::now();
+        if now >= end {
             break;
+        }
+        if interval.is_some() && next > now {
+            tokio::time::sleep_until(next.min(end)).await;
+            continue;
         }
         match timeout_at(end, permits.acquire()).await {
             Ok(Ok(permit)) => permit.forget(),
             _ => break,
         }
         let mut n = 1;
+        let now = Instant::now();
         while n < p.inflight {
+            if let Some(i) = interval {
+                if next + i * n as u32 > now {
+                    break;
+                }
+            }
             match permits.try_acquire() {
                 Ok(permit) => {
                     permit.forget();
@@ -290,6 +311,9 @@ async fn publisher(
             let _ = tx.send(());
         }
         res.sent += n as u64;
+        if let Some(i) = interval {
+            next += i * n as u32;
+        }
         if let Err(e) = crate::common::write_publishes(&mut wr, &buf, hard).await {
             write_error = Some(e);
             break;
@@ -436,13 +460,18 @@ pub async fn run(ctx: &Ctx, p: Params) -> (Report, bool) {
 
     let mut r = Report::new(format!(
         "kraken-bench redis-fanout on {}: {} subscribers on one channel ({}), {} publishers x {} \
-         PUBLISH in flight, {} B messages, {} s",
+         PUBLISH in flight, {} B messages, rate {}, {} s",
         ctx.addr,
         p.subscribers,
         if p.resp3 { "RESP3" } else { "RESP2" },
         p.publishers,
         p.inflight,
         p.size,
+        if p.rate > 0.0 {
+            format!("{} publishes/s", p.rate)
+        } else {
+            "unpaced".into()
+        },
         ctx.duration.as_secs_f64()
     ));
     let expected = publ.accepted * subscribers_ok;
@@ -562,6 +591,14 @@ pub async fn run(ctx: &Ctx, p: Params) -> (Report, bool) {
         subscribers_ok + publishers_ok,
     );
     r.warnings.extend(errors);
+    let achieved = publ.accepted as f64 / ctx.duration.as_secs_f64();
+    if p.rate > 0.0 && publishers_ok > 0 && achieved < 0.95 * p.rate {
+        r.warnings.push(format!(
+            "offered {:.0} publishes/s but only {achieved:.0}/s were answered: the in-flight \
+             window (--inflight) or the server was the bound",
+            p.rate
+        ));
+    }
     if expected != sub.unique {
         r.warnings.push(format!(
             "{} deliveries missing (expected {expected}, got {} distinct)",
