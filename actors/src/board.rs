@@ -264,8 +264,9 @@ pub fn pending() -> Vec<(u64, usize, usize)> {
 
 /// Posts runs to the queues of this thread's board. Queues that must act
 /// now are woken (a wake only schedules the queue's task: no queue code
-/// runs here).
-pub fn post(runs: Vec<Run>) {
+/// runs here); whether any was.
+pub fn post(runs: Vec<Run>) -> bool {
+    let mut woke = false;
     BOARD.with_borrow_mut(|b| {
         let mut copies = std::mem::take(&mut b.scratch);
         for run in &runs {
@@ -313,6 +314,7 @@ pub fn post(runs: Vec<Run>) {
                     entry.flags |= WOKEN;
                     if let Some(bell) = &entry.bell {
                         bell.wake_by_ref();
+                        woke = true;
                     }
                 }
             }
@@ -322,6 +324,7 @@ pub fn post(runs: Vec<Run>) {
         }
     });
     drop(runs);
+    woke
 }
 
 /// The scratch vector of [`post`] is kept up to this many copies.

@@ -34,7 +34,7 @@ impl Handler<Parcel> for Courier {
     type Result = ();
 
     fn handle(&mut self, msg: Parcel, _ctx: &mut Context<Self>) {
-        board::post(msg.0);
+        let _ = board::post(msg.0);
     }
 }
 
