@@ -16,17 +16,27 @@ use std::time::{Duration, Instant};
 
 use common::{Client, Node, ASYNC_TIMEOUT};
 
-/// A node with `resp_port` on a free port, and that port's address.
+/// A node with `resp_port` on a free port, and that port's address. The
+/// port is found free and then given to the node, so another test's node
+/// may take it in between (its main port is any free one): then again
+/// with another, a few times.
 fn node_with(options: &[(&str, &str)]) -> (Node, SocketAddr) {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let port_text = port.to_string();
-    let mut all: Vec<(&str, &str)> = vec![("resp_port", &port_text)];
-    all.extend_from_slice(options);
-    let node = Node::start(&all);
-    (node, SocketAddr::from(([127, 0, 0, 1], port)))
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let port_text = port.to_string();
+        let mut all: Vec<(&str, &str)> = vec![("resp_port", &port_text)];
+        all.extend_from_slice(options);
+        match Node::try_start(&all) {
+            Ok(node) => return (node, SocketAddr::from(([127, 0, 0, 1], port))),
+            Err(e) if e.contains("Address already in use") => last = e,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("no free resp_port in five tries; last: {last}")
 }
 
 fn node() -> (Node, SocketAddr) {

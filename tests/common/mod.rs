@@ -215,6 +215,21 @@ impl Node {
 
     /// Starts a node with full control over options and environment.
     pub fn start_with(opts: NodeOptions<'_>) -> Node {
+        Node::try_start_with(opts).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// As [`Node::start_with`], but a node that exits or never gets ready
+    /// is an `Err` with its log, not a panic (for a caller that retries,
+    /// say on a port another test took meanwhile).
+    #[allow(dead_code)]
+    pub fn try_start(options: &[(&str, &str)]) -> Result<Node, String> {
+        Node::try_start_with(NodeOptions {
+            options,
+            ..Default::default()
+        })
+    }
+
+    fn try_start_with(opts: NodeOptions<'_>) -> Result<Node, String> {
         let n = NEXT_NODE.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("kraken-it-{}-{}", std::process::id(), n));
         let _ = std::fs::remove_dir_all(&dir);
@@ -262,31 +277,31 @@ impl Node {
                     if eofs == 2 {
                         let status = child.wait().ok();
                         let _ = std::fs::remove_dir_all(&dir);
-                        panic!(
+                        return Err(format!(
                             "kraken exited before accepting connections ({status:?}); log:\n{}",
                             log.lock().unwrap().join("\n")
-                        );
+                        ));
                     }
                 }
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
                     let _ = std::fs::remove_dir_all(&dir);
-                    panic!(
+                    return Err(format!(
                         "kraken did not log `accepting connections` with `addr: 127.0.0.1:<port>` within {:?}; log:\n{}",
                         READY_TIMEOUT,
                         log.lock().unwrap().join("\n")
-                    );
+                    ));
                 }
             }
         };
-        Node {
+        Ok(Node {
             child,
             addr,
             dir,
             log,
             ready_at_secs: unix_now(),
-        }
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
