@@ -677,7 +677,7 @@ impl<D: Dialect> Connection<D> {
         // push to are answered after those wrote (the task comes back
         // behind them): a publisher's next messages then follow the
         // pushes of its last ones instead of queueing behind them, which
-        // took 0.5-1.5 ms off the push fan-out's p99.
+        // took about 1 ms off the push fan-out's p99 (docs/PERFORMANCE.md).
         if self.publisher.as_mut().is_some_and(|p| p.take_woke()) && !self.out.is_empty() {
             task.waker().wake_by_ref();
             return Poll::Pending;

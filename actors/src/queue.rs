@@ -98,8 +98,8 @@ const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(30);
 /// once the previous one is handled, so publishes and other clients'
 /// changes get their turn in between: no shard is held long by one client.
 /// 1024 topics take a shard 0.5-1 ms on a 2-core VM (a table growth aside);
-/// 4096 gave an honest client's p99 a third more under a big-subscribe
-/// attack, three quarters more with the shards on the connection thread.
+/// 4096 gave an honest client's p99 a tenth more under a big-subscribe
+/// attack, two thirds more with the shards on the connection thread.
 pub const SHARD_CHUNK: usize = 1024;
 
 /// Most topics a client queue takes from or adds to its own set (or walks)
