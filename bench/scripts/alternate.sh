@@ -33,18 +33,8 @@ out=target/alternate
 mkdir -p "$out"
 ulimit -n "$(ulimit -Hn)"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
+# shellcheck source=bench/scripts/lib.sh
+source bench/scripts/lib.sh
 
 names=()
 addrs=()

@@ -22,9 +22,8 @@ mkdir -p "$out"
 BENCH=target/release/kraken-bench
 NODE=${SYSCALLS_NODE:-target/release/kraken}
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# shellcheck source=bench/scripts/lib.sh
+source bench/scripts/lib.sh
 
 events=syscalls:sys_enter_epoll_wait,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom
 events+=,syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_writev

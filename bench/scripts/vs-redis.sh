@@ -33,18 +33,8 @@ out=target/vs-redis
 mkdir -p "$out"
 BENCH=target/release/kraken-bench
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-}
-trap cleanup EXIT
+# shellcheck source=bench/scripts/lib.sh
+source bench/scripts/lib.sh
 
 wait_for() { # LOGFILE PATTERN WHAT
   for _ in $(seq 100); do
