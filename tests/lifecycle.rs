@@ -314,24 +314,32 @@ fn start_refuses_a_second_node_on_the_same_control_socket_and_leaves_the_first_a
 #[test]
 fn several_nodes_on_one_machine_are_each_addressable_by_their_port() {
     let mut bg = Background::new("several");
-    let ports = [free_port(), free_port()];
     let mut addrs = Vec::new();
+    let mut ports = Vec::new();
     // The default runtime directory, as the node works it out from the same
     // environment.
     let runtime = kraken_actors::control::default_runtime_dir();
-    for port in ports {
-        let port = port.to_string();
-        // The default control socket, kraken-<port>.sock, tells them apart.
-        bg.files.push(runtime.join(format!("kraken-{port}.sock")));
-        bg.files.push(runtime.join(format!("kraken-{port}.log")));
-        let out = bg.start(&[
-            "-kraken",
-            "listen_ip",
-            "127.0.0.1",
-            "-kraken",
-            "tcp_server_port",
-            &port,
-        ]);
+    for _ in 0..2 {
+        // A port found free may be taken by another test's node before this
+        // one binds it: then again with another, a few times.
+        let (port, out) = (0..5)
+            .map(|_| {
+                let port = free_port().to_string();
+                // The default control socket, kraken-<port>.sock, tells them apart.
+                bg.files.push(runtime.join(format!("kraken-{port}.sock")));
+                bg.files.push(runtime.join(format!("kraken-{port}.log")));
+                let out = bg.start(&[
+                    "-kraken",
+                    "listen_ip",
+                    "127.0.0.1",
+                    "-kraken",
+                    "tcp_server_port",
+                    &port,
+                ]);
+                (port, out)
+            })
+            .find(|(_, out)| out.code == Some(0) || !out.text().contains("Address already in use"))
+            .expect("a free port in five tries");
         assert_eq!(out.code, Some(0), "{}", out.text());
         assert!(
             out.stdout
@@ -340,6 +348,7 @@ fn several_nodes_on_one_machine_are_each_addressable_by_their_port() {
             out.text()
         );
         addrs.push(listening_addr(&out.stdout));
+        ports.push(port);
     }
     // A client on each, with its own topic.
     let mut a = Client::connect(addrs[0]);
