@@ -149,6 +149,64 @@ pub async fn connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> io::Result<T
 /// since [`epoch`] (u64 LE); the rest of the payload is padding.
 pub const HEADER: usize = 20;
 
+/// Paces one publisher at `rate` requests per second (0: unpaced):
+/// request k is due at start + k / rate.
+pub struct Pacer {
+    interval: Option<std::time::Duration>,
+    next: tokio::time::Instant,
+}
+
+impl Pacer {
+    pub fn new(rate: f64, start: tokio::time::Instant) -> Self {
+        Pacer {
+            interval: (rate > 0.0).then(|| std::time::Duration::from_secs_f64(1.0 / rate)),
+            next: start,
+        }
+    }
+
+    /// A `--rate` flag's value, checked.
+    pub fn check(rate: f64) -> Result<(), String> {
+        if rate.is_nan() || rate < 0.0 {
+            return Err("--rate must be >= 0".into());
+        }
+        Ok(())
+    }
+
+    /// Sleeps until the next request is due (or `end`) if it is not due
+    /// at `now`; whether it slept (the caller then looks at the time again).
+    pub async fn wait(&self, now: tokio::time::Instant, end: tokio::time::Instant) -> bool {
+        if self.interval.is_none() || self.next <= now {
+            return false;
+        }
+        tokio::time::sleep_until(self.next.min(end)).await;
+        true
+    }
+
+    /// Whether a request after `n` more is due at `now`.
+    pub fn allows(&self, n: usize, now: tokio::time::Instant) -> bool {
+        self.interval
+            .is_none_or(|i| self.next + i * n as u32 <= now)
+    }
+
+    /// `n` requests went out.
+    pub fn sent(&mut self, n: usize) {
+        if let Some(i) = self.interval {
+            self.next += i * n as u32;
+        }
+    }
+
+    /// The report's warning when fewer than 95% of the `offered` requests
+    /// per second were answered (`achieved`); `what` names them.
+    pub fn shortfall(offered: f64, achieved: f64, what: &str) -> Option<String> {
+        (offered > 0.0 && achieved < 0.95 * offered).then(|| {
+            format!(
+                "offered {offered:.0} {what}/s but only {achieved:.0}/s were answered: \
+                 the in-flight window (--inflight) or the server was the bound"
+            )
+        })
+    }
+}
+
 /// Writes a publisher's requests, giving up at `deadline`; the error is
 /// what the report says.
 pub async fn write_publishes<W: tokio::io::AsyncWrite + Unpin>(

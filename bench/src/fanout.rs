@@ -39,9 +39,7 @@ pub fn parse(a: &Args) -> Result<Params, String> {
     if p.topics == 0 || p.publishers == 0 || p.inflight == 0 || p.batch == 0 {
         return Err("--topics, --publishers, --inflight and --batch must be at least 1".into());
     }
-    if p.rate.is_nan() || p.rate < 0.0 {
-        return Err("--rate must be >= 0".into());
-    }
+    crate::common::Pacer::check(p.rate)?;
     Ok(p)
 }
 
