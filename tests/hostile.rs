@@ -948,12 +948,7 @@ fn the_default_runtime_dir_is_created_private_and_holds_the_socket_and_console_l
     let tmp = TempDir::new("hostile-xdg");
     let xdg = dir_with_mode(&tmp, "xdg", 0o700);
     let env = [("XDG_RUNTIME_DIR", xdg.to_str().unwrap())];
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let port = free_port().to_string();
     let opts = [
         "-kraken",
         "listen_ip",

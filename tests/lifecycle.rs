@@ -78,15 +78,6 @@ fn listening_addr(stdout: &str) -> SocketAddr {
     rest.split(',').next().unwrap().parse().expect("an address")
 }
 
-/// A port nobody listens on now (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[track_caller]
 fn wait_gone(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -320,27 +311,24 @@ fn several_nodes_on_one_machine_are_each_addressable_by_their_port() {
     // environment.
     let runtime = kraken_actors::control::default_runtime_dir();
     for _ in 0..2 {
-        // A port found free may be taken by another test's node before this
-        // one binds it: then again with another, a few times.
-        let (port, out) = (0..5)
-            .map(|_| {
-                let port = free_port().to_string();
-                // The default control socket, kraken-<port>.sock, tells them apart.
-                bg.files.push(runtime.join(format!("kraken-{port}.sock")));
-                bg.files.push(runtime.join(format!("kraken-{port}.log")));
-                let out = bg.start(&[
-                    "-kraken",
-                    "listen_ip",
-                    "127.0.0.1",
-                    "-kraken",
-                    "tcp_server_port",
-                    &port,
-                ]);
-                (port, out)
-            })
-            .find(|(_, out)| out.code == Some(0) || !out.text().contains("Address already in use"))
-            .expect("a free port in five tries");
-        assert_eq!(out.code, Some(0), "{}", out.text());
+        let (port, out) = with_free_port(|port| {
+            let port = port.to_string();
+            // The default control socket, kraken-<port>.sock, tells them apart.
+            bg.files.push(runtime.join(format!("kraken-{port}.sock")));
+            bg.files.push(runtime.join(format!("kraken-{port}.log")));
+            let out = bg.start(&[
+                "-kraken",
+                "listen_ip",
+                "127.0.0.1",
+                "-kraken",
+                "tcp_server_port",
+                &port,
+            ]);
+            match out.code {
+                Some(0) => Ok((port, out)),
+                _ => Err(out.text()),
+            }
+        });
         assert!(
             out.stdout
                 .contains(&format!("{}/kraken-{port}.sock", runtime.display())),

@@ -14,29 +14,16 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Client, Node, ASYNC_TIMEOUT};
+use common::{with_free_port, Client, Node, ASYNC_TIMEOUT};
 
-/// A node with `resp_port` on a free port, and that port's address. The
-/// port is found free and then given to the node, so another test's node
-/// may take it in between (its main port is any free one): then again
-/// with another, a few times.
+/// A node with `resp_port` on a free port, and that port's address.
 fn node_with(options: &[(&str, &str)]) -> (Node, SocketAddr) {
-    let mut last = String::new();
-    for _ in 0..5 {
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
+    with_free_port(|port| {
         let port_text = port.to_string();
         let mut all: Vec<(&str, &str)> = vec![("resp_port", &port_text)];
         all.extend_from_slice(options);
-        match Node::try_start(&all) {
-            Ok(node) => return (node, SocketAddr::from(([127, 0, 0, 1], port))),
-            Err(e) if e.contains("Address already in use") => last = e,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    panic!("no free resp_port in five tries; last: {last}")
+        Node::try_start(&all).map(|node| (node, SocketAddr::from(([127, 0, 0, 1], port))))
+    })
 }
 
 fn node() -> (Node, SocketAddr) {

@@ -135,6 +135,31 @@ pub fn messages_reply(entries: &[u8]) -> Vec<u8> {
     r
 }
 
+/// A loopback port nobody listens on now (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `start` on a [`free_port`]; again on another, up to five times, while
+/// it fails with "Address already in use": a port found free may be taken
+/// by another test's node (whose main port is any free one) before `start`
+/// binds it. Any other failure panics with its text.
+pub fn with_free_port<T>(mut start: impl FnMut(u16) -> Result<T, String>) -> T {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match start(free_port()) {
+            Ok(started) => return started,
+            Err(e) if e.contains("Address already in use") => last = e,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("no free port in five tries; last: {last}")
+}
+
 /// The current unix time in whole seconds, as the server's horizons count it.
 pub fn unix_now() -> i64 {
     SystemTime::now()
@@ -220,8 +245,7 @@ impl Node {
 
     /// As [`Node::start_with`], but a node that exits or never gets ready
     /// is an `Err` with its log, not a panic (for a caller that retries,
-    /// say on a port another test took meanwhile).
-    #[allow(dead_code)]
+    /// say on a port another test took meanwhile: [`with_free_port`]).
     pub fn try_start(options: &[(&str, &str)]) -> Result<Node, String> {
         Node::try_start_with(NodeOptions {
             options,
