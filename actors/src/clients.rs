@@ -80,7 +80,7 @@ pub struct ClientSupervisor {
     topics_peak: u64,
     /// `closed_connections`, `total_connections` and `topics` at the
     /// previous check.
-    last_sweep: (u64, u64, u64),
+    last_check: (u64, u64, u64),
     /// The threads whose heaps are trimmed.
     threads: Vec<ArbiterHandle>,
 }
@@ -146,7 +146,7 @@ impl ClientSupervisor {
             topics_at_last_trim: 0,
             pending_peak: 0,
             topics_peak: 0,
-            last_sweep: (0, 0, 0),
+            last_check: (0, 0, 0),
         }
     }
 
@@ -175,7 +175,7 @@ impl ClientSupervisor {
         self.pending_peak = self.pending_peak.max(pending);
         self.topics_peak = self.topics_peak.max(topics);
         let now = (closed, opened, topics);
-        let settled = std::mem::replace(&mut self.last_sweep, now) == now;
+        let settled = std::mem::replace(&mut self.last_check, now) == now;
         let clients_moved = closed - self.closed_at_last_trim + opened - self.opened_at_last_trim;
         let topics_moved =
             (self.topics_peak - topics).max(topics.saturating_sub(self.topics_at_last_trim));
