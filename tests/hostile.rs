@@ -398,6 +398,58 @@ fn a_huge_subscribe_and_its_cleanup_leave_an_honest_pair_whole() {
     node.wait_for_stat("subscriptions", |v| v == 1);
 }
 
+/// Huge subscribes of several clients at once take turns in their thread's
+/// bulk lanes: on one thread (shards included), six clients subscribing
+/// 30,000 topics each, three of them leaving before the answer, all end
+/// whole: those who stayed hold every topic, those who left hold none, and
+/// once all have gone the node holds only the honest pair's topic, which
+/// lost nothing meanwhile.
+#[test]
+fn huge_subscribes_of_many_clients_at_once_take_turns_and_all_end_whole() {
+    let node = Node::start(&[("worker_threads", "1"), ("router_threads", "0")]);
+    let mut honest_sub = node.connect();
+    honest_sub.subscribe(&["honest"]);
+    let addr = node.addr();
+    let publisher = std::thread::spawn(move || {
+        let mut p = Client::connect(addr);
+        for i in 0..200 {
+            p.publish1("honest", format!("{i}").as_bytes());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    const EACH: usize = 30_000;
+    let mut stayed = Vec::new();
+    let attackers: Vec<_> = (0..6)
+        .map(|k| {
+            let mut c = node.connect();
+            c.send(&set_request(
+                "subscribe",
+                &many_topics(&format!("b{k}."), EACH),
+            ));
+            c
+        })
+        .collect();
+    for (k, mut c) in attackers.into_iter().enumerate() {
+        if k % 2 == 0 {
+            c.expect(b"STORED\r\n");
+            stayed.push(c);
+        } // else: gone before its answer, mid-change.
+    }
+    node.wait_for_stat("topics", |v| v == 1 + 3 * EACH as i64);
+    node.wait_for_stat("subscriptions", |v| v == 1 + 3 * EACH as i64);
+    drop(stayed);
+    publisher.join().unwrap();
+    let got = poll_until(&mut honest_sub, |m| m.len() >= 200, Duration::from_secs(20));
+    let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    assert_eq!(
+        payloads(&got),
+        want,
+        "the honest pair lost or reordered messages"
+    );
+    node.wait_for_stat("topics", |v| v == 1);
+    node.wait_for_stat("subscriptions", |v| v == 1);
+}
+
 /// The entries of a `get messages` reply read raw (not `END`).
 #[track_caller]
 fn entries_of(raw: &[u8]) -> Vec<Msg> {

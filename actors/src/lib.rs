@@ -53,7 +53,9 @@
 //! supervisor knows them as [`clients::ClientHandle`], and the client
 //! actors know a proxy only as [`env::ProxyHooks`].
 //! - [`budget`] — the node-wide budget of buffered partial requests;
-//!   [`ratelimit`] — rate limits for warnings clients can provoke.
+//!   [`ratelimit`] — rate limits for warnings clients can provoke;
+//!   [`lane`] — a thread's bulk lanes, where the large subscription
+//!   changes of all its clients take turns.
 //!
 //! `docs/DESIGN.md` explains the message flow and why it keeps each
 //! guarantee.
@@ -70,6 +72,7 @@ pub mod dialect;
 pub mod env;
 pub mod guard;
 pub mod http;
+pub mod lane;
 pub mod listener;
 pub mod loglevel;
 pub mod message;

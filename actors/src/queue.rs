@@ -78,6 +78,7 @@ use crate::client::{ClientInfo, FastSet, Kick, POLL_BYTES};
 use crate::clients::ClientHandle;
 use crate::env::Env;
 use crate::guard::{guard, Panicked, Supervised};
+use crate::lane::{self, Lane, Permit};
 use crate::message::{Delivery, Message};
 use crate::router::{shard_of, Horizon, ReplayScope, Router};
 use crate::shard::{
@@ -811,6 +812,12 @@ impl ClientQueue {
                     let mut answers = Vec::with_capacity(count);
                     let mut again = again.into_iter();
                     for k in 0..count {
+                        // A change of several chunks takes the thread's
+                        // lane to this shard for each (`crate::lane`).
+                        let _turn = match count {
+                            1 => None,
+                            _ => Some(lane::turn(Lane::Shard(s)).await),
+                        };
                         let from = (k * SHARD_CHUNK).min(add.len());
                         let to = (from + SHARD_CHUNK).min(add.len());
                         let chunk = Subscribe {
@@ -1080,7 +1087,8 @@ impl ClientQueue {
 
     /// Removes the client from every shard (once). The set is handed to a
     /// task of its own on this worker, which groups it by shard a slice
-    /// per turn and then sends each shard its chunks: this runs as the
+    /// per turn of the thread's local lane and then sends each shard its
+    /// chunks (through the thread's lane to that shard): this runs as the
     /// actor stops (or fails), when it can no longer wait, and a leaving
     /// client's half million topics must not hold the worker.
     fn remove_everywhere(&mut self) {
@@ -1101,6 +1109,7 @@ impl ClientQueue {
             let mut by_shard: Vec<Vec<Bytes>> = vec![Vec::new(); n];
             let mut rest = subs.into_topics();
             loop {
+                let _turn = lane::turn(Lane::Local).await;
                 let mut seen = 0;
                 for t in rest.by_ref().take(SLICE) {
                     seen += 1;
@@ -1109,7 +1118,6 @@ impl ClientQueue {
                 if seen < SLICE {
                     break;
                 }
-                tokio::task::yield_now().await;
             }
             drop(rest);
             join_all(unsubscribes(&router, id, by_shard)).await;
@@ -1159,9 +1167,16 @@ fn unsubscribes(
         .filter(|(_, ts)| !ts.is_empty())
         .map(|(s, topics)| {
             let shard = router.shard(s).clone();
+            let several = topics.len() > SHARD_CHUNK;
             async move {
                 let mut rest = topics.into_iter();
                 loop {
+                    // A change of several chunks takes the thread's lane
+                    // to this shard for each (`crate::lane`).
+                    let _turn = match several {
+                        true => Some(lane::turn(Lane::Shard(s)).await),
+                        false => None,
+                    };
                     let topics: Vec<Bytes> = rest.by_ref().take(SHARD_CHUNK).collect();
                     if topics.is_empty() {
                         return Ok(());
@@ -1557,17 +1572,18 @@ impl Tables {
 }
 
 /// An actor future doing a large change [`SLICE`] topics at a time: it
-/// calls its step once per poll until the step returns `Some`, and in
-/// between yields the worker thread (`tokio::task::yield_now`: the
-/// thread's other ready tasks run and its sockets are polled before the
-/// next slice). Inside a `ctx.wait` the queue handles no message
+/// calls its step once per poll until the step returns `Some`. Its first
+/// step runs at once; each later one waits for its turn in the thread's
+/// local lane ([`lane`]: the thread's other ready tasks run and its
+/// sockets are polled before it, and no other client's slice runs in the
+/// same turn). Inside a `ctx.wait` the queue handles no message
 /// meanwhile, so each step finds the state the previous one left. A step
 /// runs under [`guard`]: a panic fails the queue, and the future resolves
 /// to `None`.
 struct Sliced<F> {
     step: F,
-    /// The yield between two slices, while it is pending.
-    pause: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    /// The wait for the next slice's turn, while it is pending.
+    pause: Option<Pin<Box<dyn Future<Output = Permit>>>>,
 }
 
 fn sliced<T, F>(step: F) -> Sliced<F>
@@ -1590,9 +1606,12 @@ where
         task: &mut std::task::Context<'_>,
     ) -> Poll<Option<T>> {
         let this = self.get_mut();
+        // Held while the step runs.
+        let mut _turn = None;
         if let Some(pause) = this.pause.as_mut() {
-            if pause.as_mut().poll(task).is_pending() {
-                return Poll::Pending;
+            match pause.as_mut().poll(task) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(permit) => _turn = Some(permit),
             }
             this.pause = None;
         }
@@ -1600,21 +1619,25 @@ where
             None => Poll::Ready(None),
             Some(Some(done)) => Poll::Ready(Some(done)),
             Some(None) => {
-                // Its first poll asks to be woken once the thread has
-                // run what else is ready.
-                let mut pause: Pin<Box<dyn Future<Output = ()>>> =
-                    Box::pin(tokio::task::yield_now());
-                let _ = pause.as_mut().poll(task);
-                this.pause = Some(pause);
+                // Its first poll takes a place in the lane (and asks to
+                // be woken when the turn comes).
+                let mut pause: Pin<Box<dyn Future<Output = Permit>>> =
+                    Box::pin(lane::turn(Lane::Local));
+                match pause.as_mut().poll(task) {
+                    Poll::Pending => this.pause = Some(pause),
+                    // (A turn yields first: not seen.) The next slice
+                    // then runs on the next poll.
+                    Poll::Ready(_) => task.waker().wake_by_ref(),
+                }
                 Poll::Pending
             }
         }
     }
 }
 
-/// Drops `count` topics, [`SLICE`] per turn in a task of its own on this
-/// worker when there are more: freeing half a million at once takes
-/// milliseconds.
+/// Drops `count` topics, [`SLICE`] per turn of the thread's local lane in
+/// a task of its own on this worker when there are more: freeing half a
+/// million at once takes milliseconds.
 fn discard<I>(count: usize, topics: I)
 where
     I: IntoIterator<Item = Bytes>,
@@ -1625,8 +1648,11 @@ where
         return;
     }
     actix::spawn(async move {
-        while rest.by_ref().take(SLICE).count() == SLICE {
-            tokio::task::yield_now().await;
+        loop {
+            let _turn = lane::turn(Lane::Local).await;
+            if rest.by_ref().take(SLICE).count() < SLICE {
+                break;
+            }
         }
     });
 }
