@@ -362,20 +362,40 @@ fn a_retro_subscribe_of_many_topics_replays_what_every_chunk_found_once() {
     expect_entries(&mut client, b"MESSAGE m12345 4\r\nlive\r\n");
 }
 
+/// An honest publisher on its own thread: `n` messages ("0", "1", ...)
+/// to topic `honest`, 5 ms apart.
+fn honest_publisher(addr: std::net::SocketAddr, n: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut p = Client::connect(addr);
+        for i in 0..n {
+            p.publish1("honest", format!("{i}").as_bytes());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// The honest subscriber got all `n` messages, in order; then the node
+/// holds its one topic and nothing else.
+#[track_caller]
+fn expect_honest_whole(node: &Node, honest_sub: &mut Client, n: usize) {
+    let got = poll_until(honest_sub, |m| m.len() >= n, Duration::from_secs(20));
+    let want: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    assert_eq!(
+        payloads(&got),
+        want,
+        "the honest pair lost or reordered messages"
+    );
+    node.wait_for_stat("topics", |v| v == 1);
+    node.wait_for_stat("subscriptions", |v| v == 1);
+}
+
 #[test]
 fn a_huge_subscribe_and_its_cleanup_leave_an_honest_pair_whole() {
     let node = Node::start(&[]);
     let mut honest_sub = node.connect();
     honest_sub.subscribe(&["honest"]);
-    let addr = node.addr();
     // The honest publisher publishes 300 messages while the attack runs.
-    let publisher = std::thread::spawn(move || {
-        let mut p = Client::connect(addr);
-        for i in 0..300 {
-            p.publish1("honest", format!("{i}").as_bytes());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    });
+    let publisher = honest_publisher(node.addr(), 300);
     // 100000 topics in one subscribe (25 chunks), twice, then gone.
     let body = many_topics("big", 100_000);
     for _ in 0..2 {
@@ -386,16 +406,8 @@ fn a_huge_subscribe_and_its_cleanup_leave_an_honest_pair_whole() {
         attacker.expect_closed();
     }
     publisher.join().unwrap();
-    let got = poll_until(&mut honest_sub, |m| m.len() >= 300, Duration::from_secs(20));
-    let want: Vec<String> = (0..300).map(|i| i.to_string()).collect();
-    assert_eq!(
-        payloads(&got),
-        want,
-        "the honest pair lost or reordered messages"
-    );
     // The attacker's topics are all given back.
-    node.wait_for_stat("topics", |v| v == 1);
-    node.wait_for_stat("subscriptions", |v| v == 1);
+    expect_honest_whole(&node, &mut honest_sub, 300);
 }
 
 /// Huge subscribes of several clients at once take turns in their thread's
@@ -409,14 +421,7 @@ fn huge_subscribes_of_many_clients_at_once_take_turns_and_all_end_whole() {
     let node = Node::start(&[("worker_threads", "1"), ("router_threads", "0")]);
     let mut honest_sub = node.connect();
     honest_sub.subscribe(&["honest"]);
-    let addr = node.addr();
-    let publisher = std::thread::spawn(move || {
-        let mut p = Client::connect(addr);
-        for i in 0..200 {
-            p.publish1("honest", format!("{i}").as_bytes());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    });
+    let publisher = honest_publisher(node.addr(), 200);
     const EACH: usize = 30_000;
     let mut stayed = Vec::new();
     let attackers: Vec<_> = (0..6)
@@ -439,15 +444,7 @@ fn huge_subscribes_of_many_clients_at_once_take_turns_and_all_end_whole() {
     node.wait_for_stat("subscriptions", |v| v == 1 + 3 * EACH as i64);
     drop(stayed);
     publisher.join().unwrap();
-    let got = poll_until(&mut honest_sub, |m| m.len() >= 200, Duration::from_secs(20));
-    let want: Vec<String> = (0..200).map(|i| i.to_string()).collect();
-    assert_eq!(
-        payloads(&got),
-        want,
-        "the honest pair lost or reordered messages"
-    );
-    node.wait_for_stat("topics", |v| v == 1);
-    node.wait_for_stat("subscriptions", |v| v == 1);
+    expect_honest_whole(&node, &mut honest_sub, 200);
 }
 
 /// The entries of a `get messages` reply read raw (not `END`).

@@ -189,18 +189,22 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// Steps of one lane run one at a time, first come first served,
-    /// whatever their number; other lanes are not held up.
-    #[test]
-    fn one_step_at_a_time_in_order() {
+    /// Runs `f` on a one-thread runtime, as on a worker arbiter.
+    fn on_one_thread<F: Future>(f: F) -> F::Output {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
             .unwrap();
-        let local = tokio::task::LocalSet::new();
+        tokio::task::LocalSet::new().block_on(&rt, f)
+    }
+
+    /// Steps of one lane run one at a time, first come first served,
+    /// whatever their number; other lanes are not held up.
+    #[test]
+    fn one_step_at_a_time_in_order() {
         let log = Rc::new(RefCell::new(Vec::new()));
         let inside = Rc::new(Cell::new(0));
-        local.block_on(&rt, async {
+        on_one_thread(async {
             let mut tasks = Vec::new();
             for i in 0..5 {
                 let (log, inside) = (log.clone(), inside.clone());
@@ -232,12 +236,7 @@ mod tests {
     /// turn came hands the lane on.
     #[test]
     fn dropped_steps_give_way() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async {
+        on_one_thread(async {
             let first = turn(Lane::Local).await;
             let mut cx = Context::from_waker(Waker::noop());
             let mut waiting = Box::pin(turn(Lane::Local));
