@@ -1171,16 +1171,16 @@ fn unsubscribes(
             async move {
                 let mut rest = topics.into_iter();
                 loop {
+                    let topics: Vec<Bytes> = rest.by_ref().take(SHARD_CHUNK).collect();
+                    if topics.is_empty() {
+                        return Ok(());
+                    }
                     // A change of several chunks takes the thread's lane
                     // to this shard for each (`crate::lane`).
                     let _turn = match several {
                         true => Some(lane::turn(Lane::Shard(s)).await),
                         false => None,
                     };
-                    let topics: Vec<Bytes> = rest.by_ref().take(SHARD_CHUNK).collect();
-                    if topics.is_empty() {
-                        return Ok(());
-                    }
                     shard.send(Unsubscribe { id, topics }).await?;
                 }
             }
