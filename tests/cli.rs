@@ -17,19 +17,13 @@ fn run_expecting_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, Stri
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("ctl.sock");
-    let mut all = vec![
-        "run",
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        "0",
-        "-kraken",
-        "control_socket",
-        socket.to_str().unwrap(),
-    ];
-    all.extend_from_slice(args);
+    let all = [
+        &["run"][..],
+        &loopback_args("0"),
+        &["-kraken", "control_socket", socket.to_str().unwrap()],
+        args,
+    ]
+    .concat();
     let out = kraken_with_env(&all, env);
     let _ = std::fs::remove_dir_all(&dir);
     (out.code, format!("{}{}", out.stdout, out.stderr))

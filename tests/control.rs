@@ -227,18 +227,14 @@ fn a_stale_control_socket_is_replaced_and_a_live_one_stops_start_up() {
     );
 
     // A second node on the same (live) control socket refuses to start.
-    let out = kraken(&[
-        "run",
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        "0",
-        "-kraken",
-        "control_socket",
-        path.to_str().unwrap(),
-    ]);
+    let out = kraken(
+        &[
+            &["run"][..],
+            &loopback_args("0"),
+            &["-kraken", "control_socket", path.to_str().unwrap()],
+        ]
+        .concat(),
+    );
     assert_eq!(out.code, Some(1), "{}", out.text());
     assert!(
         out.stderr.contains("in use by another running node"),

@@ -944,18 +944,14 @@ fn dir_with_mode(tmp: &TempDir, name: &str, mode: u32) -> PathBuf {
 /// `kraken run` with this runtime directory and no `control_socket`: it
 /// must refuse to start; returns what it said.
 fn run_refused(runtime_dir: &Path) -> String {
-    let out = kraken(&[
-        "run",
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        "0",
-        "-kraken",
-        "runtime_dir",
-        runtime_dir.to_str().unwrap(),
-    ]);
+    let out = kraken(
+        &[
+            &["run"][..],
+            &loopback_args("0"),
+            &["-kraken", "runtime_dir", runtime_dir.to_str().unwrap()],
+        ]
+        .concat(),
+    );
     assert_ne!(out.code, Some(0), "{}", out.text());
     out.stderr
 }
@@ -998,14 +994,7 @@ fn the_default_runtime_dir_is_created_private_and_holds_the_socket_and_console_l
     let xdg = dir_with_mode(&tmp, "xdg", 0o700);
     let env = [("XDG_RUNTIME_DIR", xdg.to_str().unwrap())];
     let port = free_port().to_string();
-    let opts = [
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        &port,
-    ];
+    let opts = loopback_args(&port);
     let start = kraken_with_env(&[&["start"][..], &opts].concat(), &env);
     assert_eq!(start.code, Some(0), "{}", start.text());
     let dir = xdg.join("kraken");
@@ -1029,18 +1018,14 @@ fn the_console_log_and_log_file_are_not_written_through_a_planted_symlink() {
     std::fs::write(&victim, b"precious\n").unwrap();
     let port = "40999";
     std::os::unix::fs::symlink(&victim, runtime.join(format!("kraken-{port}.log"))).unwrap();
-    let start = kraken(&[
-        "start",
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        port,
-        "-kraken",
-        "runtime_dir",
-        runtime.to_str().unwrap(),
-    ]);
+    let start = kraken(
+        &[
+            &["start"][..],
+            &loopback_args(port),
+            &["-kraken", "runtime_dir", runtime.to_str().unwrap()],
+        ]
+        .concat(),
+    );
     assert_ne!(start.code, Some(0), "{}", start.text());
     assert!(start.stderr.contains("symlink"), "{}", start.text());
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
@@ -1048,21 +1033,21 @@ fn the_console_log_and_log_file_are_not_written_through_a_planted_symlink() {
     // log_file, for `run`, likewise.
     let link = tmp.join("log-link");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
-    let run = kraken(&[
-        "run",
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        "0",
-        "-kraken",
-        "control_socket",
-        tmp.join("ctl.sock").to_str().unwrap(),
-        "-kraken",
-        "log_file",
-        link.to_str().unwrap(),
-    ]);
+    let run = kraken(
+        &[
+            &["run"][..],
+            &loopback_args("0"),
+            &[
+                "-kraken",
+                "control_socket",
+                tmp.join("ctl.sock").to_str().unwrap(),
+                "-kraken",
+                "log_file",
+                link.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
     assert_ne!(run.code, Some(0), "{}", run.text());
     assert!(run.stderr.contains("symlink"), "{}", run.text());
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
@@ -1091,8 +1076,8 @@ fn the_control_client_refuses_a_socket_served_by_another_user() {
             "--clear-groups",
         ])
         .arg(env!("CARGO_BIN_EXE_kraken"))
-        .args(["run", "-kraken", "listen_ip", "127.0.0.1"])
-        .args(["-kraken", "tcp_server_port", "0"])
+        .arg("run")
+        .args(loopback_args("0"))
         .args(["-kraken", "control_socket", socket.to_str().unwrap()])
         .env("KRAKEN_HOME", env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())

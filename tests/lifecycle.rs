@@ -100,22 +100,20 @@ fn start_returns_once_accepting_status_reports_it_and_stop_drains_and_removes_th
         bg.path("kraken.log"),
     );
     let opts = [
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        "0",
-        "-kraken",
-        "control_socket",
-        &ctl,
-        "-kraken",
-        "pid_file",
-        &pid_file,
-        "-kraken",
-        "log_file",
-        &log_file,
-    ];
+        &loopback_args("0")[..],
+        &[
+            "-kraken",
+            "control_socket",
+            &ctl,
+            "-kraken",
+            "pid_file",
+            &pid_file,
+            "-kraken",
+            "log_file",
+            &log_file,
+        ],
+    ]
+    .concat();
     let out = bg.start(&opts);
     assert_eq!(out.code, Some(0), "{}", out.text());
     let pid = started_pid(&out.stdout).unwrap_or_else(|| panic!("no pid: {}", out.text()));
@@ -211,17 +209,13 @@ fn start_fails_with_the_reason_when_the_port_is_taken() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let ctl = bg.path("ctl.sock");
-    let out = bg.start(&[
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        &port,
-        "-kraken",
-        "control_socket",
-        &ctl,
-    ]);
+    let out = bg.start(
+        &[
+            &loopback_args(&port)[..],
+            &["-kraken", "control_socket", &ctl],
+        ]
+        .concat(),
+    );
     assert_ne!(out.code, Some(0), "{}", out.text());
     assert!(
         out.stderr.contains("Address already in use"),
@@ -238,16 +232,10 @@ fn start_fails_with_the_reason_on_a_bad_configuration() {
     let mut bg = Background::new("badconf");
     let ctl = bg.path("ctl.sock");
     let base = [
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        "0",
-        "-kraken",
-        "control_socket",
-        &ctl,
-    ];
+        &loopback_args("0")[..],
+        &["-kraken", "control_socket", &ctl],
+    ]
+    .concat();
     let out = bg.start(&[&base[..], &["-kraken", "num_router_shards", "many"]].concat());
     assert_ne!(out.code, Some(0), "{}", out.text());
     assert!(out.stderr.contains("num_router_shards"), "{}", out.text());
@@ -273,16 +261,10 @@ fn start_refuses_a_second_node_on_the_same_control_socket_and_leaves_the_first_a
     let mut bg = Background::new("twice");
     let ctl = bg.path("ctl.sock");
     let opts = [
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        "0",
-        "-kraken",
-        "control_socket",
-        &ctl,
-    ];
+        &loopback_args("0")[..],
+        &["-kraken", "control_socket", &ctl],
+    ]
+    .concat();
     let first = bg.start(&opts);
     assert_eq!(first.code, Some(0), "{}", first.text());
     let pid = started_pid(&first.stdout).unwrap();
@@ -316,14 +298,7 @@ fn several_nodes_on_one_machine_are_each_addressable_by_their_port() {
             // The default control socket, kraken-<port>.sock, tells them apart.
             bg.files.push(runtime.join(format!("kraken-{port}.sock")));
             bg.files.push(runtime.join(format!("kraken-{port}.log")));
-            let out = bg.start(&[
-                "-kraken",
-                "listen_ip",
-                "127.0.0.1",
-                "-kraken",
-                "tcp_server_port",
-                &port,
-            ]);
+            let out = bg.start(&loopback_args(&port));
             match out.code {
                 Some(0) => Ok((port, out)),
                 _ => Err(out.text()),
@@ -385,19 +360,17 @@ fn a_killed_nodes_stale_control_socket_and_pid_file_do_not_block_a_restart() {
     let mut bg = Background::new("stale");
     let (ctl, pid_file) = (bg.path("ctl.sock"), bg.path("kraken.pid"));
     let opts = [
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        "0",
-        "-kraken",
-        "control_socket",
-        &ctl,
-        "-kraken",
-        "pid_file",
-        &pid_file,
-    ];
+        &loopback_args("0")[..],
+        &[
+            "-kraken",
+            "control_socket",
+            &ctl,
+            "-kraken",
+            "pid_file",
+            &pid_file,
+        ],
+    ]
+    .concat();
     let out = bg.start(&opts);
     assert_eq!(out.code, Some(0), "{}", out.text());
     let pid = started_pid(&out.stdout).unwrap();

@@ -316,21 +316,21 @@ fn the_listener_is_off_by_default_and_a_bad_address_is_refused() {
     let busy = taken.local_addr().unwrap().to_string();
     let dir = TempDir::new("metrics-busy");
     let ctl = dir.join("ctl.sock");
-    let out = kraken(&[
-        "run",
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        "0",
-        "-kraken",
-        "control_socket",
-        ctl.to_str().unwrap(),
-        "-kraken",
-        "metrics_listen",
-        &busy,
-    ]);
+    let out = kraken(
+        &[
+            &["run"][..],
+            &loopback_args("0"),
+            &[
+                "-kraken",
+                "control_socket",
+                ctl.to_str().unwrap(),
+                "-kraken",
+                "metrics_listen",
+                &busy,
+            ],
+        ]
+        .concat(),
+    );
     assert_eq!(out.code, Some(1), "{}", out.text());
     assert!(
         out.stderr.contains(&format!("metrics_listen {busy}")),

@@ -399,17 +399,8 @@ fn the_package_installs_what_the_unit_runs() {
 /// `kraken run` on loopback, a free port, its control socket in `dir`, with
 /// `-kraken` pairs `options`.
 fn launch(dir: &TempDir, options: &[(&str, &str)]) -> Launched {
-    let mut args: Vec<String> = [
-        "run",
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        "0",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args = vec!["run".to_string()];
+    args.extend(loopback_args("0").map(String::from));
     args.extend([
         "-kraken".into(),
         "control_socket".into(),
@@ -475,15 +466,8 @@ fn ready_goes_to_an_abstract_notify_socket_too() {
     let sock = UnixDatagram::bind_addr(&addr).unwrap();
     sock.set_read_timeout(Some(READY_TIMEOUT)).unwrap();
     let mut child = Command::new(BIN)
-        .args([
-            "run",
-            "-kraken",
-            "listen_ip",
-            "127.0.0.1",
-            "-kraken",
-            "tcp_server_port",
-            "0",
-        ])
+        .arg("run")
+        .args(loopback_args("0"))
         .args([
             "-kraken",
             "control_socket",
@@ -604,21 +588,21 @@ fn a_log_file_that_cannot_be_opened_is_named() {
     let missing = dir.join("no-such-dir/kraken.log");
     let run = |log: &Path| {
         let ctl = dir.join("ctl.sock");
-        kraken(&[
-            "run",
-            "-kraken",
-            "listen_ip",
-            "127.0.0.1",
-            "-kraken",
-            "tcp_server_port",
-            "0",
-            "-kraken",
-            "control_socket",
-            ctl.to_str().unwrap(),
-            "-kraken",
-            "log_file",
-            log.to_str().unwrap(),
-        ])
+        kraken(
+            &[
+                &["run"][..],
+                &loopback_args("0"),
+                &[
+                    "-kraken",
+                    "control_socket",
+                    ctl.to_str().unwrap(),
+                    "-kraken",
+                    "log_file",
+                    log.to_str().unwrap(),
+                ],
+            ]
+            .concat(),
+        )
     };
     let out = run(&missing);
     assert_eq!(out.code, Some(1), "{}", out.text());
@@ -702,18 +686,14 @@ fn bin_kraken_works_through_a_symbolic_link() {
 fn a_control_socket_that_cannot_be_created_is_named_and_the_node_exits_1() {
     let dir = TempDir::new("badctl");
     let socket = dir.join("no-such-dir/kraken.sock");
-    let out = kraken(&[
-        "run",
-        "-kraken",
-        "listen_ip",
-        "127.0.0.1",
-        "-kraken",
-        "tcp_server_port",
-        "0",
-        "-kraken",
-        "control_socket",
-        socket.to_str().unwrap(),
-    ]);
+    let out = kraken(
+        &[
+            &["run"][..],
+            &loopback_args("0"),
+            &["-kraken", "control_socket", socket.to_str().unwrap()],
+        ]
+        .concat(),
+    );
     assert_eq!(out.code, Some(1), "{}", out.text());
     assert!(
         out.stderr.contains(socket.to_str().unwrap()),

@@ -1011,6 +1011,19 @@ impl Output {
     }
 }
 
+/// The `-kraken` pairs that put a node on loopback, on `port` ("0": an
+/// ephemeral one).
+pub fn loopback_args(port: &str) -> [&str; 6] {
+    [
+        "-kraken",
+        "listen_ip",
+        "127.0.0.1",
+        "-kraken",
+        "tcp_server_port",
+        port,
+    ]
+}
+
 /// Runs `kraken <args>` (with `KRAKEN_HOME` set as the harness does) to its
 /// end, bounded by [`COMMAND_TIMEOUT`] (then it is killed and this panics).
 pub fn kraken(args: &[&str]) -> Output {
