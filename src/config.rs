@@ -927,7 +927,8 @@ mod tests {
              -kraken tcp_keepalive_seconds 0 -kraken max_topics_per_message 5 \
              -kraken max_subscriptions_per_client 6 -kraken max_topics_per_node 7 \
              -kraken max_retro_bytes_per_router_shard 8 -kraken max_pending_request_bytes 9 \
-             -kraken close_write_timeout_seconds 2.5 -kraken runtime_dir /run/k",
+             -kraken close_write_timeout_seconds 2.5 -kraken runtime_dir /run/k \
+             -kraken poll_gather_ms 0",
         );
         let loaded = load_plain(&cli, &no_env()).unwrap();
         let want = Settings {
@@ -965,6 +966,7 @@ mod tests {
             max_pending_request_bytes: 9,
             close_write_timeout_seconds: Duration::from_millis(2500),
             runtime_dir: Some("/run/k".into()),
+            poll_gather_ms: 0,
         };
         assert_eq!(loaded.settings, want);
         assert!(loaded
@@ -989,7 +991,7 @@ mod tests {
              metrics_listen=127.0.0.1:9121 resp_port=6379 tcp_keepalive_seconds=0 \
              max_topics_per_message=5 max_subscriptions_per_client=6 max_topics_per_node=7 \
              max_retro_bytes_per_router_shard=8 max_pending_request_bytes=9 \
-             close_write_timeout_seconds=2.5 runtime_dir=/run/k"
+             close_write_timeout_seconds=2.5 runtime_dir=/run/k poll_gather_ms=0"
         );
     }
 
@@ -1030,6 +1032,7 @@ mod tests {
             ("MAX_PENDING_REQUEST_BYTES", "15"),
             ("CLOSE_WRITE_TIMEOUT_SECONDS", "1"),
             ("RUNTIME_DIR", "/run/kraken"),
+            ("POLL_GATHER_MS", "7"),
         ]
         .iter()
         .map(|(k, v)| (format!("KRAKEN_{k}"), v.to_string()))
@@ -1082,6 +1085,7 @@ mod tests {
         );
         assert_eq!(s.close_write_timeout_seconds, Duration::from_secs(1));
         assert_eq!(s.runtime_dir, Some("/run/kraken".into()));
+        assert_eq!(s.poll_gather_ms, 7);
         for (option, value, source) in &loaded.sources {
             assert_eq!(
                 *source,
@@ -1129,6 +1133,7 @@ max_retro_bytes_per_router_shard = 18
 max_pending_request_bytes = 19
 close_write_timeout_seconds = 20
 runtime_dir = "/r"
+poll_gather_ms = 21
 "#;
 
     const EVERY_OPTION_ERLANG: &str = r#"
@@ -1166,7 +1171,8 @@ runtime_dir = "/r"
   {max_retro_bytes_per_router_shard, 18},
   {max_pending_request_bytes, 19},
   {close_write_timeout_seconds, 20},
-  {runtime_dir, <<"/r">>}
+  {runtime_dir, <<"/r">>},
+  {poll_gather_ms, 21}
 ]}].
 "#;
 
@@ -1206,6 +1212,7 @@ runtime_dir = "/r"
             max_pending_request_bytes: 19,
             close_write_timeout_seconds: Duration::from_secs(20),
             runtime_dir: Some("/r".into()),
+            poll_gather_ms: 21,
         }
     }
 
@@ -1633,6 +1640,8 @@ runtime_dir = "/r"
             ("max_retro_bytes_per_router_shard", "0", "bad value 0 for max_retro_bytes_per_router_shard: must be at least 1"),
             ("max_pending_request_bytes", "1.5", "bad value 1.5 for max_pending_request_bytes: must be an integer, not a float"),
             ("runtime_dir", "[1]", "bad value [1] for runtime_dir: must be a file path (a string), not a list"),
+            ("poll_gather_ms", "1001", "bad value 1001 for poll_gather_ms: must be between 0 and 1000"),
+            ("poll_gather_ms", "-1", "bad value -1 for poll_gather_ms: must be between 0 and 1000"),
         ];
         for (option, value, want) in cases {
             assert_eq!(

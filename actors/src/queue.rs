@@ -26,7 +26,10 @@
 //!   is bounded by `max_queue_messages` and `max_queue_bytes`: past either
 //!   the client is a slow consumer, its inbox is emptied and its connection
 //!   told to close.
-//! - A poll ([`Take`]) takes up to [`POLL_BYTES`] of the inbox.
+//! - A poll ([`Take`]) takes up to [`POLL_BYTES`] of the inbox. One that
+//!   finds less than [`GATHER_BELOW`] there waits `poll_gather_ms` (1 ms
+//!   by default) for more first, unless the connection asks something
+//!   else of the queue meanwhile.
 //! - In push mode ([`Watch`], for dialects that push, such as RESP) the
 //!   queue sends the inbox to its connection ([`FromQueue::Pushed`]) as
 //!   deliveries arrive, coalesced: at most one push is outstanding, the
@@ -305,6 +308,8 @@ pub struct ClientQueue {
     /// Push mode ([`Watch`]), and whether a push awaits its [`PushAck`].
     push_mode: bool,
     push_outstanding: bool,
+    /// The ticket of a poll held back to gather deliveries (`poll_gather_ms`).
+    held: Option<u64>,
 }
 
 impl ClientQueue {
@@ -325,6 +330,7 @@ impl ClientQueue {
             unsubscribing: None,
             push_mode: false,
             push_outstanding: false,
+            held: None,
         }
     }
 
@@ -1733,6 +1739,7 @@ impl Handler<Ask> for ClientQueue {
         let ticket = msg.ticket;
         let done = guard(self, ctx, |a, ctx| {
             a.drain();
+            a.release_held();
             a.ask(ctx, ticket, msg.req);
             a.arm();
         });
@@ -1750,6 +1757,44 @@ impl Handler<Take> for ClientQueue {
         if guard(self, ctx, |a, _| a.drain()).is_none() {
             return;
         }
+        let gather = self.env.node.settings.poll_gather_ms;
+        if self.held.is_some() {
+            // A poll pipelined behind a held one: both are answered now.
+            self.release_held();
+        } else if gather > 0 && !self.overflowed && self.bytes < GATHER_BELOW {
+            let ticket = msg.ticket;
+            self.held = Some(ticket);
+            ctx.run_later(Duration::from_millis(gather.into()), move |a, ctx| {
+                if a.held == Some(ticket) && guard(a, ctx, |a, _| a.drain()).is_some() {
+                    a.release_held();
+                }
+            });
+            return;
+        }
+        self.answer_take(msg.ticket);
+    }
+}
+
+/// A poll that finds less than this in the inbox is held for
+/// `poll_gather_ms` to gather more (see [`ClientQueue::release_held`]).
+pub const GATHER_BELOW: usize = 16 << 10;
+
+impl ClientQueue {
+    /// Answers the poll held back to gather deliveries, if there is one.
+    /// A poll that finds less than [`GATHER_BELOW`] bytes queued waits
+    /// `poll_gather_ms` before it takes them, so that a client polling
+    /// in a tight loop gets more deliveries per answer (one read and one
+    /// write for more of them) instead of as many as arrived during its
+    /// last round trip. Anything else the connection asks of the queue
+    /// first answers the held poll, so that the poll sees the inbox as it
+    /// stood before the request behind it.
+    fn release_held(&mut self) {
+        if let Some(ticket) = self.held.take() {
+            self.answer_take(ticket);
+        }
+    }
+
+    fn answer_take(&mut self, ticket: u64) {
         let taken = if self.overflowed {
             Taken::Overflowed
         } else if self.bytes <= POLL_BYTES {
@@ -1771,10 +1816,7 @@ impl Handler<Take> for ClientQueue {
         };
         self.publish_figures();
         self.arm();
-        self.conn.do_send(FromQueue::Taken {
-            ticket: msg.ticket,
-            taken,
-        });
+        self.conn.do_send(FromQueue::Taken { ticket, taken });
     }
 }
 
@@ -1782,6 +1824,7 @@ impl Handler<Watch> for ClientQueue {
     type Result = ();
 
     fn handle(&mut self, _: Watch, ctx: &mut Context<Self>) {
+        self.release_held();
         self.push_mode = true;
         self.take_and_push(ctx, Vec::new());
     }

@@ -246,6 +246,11 @@ pub fn router_threads<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, 
     })
 }
 
+/// A poll's gathering wait: 0 to 1000 milliseconds.
+pub fn poll_gather_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    with(d, |v| int_in(v, 0, 1000).map(|i| i as u32))
+}
+
 /// A number of restarts, 0 to 2^32 - 1.
 pub fn restarts<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     with(d, |v| int_in(v, 0, i128::from(u32::MAX)).map(|i| i as u32))

@@ -1,0 +1,145 @@
+//! A poll that finds little queued waits `poll_gather_ms` for more before
+//! it is answered, so that a client polling in a tight loop gets more per
+//! answer. These tests show the wait, its bound, the option that turns it
+//! off, and that nothing behind a held poll waits for it or changes what
+//! it answers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A held poll's answer carries what was published during the wait, and
+/// the wait lasts about `poll_gather_ms`, not longer.
+#[test]
+fn a_poll_that_finds_nothing_waits_poll_gather_ms_and_carries_what_arrived_meanwhile() {
+    let node = Node::start(&[("poll_gather_ms", "600")]);
+    let mut sub = node.connect();
+    sub.subscribe(&["t"]);
+    let mut publisher = node.connect();
+    let start = Instant::now();
+    sub.send(b"get messages\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    publisher.publish1("t", b"late");
+    let got = parse_entries(&{
+        let raw = sub.read_messages_reply();
+        assert!(raw.starts_with(b"VALUE messages 0 "), "{}", esc(&raw));
+        let start = raw.iter().position(|&b| b == b'\n').unwrap() + 1;
+        raw[start..raw.len() - 5].to_vec()
+    });
+    let waited = start.elapsed();
+    assert_eq!(got, vec![Msg::new(&["t"], b"late")]);
+    assert!(
+        waited >= Duration::from_millis(550),
+        "answered after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
+}
+
+/// `poll_gather_ms 0` answers an empty poll at once, as the original did;
+/// the same poll on a node gathering for a second waits that second.
+#[test]
+fn poll_gather_ms_0_answers_at_once_and_1000_waits_a_second() {
+    let at_once = Node::start(&[("poll_gather_ms", "0")]);
+    let mut c = at_once.connect();
+    c.subscribe(&["t"]);
+    let start = Instant::now();
+    assert_eq!(c.get_raw(), b"END\r\n");
+    let immediate = start.elapsed();
+
+    let gathering = Node::start(&[("poll_gather_ms", "1000")]);
+    let mut c = gathering.connect();
+    c.subscribe(&["t"]);
+    let start = Instant::now();
+    assert_eq!(c.get_raw(), b"END\r\n");
+    let held = start.elapsed();
+
+    assert!(held >= Duration::from_millis(950), "held {held:?}");
+    assert!(held < Duration::from_secs(4), "held {held:?}");
+    assert!(
+        immediate < Duration::from_millis(500),
+        "at once took {immediate:?}"
+    );
+}
+
+/// A request pipelined behind a held poll answers the poll first, with
+/// the inbox as it stood before the request: an unsubscribe behind the
+/// poll neither waits for it nor takes away what the poll would have
+/// found.
+#[test]
+fn a_request_behind_a_held_poll_answers_it_first_and_loses_nothing() {
+    let node = Node::start(&[("poll_gather_ms", "1000")]);
+    let mut sub = node.connect();
+    sub.subscribe(&["t"]);
+    let mut publisher = node.connect();
+    publisher.publish1("t", b"queued");
+    let start = Instant::now();
+    let mut pipelined = b"get messages\r\n".to_vec();
+    pipelined.extend_from_slice(&set_request("unsubscribe", b"t"));
+    sub.send(&pipelined);
+    let got = parse_entries(&{
+        let raw = sub.read_messages_reply();
+        assert!(raw.starts_with(b"VALUE messages 0 "), "{}", esc(&raw));
+        let start = raw.iter().position(|&b| b == b'\n').unwrap() + 1;
+        raw[start..raw.len() - 5].to_vec()
+    });
+    sub.expect(b"STORED\r\n");
+    let took = start.elapsed();
+    assert_eq!(got, vec![Msg::new(&["t"], b"queued")]);
+    assert!(took < Duration::from_millis(700), "took {took:?}");
+    // Unsubscribed: a later publish does not reach it.
+    publisher.publish1("t", b"after");
+    assert_eq!(sub.get_raw(), b"END\r\n");
+}
+
+/// A poll pipelined behind a held poll answers both at once.
+#[test]
+fn a_poll_behind_a_held_poll_answers_both_at_once() {
+    let node = Node::start(&[("poll_gather_ms", "1000")]);
+    let mut sub = node.connect();
+    sub.subscribe(&["t"]);
+    let start = Instant::now();
+    sub.send(b"get messages\r\nget messages\r\n");
+    sub.expect(b"END\r\nEND\r\n");
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(700), "took {took:?}");
+}
+
+/// A poll that finds 16 KiB or more queued is answered at once.
+#[test]
+fn a_poll_that_finds_16_kib_queued_is_answered_at_once() {
+    let node = Node::start(&[("poll_gather_ms", "1000")]);
+    let mut sub = node.connect();
+    sub.subscribe(&["t"]);
+    let mut publisher = node.connect();
+    let big = pseudo_random_bytes(16 << 10, 7);
+    publisher.publish1("t", &big);
+    let start = Instant::now();
+    assert_eq!(sub.poll(), vec![Msg::new(&["t"], &big)]);
+    let took = start.elapsed();
+    assert!(took < Duration::from_millis(700), "took {took:?}");
+    // Just under the bound, the same poll waits.
+    publisher.publish1("t", b"small");
+    let start = Instant::now();
+    assert_eq!(sub.poll(), vec![Msg::new(&["t"], b"small")]);
+    assert!(start.elapsed() >= Duration::from_millis(950));
+}
+
+/// A client that hangs up while its poll is held costs nothing: the node
+/// removes it and serves the next client as before.
+#[test]
+fn a_client_gone_while_its_poll_is_held_is_removed() {
+    let node = Node::start(&[("poll_gather_ms", "1000")]);
+    {
+        let mut gone = node.connect();
+        gone.subscribe(&["t"]);
+        gone.send(b"get messages\r\n");
+    }
+    node.wait_for_stat("curr_connections", |n| n == 1); // the stats connection
+    let mut sub = node.connect();
+    sub.subscribe(&["t"]);
+    let mut publisher = node.connect();
+    publisher.publish1("t", b"x");
+    assert_eq!(sub.poll(), vec![Msg::new(&["t"], b"x")]);
+}
