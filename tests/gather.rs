@@ -1,8 +1,9 @@
 //! A poll that finds little queued waits `poll_gather_ms` for more before
 //! it is answered, so that a client polling in a tight loop gets more per
-//! answer. These tests show the wait, its bound, the option that turns it
-//! off, and that nothing behind a held poll waits for it or changes what
-//! it answers.
+//! answer; one that finds nothing waits only if the client's last answer
+//! carried something. These tests show the wait, its bound, the option
+//! that turns it off, that an idle client is answered at once, and that
+//! nothing behind a held poll waits for it or changes what it answers.
 
 mod common;
 
@@ -10,14 +11,22 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// Subscribes `c` to `t` and feeds it one message through `publisher`,
+/// polled: its next poll finding nothing is then held.
+fn fed(c: &mut Client, publisher: &mut Client) {
+    c.subscribe(&["t"]);
+    publisher.publish1("t", b"first");
+    assert_eq!(c.poll(), vec![Msg::new(&["t"], b"first")]);
+}
+
 /// A held poll's answer carries what was published during the wait, and
 /// the wait lasts about `poll_gather_ms`, not longer.
 #[test]
-fn a_poll_that_finds_nothing_waits_poll_gather_ms_and_carries_what_arrived_meanwhile() {
+fn a_fed_clients_poll_that_finds_nothing_waits_poll_gather_ms_and_carries_what_arrived_meanwhile() {
     let node = Node::start(&[("poll_gather_ms", "600")]);
     let mut sub = node.connect();
-    sub.subscribe(&["t"]);
     let mut publisher = node.connect();
+    fed(&mut sub, &mut publisher);
     let start = Instant::now();
     sub.send(b"get messages\r\n");
     std::thread::sleep(Duration::from_millis(100));
@@ -37,20 +46,23 @@ fn a_poll_that_finds_nothing_waits_poll_gather_ms_and_carries_what_arrived_meanw
     assert!(waited < Duration::from_secs(3), "answered after {waited:?}");
 }
 
-/// `poll_gather_ms 0` answers an empty poll at once, as the original did;
-/// the same poll on a node gathering for a second waits that second.
+/// `poll_gather_ms 0` answers a fed client's empty poll at once, as the
+/// original did; the same poll on a node gathering for a second waits
+/// that second.
 #[test]
 fn poll_gather_ms_0_answers_at_once_and_1000_waits_a_second() {
     let at_once = Node::start(&[("poll_gather_ms", "0")]);
     let mut c = at_once.connect();
-    c.subscribe(&["t"]);
+    let mut publisher = at_once.connect();
+    fed(&mut c, &mut publisher);
     let start = Instant::now();
     assert_eq!(c.get_raw(), b"END\r\n");
     let immediate = start.elapsed();
 
     let gathering = Node::start(&[("poll_gather_ms", "1000")]);
     let mut c = gathering.connect();
-    c.subscribe(&["t"]);
+    let mut publisher = gathering.connect();
+    fed(&mut c, &mut publisher);
     let start = Instant::now();
     assert_eq!(c.get_raw(), b"END\r\n");
     let held = start.elapsed();
@@ -98,7 +110,8 @@ fn a_request_behind_a_held_poll_answers_it_first_and_loses_nothing() {
 fn a_poll_behind_a_held_poll_answers_both_at_once() {
     let node = Node::start(&[("poll_gather_ms", "1000")]);
     let mut sub = node.connect();
-    sub.subscribe(&["t"]);
+    let mut publisher = node.connect();
+    fed(&mut sub, &mut publisher);
     let start = Instant::now();
     sub.send(b"get messages\r\nget messages\r\n");
     sub.expect(b"END\r\nEND\r\n");
@@ -131,15 +144,31 @@ fn a_poll_that_finds_16_kib_queued_is_answered_at_once() {
 #[test]
 fn a_client_gone_while_its_poll_is_held_is_removed() {
     let node = Node::start(&[("poll_gather_ms", "1000")]);
+    let mut publisher = node.connect();
     {
         let mut gone = node.connect();
-        gone.subscribe(&["t"]);
+        fed(&mut gone, &mut publisher);
         gone.send(b"get messages\r\n");
     }
-    node.wait_for_stat("curr_connections", |n| n == 1); // the stats connection
+    // `publisher` and the stats connection.
+    node.wait_for_stat("curr_connections", |n| n == 2);
     let mut sub = node.connect();
     sub.subscribe(&["t"]);
-    let mut publisher = node.connect();
     publisher.publish1("t", b"x");
     assert_eq!(sub.poll(), vec![Msg::new(&["t"], b"x")]);
+}
+
+/// An idle client, whose last answer was empty, gets its next empty poll
+/// answered at once, however long the node gathers.
+#[test]
+fn an_idle_clients_empty_poll_is_answered_at_once() {
+    let node = Node::start(&[("poll_gather_ms", "1000")]);
+    let mut sub = node.connect();
+    sub.subscribe(&["t"]);
+    for _ in 0..3 {
+        let start = Instant::now();
+        assert_eq!(sub.get_raw(), b"END\r\n");
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(700), "took {took:?}");
+    }
 }

@@ -208,9 +208,10 @@ settings! {
     /// none, the default, means `$RUNTIME_DIRECTORY`, else a per-user 0700
     /// directory).
     runtime_dir: Option<PathBuf> = None, "forms::path";
-    /// How long a poll that finds little queued (under 16 KiB) waits for
-    /// more before it is answered (`poll_gather_ms`, 0 to 1000, default
-    /// 1; 0 answers at once, as the original did). A client polling in a
+    /// How long a poll that finds little queued (under 16 KiB; nothing,
+    /// only if the last answer carried something) waits for more before
+    /// it is answered (`poll_gather_ms`, 0 to 1000, default 1; 0 answers
+    /// at once, as the original did). A client polling in a
     /// tight loop then gets more per answer, at less node CPU per
     /// delivery; one polling every second or two does not notice.
     poll_gather_ms: u32 = 1, "forms::poll_gather_ms";
