@@ -19,6 +19,14 @@ fn fed(c: &mut Client, publisher: &mut Client) {
     assert_eq!(c.poll(), vec![Msg::new(&["t"], b"first")]);
 }
 
+/// Reads the answer to a poll already sent: it must carry messages.
+fn read_answer(c: &mut Client) -> Vec<Msg> {
+    let raw = c.read_messages_reply();
+    assert!(raw.starts_with(b"VALUE messages 0 "), "{}", esc(&raw));
+    let start = raw.iter().position(|&b| b == b'\n').unwrap() + 1;
+    parse_entries(&raw[start..raw.len() - 5])
+}
+
 /// A held poll's answer carries what was published during the wait, and
 /// the wait lasts about `poll_gather_ms`, not longer.
 #[test]
@@ -31,12 +39,7 @@ fn a_fed_clients_poll_that_finds_nothing_waits_poll_gather_ms_and_carries_what_a
     sub.send(b"get messages\r\n");
     std::thread::sleep(Duration::from_millis(100));
     publisher.publish1("t", b"late");
-    let got = parse_entries(&{
-        let raw = sub.read_messages_reply();
-        assert!(raw.starts_with(b"VALUE messages 0 "), "{}", esc(&raw));
-        let start = raw.iter().position(|&b| b == b'\n').unwrap() + 1;
-        raw[start..raw.len() - 5].to_vec()
-    });
+    let got = read_answer(&mut sub);
     let waited = start.elapsed();
     assert_eq!(got, vec![Msg::new(&["t"], b"late")]);
     assert!(
@@ -90,12 +93,7 @@ fn a_request_behind_a_held_poll_answers_it_first_and_loses_nothing() {
     let mut pipelined = b"get messages\r\n".to_vec();
     pipelined.extend_from_slice(&set_request("unsubscribe", b"t"));
     sub.send(&pipelined);
-    let got = parse_entries(&{
-        let raw = sub.read_messages_reply();
-        assert!(raw.starts_with(b"VALUE messages 0 "), "{}", esc(&raw));
-        let start = raw.iter().position(|&b| b == b'\n').unwrap() + 1;
-        raw[start..raw.len() - 5].to_vec()
-    });
+    let got = read_answer(&mut sub);
     sub.expect(b"STORED\r\n");
     let took = start.elapsed();
     assert_eq!(got, vec![Msg::new(&["t"], b"queued")]);
