@@ -170,3 +170,27 @@ fn an_idle_clients_empty_poll_is_answered_at_once() {
         assert!(took < Duration::from_millis(700), "took {took:?}");
     }
 }
+
+/// A queue runs one gathering timer at most: a poll held while the timer
+/// of an earlier, early-answered poll still runs is answered when that
+/// timer fires, so a client pipelining polls cannot make the node hold a
+/// timer for each.
+#[test]
+fn a_poll_held_while_an_earlier_timer_runs_is_answered_when_it_fires() {
+    let node = Node::start(&[("poll_gather_ms", "1000")]);
+    let mut sub = node.connect();
+    let mut publisher = node.connect();
+    fed(&mut sub, &mut publisher);
+    let start = Instant::now();
+    // The first poll is held and starts the timer; the second answers it.
+    sub.send(b"get messages\r\nget messages\r\n");
+    sub.expect(b"END\r\nEND\r\n");
+    std::thread::sleep(Duration::from_millis(400));
+    publisher.publish1("t", b"x");
+    let third = Instant::now();
+    assert_eq!(sub.poll(), vec![Msg::new(&["t"], b"x")]);
+    let fired = start.elapsed();
+    let waited = third.elapsed();
+    assert!(waited < Duration::from_millis(900), "waited {waited:?}");
+    assert!(fired >= Duration::from_millis(950), "answered at {fired:?}");
+}

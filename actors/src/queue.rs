@@ -315,6 +315,10 @@ pub struct ClientQueue {
     /// The last poll's answer carried something: the client is being fed,
     /// so its next poll gathers even if it finds nothing.
     fed: bool,
+    /// A gathering timer is running. There is at most one per queue: a
+    /// poll held while the timer of one answered early is answered when
+    /// that timer fires, so a client pipelining polls starts no more.
+    gathering: bool,
 }
 
 impl ClientQueue {
@@ -336,6 +340,7 @@ impl ClientQueue {
             push_outstanding: false,
             held_poll: NO_POLL,
             fed: false,
+            gathering: false,
         }
     }
 
@@ -1775,13 +1780,16 @@ impl Handler<Take> for ClientQueue {
             && self.bytes < GATHER_BELOW
             && (self.fed || !self.items.is_empty())
         {
-            let ticket = msg.ticket;
-            self.held_poll = ticket;
-            ctx.run_later(Duration::from_millis(gather.into()), move |a, ctx| {
-                if a.held_poll == ticket && guard(a, ctx, |a, _| a.drain()).is_some() {
-                    a.release_held();
-                }
-            });
+            self.held_poll = msg.ticket;
+            if !self.gathering {
+                self.gathering = true;
+                ctx.run_later(Duration::from_millis(gather.into()), |a, ctx| {
+                    a.gathering = false;
+                    if a.held_poll != NO_POLL && guard(a, ctx, |a, _| a.drain()).is_some() {
+                        a.release_held();
+                    }
+                });
+            }
             return;
         }
         self.answer_take(msg.ticket);
