@@ -19,6 +19,16 @@ fn fed(c: &mut Client, publisher: &mut Client) {
     assert_eq!(c.poll(), vec![Msg::new(&["t"], b"first")]);
 }
 
+/// A node gathering for `ms`, a subscriber to `t` it has fed ([`fed`]),
+/// and the publisher that fed it.
+fn fed_on(ms: &str) -> (Node, Client, Client) {
+    let node = Node::start(&[("poll_gather_ms", ms)]);
+    let mut sub = node.connect();
+    let mut publisher = node.connect();
+    fed(&mut sub, &mut publisher);
+    (node, sub, publisher)
+}
+
 /// Reads the answer to a poll already sent: it must carry messages.
 fn read_answer(c: &mut Client) -> Vec<Msg> {
     let raw = c.read_messages_reply();
@@ -31,10 +41,7 @@ fn read_answer(c: &mut Client) -> Vec<Msg> {
 /// the wait lasts about `poll_gather_ms`, not longer.
 #[test]
 fn a_fed_clients_poll_that_finds_nothing_waits_poll_gather_ms_and_carries_what_arrived_meanwhile() {
-    let node = Node::start(&[("poll_gather_ms", "600")]);
-    let mut sub = node.connect();
-    let mut publisher = node.connect();
-    fed(&mut sub, &mut publisher);
+    let (_node, mut sub, mut publisher) = fed_on("600");
     let start = Instant::now();
     sub.send(b"get messages\r\n");
     std::thread::sleep(Duration::from_millis(100));
@@ -54,18 +61,12 @@ fn a_fed_clients_poll_that_finds_nothing_waits_poll_gather_ms_and_carries_what_a
 /// that second.
 #[test]
 fn poll_gather_ms_0_answers_at_once_and_1000_waits_a_second() {
-    let at_once = Node::start(&[("poll_gather_ms", "0")]);
-    let mut c = at_once.connect();
-    let mut publisher = at_once.connect();
-    fed(&mut c, &mut publisher);
+    let (_at_once, mut c, _publisher) = fed_on("0");
     let start = Instant::now();
     assert_eq!(c.get_raw(), b"END\r\n");
     let immediate = start.elapsed();
 
-    let gathering = Node::start(&[("poll_gather_ms", "1000")]);
-    let mut c = gathering.connect();
-    let mut publisher = gathering.connect();
-    fed(&mut c, &mut publisher);
+    let (_gathering, mut c, _publisher) = fed_on("1000");
     let start = Instant::now();
     assert_eq!(c.get_raw(), b"END\r\n");
     let held = start.elapsed();
@@ -106,10 +107,7 @@ fn a_request_behind_a_held_poll_answers_it_first_and_loses_nothing() {
 /// A poll pipelined behind a held poll answers both at once.
 #[test]
 fn a_poll_behind_a_held_poll_answers_both_at_once() {
-    let node = Node::start(&[("poll_gather_ms", "1000")]);
-    let mut sub = node.connect();
-    let mut publisher = node.connect();
-    fed(&mut sub, &mut publisher);
+    let (_node, mut sub, _publisher) = fed_on("1000");
     let start = Instant::now();
     sub.send(b"get messages\r\nget messages\r\n");
     sub.expect(b"END\r\nEND\r\n");
@@ -177,10 +175,7 @@ fn an_idle_clients_empty_poll_is_answered_at_once() {
 /// timer for each.
 #[test]
 fn a_poll_held_while_an_earlier_timer_runs_is_answered_when_it_fires() {
-    let node = Node::start(&[("poll_gather_ms", "1000")]);
-    let mut sub = node.connect();
-    let mut publisher = node.connect();
-    fed(&mut sub, &mut publisher);
+    let (_node, mut sub, mut publisher) = fed_on("1000");
     let start = Instant::now();
     // The first poll is held and starts the timer; the second answers it.
     sub.send(b"get messages\r\nget messages\r\n");
