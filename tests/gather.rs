@@ -11,30 +11,40 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Subscribes `c` to `t` and feeds it one message through `publisher`,
-/// polled: its next poll finding nothing is then held.
+/// Subscribes `c` to `t` and feeds it ([`feed`]).
 fn fed(c: &mut Client, publisher: &mut Client) {
     c.subscribe(&["t"]);
+    feed(c, publisher);
+}
+
+/// Feeds `c`, subscribed to `t`, one message through `publisher`, polled:
+/// its next poll finding nothing is then held.
+fn feed(c: &mut Client, publisher: &mut Client) {
     publisher.publish1("t", b"first");
     assert_eq!(c.poll(), vec![Msg::new(&["t"], b"first")]);
 }
 
-/// A node gathering for `ms`, a subscriber to `t` it has fed ([`fed`]),
-/// and the publisher that fed it.
-fn fed_on(ms: &str) -> (Node, Client, Client) {
+/// A node gathering for `ms`, a subscriber to `t`, and a publisher.
+fn subscribed_on(ms: &str) -> (Node, Client, Client) {
     let node = Node::start(&[("poll_gather_ms", ms)]);
     let mut sub = node.connect();
-    let mut publisher = node.connect();
-    fed(&mut sub, &mut publisher);
+    sub.subscribe(&["t"]);
+    let publisher = node.connect();
+    (node, sub, publisher)
+}
+
+/// [`subscribed_on`], the subscriber fed ([`feed`]) by the publisher.
+fn fed_on(ms: &str) -> (Node, Client, Client) {
+    let (node, mut sub, mut publisher) = subscribed_on(ms);
+    feed(&mut sub, &mut publisher);
     (node, sub, publisher)
 }
 
 /// Reads the answer to a poll already sent: it must carry messages.
 fn read_answer(c: &mut Client) -> Vec<Msg> {
-    let raw = c.read_messages_reply();
-    assert!(raw.starts_with(b"VALUE messages 0 "), "{}", esc(&raw));
-    let start = raw.iter().position(|&b| b == b'\n').unwrap() + 1;
-    parse_entries(&raw[start..raw.len() - 5])
+    let entries = c.read_entries_raw();
+    assert!(!entries.is_empty(), "the poll was answered `END`");
+    parse_entries(&entries)
 }
 
 /// A held poll's answer carries what was published during the wait, and
@@ -85,10 +95,7 @@ fn poll_gather_ms_0_answers_at_once_and_1000_waits_a_second() {
 /// found.
 #[test]
 fn a_request_behind_a_held_poll_answers_it_first_and_loses_nothing() {
-    let node = Node::start(&[("poll_gather_ms", "1000")]);
-    let mut sub = node.connect();
-    sub.subscribe(&["t"]);
-    let mut publisher = node.connect();
+    let (_node, mut sub, mut publisher) = subscribed_on("1000");
     publisher.publish1("t", b"queued");
     let start = Instant::now();
     let mut pipelined = b"get messages\r\n".to_vec();
@@ -118,10 +125,7 @@ fn a_poll_behind_a_held_poll_answers_both_at_once() {
 /// A poll that finds 16 KiB or more queued is answered at once.
 #[test]
 fn a_poll_that_finds_16_kib_queued_is_answered_at_once() {
-    let node = Node::start(&[("poll_gather_ms", "1000")]);
-    let mut sub = node.connect();
-    sub.subscribe(&["t"]);
-    let mut publisher = node.connect();
+    let (_node, mut sub, mut publisher) = subscribed_on("1000");
     let big = pseudo_random_bytes(16 << 10, 7);
     publisher.publish1("t", &big);
     let start = Instant::now();
@@ -158,9 +162,7 @@ fn a_client_gone_while_its_poll_is_held_is_removed() {
 /// answered at once, however long the node gathers.
 #[test]
 fn an_idle_clients_empty_poll_is_answered_at_once() {
-    let node = Node::start(&[("poll_gather_ms", "1000")]);
-    let mut sub = node.connect();
-    sub.subscribe(&["t"]);
+    let (_node, mut sub, _publisher) = subscribed_on("1000");
     for _ in 0..3 {
         let start = Instant::now();
         assert_eq!(sub.get_raw(), b"END\r\n");

@@ -793,7 +793,15 @@ impl Client {
     /// `MESSAGE ... <len>\r\n<payload>\r\n`, concatenated), empty if `END`.
     #[track_caller]
     pub fn poll_entries_raw(&mut self) -> Vec<u8> {
-        let raw = self.get_raw();
+        self.send(b"get messages\r\n");
+        self.read_entries_raw()
+    }
+
+    /// Reads the answer to a `get messages` already sent: its entries'
+    /// bytes, as [`Client::poll_entries_raw`] returns them.
+    #[track_caller]
+    pub fn read_entries_raw(&mut self) -> Vec<u8> {
+        let raw = self.read_messages_reply();
         if raw == b"END\r\n" {
             return Vec::new();
         }
