@@ -11,11 +11,14 @@
 #
 # Node A is target/release/kraken unless ALT_A says otherwise; node B runs
 # only if ALT_B or ALT_B_ARGS is set. Each round runs `kraken-bench
-# redis-fanout` (default) against Redis, then against node A's resp_port,
-# then node B's; with ALT_SCENARIO=fanout, `kraken-bench fanout` against
-# the nodes' memcached port only. One line per run: deliveries/s, server
-# CPU per delivery, p50 and p99 latency, lost. Loopback only; every server
-# is stopped on exit.
+# redis-fanout` (default) against Redis and against node A's and node B's
+# resp_port, each round starting one server later than the last (so no
+# server always runs first); with ALT_SCENARIO=fanout, `kraken-bench
+# fanout` against the nodes' memcached port only. One line per run:
+# deliveries/s, server (and client) CPU per delivery, mean, p50, p99 and
+# p99.9 latency, lost; then, for each node, in how many rounds it beat the
+# first server (Redis, or node A) on rate, on CPU per delivery, on p99,
+# and on all three. Loopback only; every server is stopped on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 rounds=${1:-3}
@@ -31,6 +34,7 @@ if [[ -z $NODE_B && -n ${ALT_B_ARGS+x} ]]; then
 fi
 out=target/alternate
 mkdir -p "$out"
+: >"$out/rounds.tsv"
 ulimit -n "$(ulimit -Hn)"
 
 # shellcheck source=bench/scripts/lib.sh
@@ -77,16 +81,43 @@ fi
 sleep 1.5
 
 for round in $(seq "$rounds"); do
-  for i in "${!names[@]}"; do
+  for k in "${!names[@]}"; do
+    i=$(((k + round - 1) % ${#names[@]}))
     "$BENCH" "$scenario" --addr "${addrs[$i]}" --server-pid "${spids[$i]}" \
       --duration "$secs" --json "$@" >"$out/run.json"
-    python3 - "$round" "${names[$i]}" "$out/run.json" <<'PY'
+    python3 - "$round" "${names[$i]}" "$out/run.json" "$out/rounds.tsv" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[3]))
-print("round %s  %-6s %10.0f deliveries/s  %.3f us/delivery  p50 %5.1f ms  p99 %5.1f ms  lost %d" % (
+with open(sys.argv[4], "a") as f:
+    f.write("%s\t%s\t%s\t%s\t%s\n" % (sys.argv[1], sys.argv[2], d["deliveries_per_s"],
+            d["server_cpu_us_per_delivery"], d.get("latency_p99_us") or 0))
+ms = lambda k: (d.get(k) or 0) / 1000
+client = d["client_cpu_s"] * 1e6 / max(d["deliveries"], 1)
+print("round %s  %-6s %10.0f deliveries/s  %.3f us/delivery (client %.3f)  mean %5.2f p50 %5.2f p99 %5.2f p99.9 %5.2f ms  lost %d" % (
     sys.argv[1], sys.argv[2], d["deliveries_per_s"], d["server_cpu_us_per_delivery"],
-    (d.get("latency_p50_us") or 0) / 1000, (d.get("latency_p99_us") or 0) / 1000, d["lost"]))
+    client, ms("latency_mean_us"), ms("latency_p50_us"), ms("latency_p99_us"), ms("latency_p999_us"), d["lost"]))
 PY
     sleep 0.5
   done
 done
+
+python3 - "$out/rounds.tsv" <<'PY'
+import sys
+runs = {}
+for line in open(sys.argv[1]):
+    r, name, rate, cpu, p99 = line.split("\t")
+    runs.setdefault(name, {})[r] = (float(rate), float(cpu), float(p99))
+names = list(runs)
+ref = names[0]
+for name in names[1:]:
+    n = rate = cpu = p99 = all3 = 0
+    for r, (a, c, p) in runs[name].items():
+        if r not in runs[ref]:
+            continue
+        ra, rc, rp = runs[ref][r]
+        n += 1
+        w = (a >= ra, c <= rc, p <= rp)
+        rate += w[0]; cpu += w[1]; p99 += w[2]; all3 += all(w)
+    print("%-6s against %s, %d rounds: more deliveries/s in %d, less CPU per delivery in %d, "
+          "p99 no higher in %d, all three in %d" % (name, ref, n, rate, cpu, p99, all3))
+PY
