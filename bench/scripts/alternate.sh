@@ -101,15 +101,14 @@ PY
   done
 done
 
-python3 - "$out/rounds.tsv" <<'PY'
+python3 - "$out/rounds.tsv" "${names[0]}" <<'PY'
 import sys
 runs = {}
 for line in open(sys.argv[1]):
     r, name, rate, cpu, p99 = line.split("\t")
     runs.setdefault(name, {})[r] = (float(rate), float(cpu), float(p99))
-names = list(runs)
-ref = names[0]
-for name in names[1:]:
+ref = sys.argv[2]
+for name in [n for n in runs if n != ref]:
     n = rate = cpu = p99 = all3 = 0
     for r, (a, c, p) in runs[name].items():
         if r not in runs[ref]:
