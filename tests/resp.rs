@@ -581,3 +581,40 @@ fn a_burst_to_200_subscribers_goes_out_in_few_writes() {
         "{batches} batches for {total} pushes"
     );
 }
+
+/// A push subscriber's queue fails while its neighbours on the same worker
+/// are pushed to: that client alone is told and closed; the others' pushes
+/// (rung together by the worker's ringer, handed from queue to connection
+/// within one task) go on, before and after the failure.
+#[test]
+fn a_push_subscribers_queue_panic_ends_that_client_only() {
+    let (node, addr) = node_with(&[("fault_injection", "true"), ("worker_threads", "1")]);
+    let mut victim = subscriber(addr, &["shared"]);
+    let mut bystanders: Vec<Client> = (0..20).map(|_| subscriber(addr, &["shared"])).collect();
+    node.wait_for_stat("subscriptions", |v| v == 21);
+    let mut publisher = node.connect();
+    publisher.publish1("shared", b"before");
+    victim.expect(&message('*', "shared", "before"));
+    for b in &mut bystanders {
+        b.expect(&message('*', "shared", "before"));
+    }
+
+    victim.send(&cmd(&[b"SUBSCRIBE", b"__kraken_fault_queue_panic__"]));
+    let said = String::from_utf8_lossy(&victim.wait_closed(ASYNC_TIMEOUT)).into_owned();
+    assert!(said.contains("queue failed"), "{said:?}");
+    node.wait_for_stat("client_failures", |n| n == 1);
+    node.wait_for_stat("subscriptions", |v| v == 20);
+
+    for i in 0..5 {
+        publisher.publish1("shared", format!("after{i}").as_bytes());
+    }
+    for b in &mut bystanders {
+        for i in 0..5 {
+            b.expect(&message('*', "shared", &format!("after{i}")));
+        }
+    }
+    let mut newcomer = subscriber(addr, &["shared"]);
+    publisher.publish1("shared", b"late");
+    newcomer.expect(&message('*', "shared", "late"));
+    bystanders[0].expect(&message('*', "shared", "late"));
+}

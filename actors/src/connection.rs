@@ -673,15 +673,6 @@ impl<D: Dialect> Connection<D> {
             self.resolve_published(done);
         }
         self.drain();
-        // Publishes whose deliveries woke subscribers of this thread to
-        // push to are answered after those wrote (the task comes back
-        // behind them): a publisher's next messages then follow the
-        // pushes of its last ones instead of queueing behind them, which
-        // took about 1 ms off the push fan-out's p99 (docs/PERFORMANCE.md).
-        if self.publisher.as_mut().is_some_and(|p| p.take_woke()) && !self.out.is_empty() {
-            task.waker().wake_by_ref();
-            return Poll::Pending;
-        }
         while !self.out.is_empty() {
             match Pin::new(&mut self.writer).poll_write(task, &self.out) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
@@ -879,21 +870,37 @@ impl<D: Dialect> ActorFuture<Connection<D>> for RunQueue {
     fn poll(
         self: Pin<&mut Self>,
         act: &mut Connection<D>,
-        _ctx: &mut Context<Connection<D>>,
+        ctx: &mut Context<Connection<D>>,
         task: &mut std::task::Context<'_>,
     ) -> Poll<()> {
-        let Some(run) = act.queue_run.as_mut() else {
-            return Poll::Ready(());
-        };
-        match std::future::Future::poll(Pin::new(run), task) {
-            Poll::Ready(()) => {
+        // A push the queue handed over is written in this turn, and the
+        // queue polled once more to take the acknowledgement.
+        for _ in 0..2 {
+            let Some(run) = act.queue_run.as_mut() else {
+                return Poll::Ready(());
+            };
+            let (poll, handed) = crate::queue::run_in_task(act.info.id, run, task);
+            if poll.is_ready() {
                 // The queue stopped (it failed, say): the connection
                 // hears of it through its mailbox.
                 act.queue_run = None;
-                Poll::Ready(())
+                if let Some(items) = handed {
+                    act.pushed(items);
+                }
+                return Poll::Ready(());
             }
-            Poll::Pending => Poll::Pending,
+            let Some(items) = handed else {
+                break;
+            };
+            act.pushed(items);
+            if act.poll_io(ctx, task).is_ready() {
+                return Poll::Pending;
+            }
+            if act.push_unacked {
+                break;
+            }
         }
+        Poll::Pending
     }
 }
 

@@ -28,13 +28,19 @@ pub struct Courier;
 
 impl Actor for Courier {
     type Context = Context<Self>;
+
+    /// The arbiter's push ringer (`board::start_ringer`) is a task of its
+    /// own: it outlives a courier that stopped.
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        board::start_ringer();
+    }
 }
 
 impl Handler<Parcel> for Courier {
     type Result = ();
 
     fn handle(&mut self, msg: Parcel, _ctx: &mut Context<Self>) {
-        let _ = board::post(msg.0);
+        board::post(msg.0);
     }
 }
 

@@ -64,8 +64,6 @@ pub struct Publisher {
     open_tickets: Vec<(u64, usize)>,
     /// Sent batches, oldest first.
     in_flight: VecDeque<Batch>,
-    /// A delivery woke a queue of this thread (`take_woke`).
-    woke_here: bool,
 }
 
 struct Batch {
@@ -204,7 +202,6 @@ impl Publisher {
             open: Vec::new(),
             open_tickets: Vec::new(),
             in_flight: VecDeque::new(),
-            woke_here: false,
         }
     }
 
@@ -334,16 +331,9 @@ impl Publisher {
         let mut done = Vec::new();
         while self.in_flight.front().is_some_and(|b| b.awaiting == 0) {
             let b = self.in_flight.pop_front().expect("front");
-            self.woke_here |= self.deliver(b, &mut done);
+            self.deliver(b, &mut done);
         }
         done
-    }
-
-    /// Whether deliveries since the last call woke a queue of this thread
-    /// (a subscriber to push to): its connection then writes the answers
-    /// of those publishes after it (`crate::connection`).
-    pub fn take_woke(&mut self) -> bool {
-        std::mem::take(&mut self.woke_here)
     }
 
     /// Fails every batch in flight (the shards' answers will not come).
@@ -355,8 +345,7 @@ impl Publisher {
         done
     }
 
-    fn deliver(&mut self, b: Batch, done: &mut Vec<(u64, Outcome)>) -> bool {
-        let mut woke = false;
+    fn deliver(&mut self, b: Batch, done: &mut Vec<(u64, Outcome)>) {
         let router = &self.env.router;
         let settings = &self.env.node.settings;
         let mut cursor = vec![0usize; router.num_shards()];
@@ -430,7 +419,7 @@ impl Publisher {
                 continue;
             }
             if home == self.home {
-                woke |= board::post(runs);
+                board::post(runs);
             } else {
                 self.env.couriers[home].do_send(Parcel(runs));
             }
@@ -449,6 +438,5 @@ impl Publisher {
             done.push((ticket, if failed { Err(ShardFailed) } else { Ok(n) }));
             start = upto;
         }
-        woke
     }
 }

@@ -35,9 +35,12 @@
 //!   queue sends the inbox to its connection ([`FromQueue::Pushed`]) as
 //!   deliveries arrive, coalesced: at most one push is outstanding, the
 //!   next (everything queued meanwhile) goes when the connection says it
-//!   wrote the last one ([`PushAck`]). A connection that cannot write
-//!   leaves the deliveries in the inbox, whose bounds make it a slow
-//!   consumer. A replay is pushed at once, before the subscribe's answer.
+//!   wrote the last one ([`PushAck`]). Run inside its connection's task
+//!   ([`run_in_task`]), the queue hands a push over instead of mailing
+//!   it, and the connection writes it in the same turn. A connection that
+//!   cannot write leaves the deliveries in the inbox, whose bounds make it
+//!   a slow consumer. A replay is pushed at once, before the subscribe's
+//!   answer (by mail, behind what the connection was sent before).
 //! - When the connection goes ([`Close`]) or this actor fails, the client
 //!   is removed from every shard and the actor stops.
 //! - Bounds: a subscribe that would take the client past
@@ -281,6 +284,49 @@ struct InFlight {
 /// and futures, and it resolves once the queue stopped. Dropped before
 /// then, it stops the queue (which then leaves everything it joined).
 pub type QueueRun = actix::dev::ContextFut<ClientQueue, Context<ClientQueue>>;
+
+thread_local! {
+    /// The client whose queue runs now inside its connection's task
+    /// ([`run_in_task`]), and the push it handed over (a push is one
+    /// batch at most: the next waits for its acknowledgement).
+    static IN_TASK: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    static HANDED: std::cell::RefCell<Option<Vec<Delivery>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Hands `items` to the connection whose task runs this queue now, if it
+/// does and holds nothing handed over yet (leaving `None` in `items`).
+fn hand_over(id: u64, items: &mut Option<Vec<Delivery>>) {
+    if IN_TASK.get() == id {
+        HANDED.with_borrow_mut(|h| {
+            if h.is_none() {
+                *h = items.take();
+            }
+        });
+    }
+}
+
+/// Polls client `id`'s queue inside its connection's task; returns the
+/// poll and the push the queue handed over meanwhile.
+pub fn run_in_task(
+    id: u64,
+    run: &mut QueueRun,
+    task: &mut std::task::Context<'_>,
+) -> (std::task::Poll<()>, Option<Vec<Delivery>>) {
+    /// Clears the mark however the poll ends (a panic that escaped it
+    /// leaves nothing for the next client: its handover is dropped below).
+    struct Mark;
+    impl Drop for Mark {
+        fn drop(&mut self) {
+            IN_TASK.set(0);
+        }
+    }
+    drop(HANDED.take());
+    IN_TASK.set(id);
+    let mark = Mark;
+    let poll = std::future::Future::poll(Pin::new(run), task);
+    drop(mark);
+    (poll, HANDED.take())
+}
 
 /// One client's queue actor.
 pub struct ClientQueue {
@@ -546,7 +592,15 @@ impl ClientQueue {
         self.bytes = 0;
         let items = std::mem::take(&mut self.items);
         self.publish_figures();
-        self.conn.do_send(FromQueue::Pushed(items));
+        // Inside the connection's task, handed over to be written in this
+        // turn; a replay (`force`) goes behind what the mailbox holds.
+        let mut items = Some(items);
+        if !force {
+            hand_over(self.id(), &mut items);
+        }
+        if let Some(items) = items {
+            self.conn.do_send(FromQueue::Pushed(items));
+        }
         // The inbox is empty: the board's room with it (a slot past its
         // room drops what it holds, so the room must never be too small).
         self.arm();
