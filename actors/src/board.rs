@@ -24,10 +24,10 @@
 //! client a slow consumer at once), or, in push mode, when it
 //! is ready to push. A slot sends at most one wake between two takes.
 //! Push wakes are not given at the post but by the thread's ringer
-//! ([`Ringer`]), for every queue due at once, once the thread's tasks
-//! stopped posting: each subscriber then writes everything the publishers
-//! of that turn sent in one write, as Redis writes its clients once per
-//! turn of its event loop.
+//! ([`Ringer`]), for every queue due at once, after the tasks that were
+//! ready at the first post: each subscriber then writes everything the
+//! publishers of that turn sent in one write, as Redis writes its clients
+//! once per turn of its event loop.
 //! Past its room a slot keeps nothing more: it drops what it holds and
 //! marks itself overflowed, so a queue that cannot take its wake yet (it
 //! waits on the shards for a long subscribe) holds no more than its limits.
@@ -272,7 +272,6 @@ pub fn pending() -> Vec<(u64, usize, usize)> {
 /// code runs here), those ready to push are rung with the thread's others
 /// ([`Ringer`]).
 pub fn post(runs: Vec<Run>) {
-    RING.with_borrow_mut(|r| r.posts += 1);
     BOARD.with_borrow_mut(|b| {
         let mut copies = std::mem::take(&mut b.scratch);
         for run in &runs {
@@ -346,17 +345,12 @@ struct Ring {
     /// The ringer's waker; none on a thread without a ringer, where wakes
     /// are given at once.
     ringer: Option<Waker>,
-    /// Posts since the ringer last looked.
-    posts: u32,
     started: bool,
 }
 
 thread_local! {
     static RING: RefCell<Ring> = RefCell::default();
 }
-
-/// Turns of the thread's tasks a ring waits, at most, for posts to stop.
-const MAX_DEFERRALS: u8 = 4;
 
 /// Starts this thread's [`Ringer`] unless it runs already (a worker
 /// arbiter's courier calls it as it starts).
@@ -375,7 +369,6 @@ fn ring_later(slot: u32, id: u64, bell: &Waker) {
             return;
         };
         if r.due.is_empty() {
-            r.posts = 0;
             ringer.wake_by_ref();
         }
         r.due.push((slot, id));
@@ -383,17 +376,15 @@ fn ring_later(slot: u32, id: u64, bell: &Waker) {
 }
 
 /// Rings this thread's push wakes, as Redis writes its clients once per
-/// turn of its event loop, after reading every client that had sent
-/// something: a push subscriber is not woken by a post but noted; the
-/// ringer, a task of the worker's own (started by its courier), wakes
-/// every noted queue once a turn of the thread's tasks went by without a
-/// post (or after [`MAX_DEFERRALS`] turns). Everything the publishers of
-/// that turn sent then reaches each subscriber before it writes: at the
-/// push fan-out, 30 deliveries per write instead of 24, and less CPU per
-/// delivery than Redis (`docs/PERFORMANCE.md`).
+/// turn of its event loop, after it has read every client that had sent
+/// something: a post does not wake a push subscriber's queue but notes
+/// it, and wakes the ringer, a task of the worker's own (started by its
+/// courier). The ringer runs after the tasks that were ready then (the
+/// other publishers of that turn among them) and wakes every noted queue
+/// at once. What those publishers sent then reaches each subscriber
+/// before it writes (`docs/PERFORMANCE.md`, "Push wakes rung together").
 #[derive(Default)]
 struct Ringer {
-    deferrals: u8,
     /// The last ring's list, kept for the next one.
     spare: Vec<(u32, u64)>,
 }
@@ -406,31 +397,13 @@ impl std::future::Future for Ringer {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
         let this = &mut *self;
-        let ring = RING.with_borrow_mut(|r| {
+        RING.with_borrow_mut(|r| {
             match &r.ringer {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => r.ringer = Some(cx.waker().clone()),
             }
-            if r.due.is_empty() {
-                return false;
-            }
-            let posted = std::mem::take(&mut r.posts) > 0;
-            if posted && this.deferrals < MAX_DEFERRALS {
-                return false;
-            }
             std::mem::swap(&mut r.due, &mut this.spare);
-            true
         });
-        if !ring {
-            if RING.with_borrow(|r| !r.due.is_empty()) {
-                // Come back once the tasks ready now, and those the next
-                // look at the sockets wakes, had their turn.
-                this.deferrals += 1;
-                let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
-            }
-            return std::task::Poll::Pending;
-        }
-        this.deferrals = 0;
         BOARD.with_borrow_mut(|b| {
             for (slot, id) in this.spare.drain(..) {
                 if let Some(entry) = b.slot(slot, id) {
