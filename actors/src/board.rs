@@ -133,6 +133,20 @@ impl Board {
         let entry = self.pages.get_mut(s / PAGE)?.get_mut(s % PAGE)?;
         (entry.id == id && id != 0).then_some(entry)
     }
+
+    /// Wakes the queues noted for a ring ([`Ringer`]) that have not taken
+    /// their deliveries since (a take clears the flag).
+    fn ring(&mut self, due: impl Iterator<Item = (u32, u64)>) {
+        for (slot, id) in due {
+            if let Some(entry) = self.slot(slot, id) {
+                if entry.flags & WOKEN != 0 {
+                    if let Some(bell) = &entry.bell {
+                        bell.wake_by_ref();
+                    }
+                }
+            }
+        }
+    }
 }
 
 thread_local! {
@@ -404,18 +418,7 @@ impl std::future::Future for Ringer {
             }
             std::mem::swap(&mut r.due, &mut this.spare);
         });
-        BOARD.with_borrow_mut(|b| {
-            for (slot, id) in this.spare.drain(..) {
-                if let Some(entry) = b.slot(slot, id) {
-                    // Not taken since (a take clears the flag).
-                    if entry.flags & WOKEN != 0 {
-                        if let Some(bell) = &entry.bell {
-                            bell.wake_by_ref();
-                        }
-                    }
-                }
-            }
-        });
+        BOARD.with_borrow_mut(|b| b.ring(this.spare.drain(..)));
         std::task::Poll::Pending
     }
 }
@@ -431,13 +434,6 @@ impl Drop for Ringer {
                 std::mem::take(&mut r.due)
             })
             .unwrap_or_default();
-        let _ = BOARD.try_with(|b| {
-            let mut b = b.borrow_mut();
-            for (slot, id) in due {
-                if let Some(bell) = b.slot(slot, id).and_then(|e| e.bell.as_ref()) {
-                    bell.wake_by_ref();
-                }
-            }
-        });
+        let _ = BOARD.try_with(|b| b.borrow_mut().ring(due.into_iter()));
     }
 }

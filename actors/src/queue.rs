@@ -294,15 +294,18 @@ thread_local! {
 }
 
 /// Hands `items` to the connection whose task runs this queue now, if it
-/// does and holds nothing handed over yet (leaving `None` in `items`).
-fn hand_over(id: u64, items: &mut Option<Vec<Delivery>>) {
-    if IN_TASK.get() == id {
-        HANDED.with_borrow_mut(|h| {
-            if h.is_none() {
-                *h = items.take();
-            }
-        });
+/// does and holds nothing handed over yet; gives them back otherwise.
+fn hand_over(id: u64, items: Vec<Delivery>) -> Option<Vec<Delivery>> {
+    if IN_TASK.get() != id {
+        return Some(items);
     }
+    HANDED.with_borrow_mut(|h| match h {
+        None => {
+            *h = Some(items);
+            None
+        }
+        Some(_) => Some(items),
+    })
 }
 
 /// Polls client `id`'s queue inside its connection's task; returns the
@@ -594,10 +597,11 @@ impl ClientQueue {
         self.publish_figures();
         // Inside the connection's task, handed over to be written in this
         // turn; a replay (`force`) goes behind what the mailbox holds.
-        let mut items = Some(items);
-        if !force {
-            hand_over(self.id(), &mut items);
-        }
+        let items = if force {
+            Some(items)
+        } else {
+            hand_over(self.id(), items)
+        };
         if let Some(items) = items {
             self.conn.do_send(FromQueue::Pushed(items));
         }
