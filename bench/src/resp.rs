@@ -99,22 +99,33 @@ impl<R: AsyncRead + Unpin> RespReader<R> {
 
     /// The next value or message.
     pub async fn next(&mut self) -> Result<Item<'_>, String> {
-        loop {
-            match parse(&self.buf[self.start..self.end])? {
-                Some((parsed, used)) => {
-                    let base = self.start;
-                    self.start += used;
-                    return Ok(match parsed {
-                        Parsed::Message { channel, payload } => Item::Message {
-                            channel: &self.buf[base + channel.0..base + channel.1],
-                            payload: &self.buf[base + payload.0..base + payload.1],
-                        },
-                        Parsed::Value(v) => Item::Value(v),
-                    });
-                }
-                None => self.fill().await?,
-            }
+        while !self.has_buffered()? {
+            self.read_more().await?;
         }
+        Ok(self.next_buffered()?.expect("a whole value is buffered"))
+    }
+
+    /// Whether a whole value is buffered.
+    fn has_buffered(&self) -> Result<bool, String> {
+        Ok(parse(&self.buf[self.start..self.end])?.is_some())
+    }
+
+    /// The next value or message if one is whole in the buffer, without
+    /// reading: a reader takes everything one read brought with one look
+    /// at the clock.
+    pub fn next_buffered(&mut self) -> Result<Option<Item<'_>>, String> {
+        let Some((parsed, used)) = parse(&self.buf[self.start..self.end])? else {
+            return Ok(None);
+        };
+        let base = self.start;
+        self.start += used;
+        Ok(Some(match parsed {
+            Parsed::Message { channel, payload } => Item::Message {
+                channel: &self.buf[base + channel.0..base + channel.1],
+                payload: &self.buf[base + payload.0..base + payload.1],
+            },
+            Parsed::Value(v) => Item::Value(v),
+        }))
     }
 
     /// The next value (a message push is returned as an array).
@@ -129,8 +140,8 @@ impl<R: AsyncRead + Unpin> RespReader<R> {
         }
     }
 
-    /// Reads more bytes, making room first.
-    async fn fill(&mut self) -> Result<(), String> {
+    /// Reads more bytes (one read), making room first. Cancel-safe.
+    pub async fn read_more(&mut self) -> Result<(), String> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -203,10 +214,22 @@ fn line(b: &[u8], p: usize) -> Option<(&[u8], usize)> {
 }
 
 fn number(text: &[u8]) -> Result<i64, String> {
-    std::str::from_utf8(text)
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| format!("bad number {:?}", String::from_utf8_lossy(text)))
+    let bad = || format!("bad number {:?}", String::from_utf8_lossy(text));
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    if digits.is_empty() || digits.len() > 18 {
+        return Err(bad());
+    }
+    let mut n = 0i64;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return Err(bad());
+        }
+        n = n * 10 + (d - b'0') as i64;
+    }
+    Ok(if negative { -n } else { n })
 }
 
 fn value(b: &[u8], p: usize) -> Result<Option<(Value, usize)>, String> {
