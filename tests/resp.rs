@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{with_free_port, Client, Node, ASYNC_TIMEOUT};
+use kraken_actors::router::shard_of;
 
 /// A node with `resp_port` on a free port, and that port's address.
 fn node_with(options: &[(&str, &str)]) -> (Node, SocketAddr) {
@@ -580,6 +581,149 @@ fn a_burst_to_200_subscribers_goes_out_in_few_writes() {
         batches <= total / 10,
         "{batches} batches for {total} pushes"
     );
+}
+
+/// A publish is answered once its pushes to the subscribers on the
+/// publisher's worker are written, as Redis writes a publisher's answer
+/// after the pushes of its turn: when the publisher has its answers, the
+/// pushes are already in the subscribers' sockets (checked without waiting;
+/// a push the kernel delivers a moment late is allowed in a few, an answer
+/// written before its pushes would fail nearly every check). The shards
+/// run on a router thread of their own, as by default.
+#[test]
+fn a_publish_is_answered_after_its_pushes_are_written() {
+    const SUBSCRIBERS: usize = 20;
+    const ROUNDS: usize = 10;
+    let (node, addr) = node_with(&[("worker_threads", "1"), ("router_threads", "1")]);
+    let mut subs: Vec<Client> = (0..SUBSCRIBERS)
+        .map(|_| subscriber(addr, &["first"]))
+        .collect();
+    node.wait_for_stat("subscriptions", |v| v == SUBSCRIBERS as i64);
+    let mut publisher = resp(addr);
+    let mut late = 0;
+    for round in 0..ROUNDS {
+        let payloads: Vec<String> = (0..16).map(|i| format!("r{round}m{i}")).collect();
+        let mut pipeline = Vec::new();
+        for p in &payloads {
+            pipeline.extend(cmd(&[b"PUBLISH", b"first", p.as_bytes()]));
+        }
+        publisher.send(&pipeline);
+        for _ in &payloads {
+            publisher.expect(format!(":{SUBSCRIBERS}\r\n").as_bytes());
+        }
+        let want: Vec<u8> = payloads
+            .iter()
+            .flat_map(|p| message('*', "first", p))
+            .collect();
+        for s in &mut subs {
+            if !s.has_now(&want) {
+                late += 1;
+                s.expect(&want);
+            }
+        }
+    }
+    let checks = SUBSCRIBERS * ROUNDS;
+    assert!(
+        late * 10 <= checks,
+        "{late} of {checks} subscribers did not have their pushes when the publisher had its answers"
+    );
+}
+
+/// A ring of push wakes waits for the publish batches its worker has in
+/// flight to the shards; a batch whose shard panics on it is answered with
+/// an error and no longer held, so the pushes of the batches around it
+/// still go out, and their publishes are answered.
+#[test]
+fn a_shard_panic_does_not_hold_the_pushes_of_other_publishes() {
+    let (node, addr) = node_with(&[
+        ("fault_injection", "true"),
+        ("worker_threads", "1"),
+        ("router_threads", "1"),
+        ("num_router_shards", "4"),
+    ]);
+    // A channel on another shard than the fault topic.
+    let panic_topic = "__kraken_fault_shard_panic__";
+    let calm = (0..)
+        .map(|n| format!("calm{n}"))
+        .find(|t| shard_of(t.as_bytes(), 4) != shard_of(panic_topic.as_bytes(), 4))
+        .unwrap();
+    let mut sub = subscriber(addr, &[&calm]);
+    node.wait_for_stat("subscriptions", |v| v == 1);
+    let mut other = node.connect();
+    let mut publisher = resp(addr);
+    for i in 0..3 {
+        let mut pipeline = cmd(&[b"PUBLISH", calm.as_bytes(), format!("before{i}").as_bytes()]);
+        pipeline.extend(cmd(&[b"PUBLISH", panic_topic.as_bytes(), b"boom"]));
+        publisher.send(&pipeline);
+        // A memcached-dialect publisher's batch in flight at the same time.
+        other.send(&common::publish_request(&[(
+            &[&calm],
+            format!("other{i}").as_bytes(),
+        )]));
+        publisher.expect(b":1\r\n");
+        publisher.expect_line_starting("-ERR ");
+        other.expect(b"STORED\r\n");
+        publisher.send(&cmd(&[
+            b"PUBLISH",
+            calm.as_bytes(),
+            format!("after{i}").as_bytes(),
+        ]));
+        publisher.expect(b":1\r\n");
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let head = format!("*3\r\n$7\r\nmessage\r\n${}\r\n{calm}\r\n", calm.len());
+            sub.expect(head.as_bytes());
+            let len: usize = sub.expect_line_starting("$")[1..].parse().unwrap();
+            let payload = sub.read_exact_bytes(len + 2);
+            got.push(String::from_utf8_lossy(&payload[..len]).into_owned());
+        }
+        got.sort();
+        let mut want = vec![
+            format!("after{i}"),
+            format!("before{i}"),
+            format!("other{i}"),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+    }
+    node.wait_for_stat("shard_restarts", |v| v == 3);
+}
+
+/// A ring waits for its worker's batches in flight only a moment: a shard
+/// stalled on another publisher's message does not hold back the pushes
+/// of messages whose shards answered (nor their publishers' answers).
+#[test]
+fn a_stalled_shard_holds_back_only_its_own_messages() {
+    // One worker and two router threads: shard i runs on router thread
+    // i % 2, so `calm` and the stall topic are on different threads.
+    let (node, addr) = node_with(&[
+        ("fault_injection", "true"),
+        ("worker_threads", "3"),
+        ("router_threads", "2"),
+        ("num_router_shards", "4"),
+    ]);
+    let stall = "__kraken_fault_shard_stall__";
+    let calm = (0..)
+        .map(|n| format!("calm{n}"))
+        .find(|t| shard_of(t.as_bytes(), 4) % 2 != shard_of(stall.as_bytes(), 4) % 2)
+        .unwrap();
+    let mut sub = subscriber(addr, &[&calm]);
+    node.wait_for_stat("subscriptions", |v| v == 1);
+    let mut slow = resp(addr);
+    let mut publisher = resp(addr);
+    slow.send(&cmd(&[b"PUBLISH", stall.as_bytes(), b"slow"]));
+    // Its batch is in flight (its shard's thread asleep for a second).
+    std::thread::sleep(Duration::from_millis(100));
+    let sent = Instant::now();
+    publisher.send(&cmd(&[b"PUBLISH", calm.as_bytes(), b"quick"]));
+    sub.expect(&message('*', &calm, "quick"));
+    publisher.expect(b":1\r\n");
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_millis(500),
+        "the push waited {took:?} for the stalled shard"
+    );
+    slow.expect(b":0\r\n");
 }
 
 /// A push subscriber's queue fails while its neighbours on the same worker

@@ -27,7 +27,10 @@
 //! ([`Ringer`]), for every queue due at once, after the tasks that were
 //! ready at the first post: each subscriber then writes everything the
 //! publishers of that turn sent in one write, as Redis writes its clients
-//! once per turn of its event loop.
+//! once per turn of its event loop. A ring waits (at most a millisecond)
+//! for the worker's publish batches in flight to the shards, and the
+//! publishers whose deliveries it carries are answered after its queues
+//! have pushed.
 //! Past its room a slot keeps nothing more: it drops what it holds and
 //! marks itself overflowed, so a queue that cannot take its wake yet (it
 //! waits on the shards for a long subscribe) holds no more than its limits.
@@ -360,6 +363,22 @@ struct Ring {
     /// are given at once.
     ringer: Option<Waker>,
     started: bool,
+    /// Publish batches this thread's publishers sent to the shards, and
+    /// how many of them have since been delivered (or given up).
+    routes_sent: u64,
+    routes_done: u64,
+    /// The ring waits until this many are done: as many as were in flight
+    /// when the first of its queues was noted.
+    ring_after: u64,
+    /// Publishers holding their answers until the queues of the coming
+    /// ring have pushed.
+    answers: Vec<Waker>,
+}
+
+impl Ring {
+    fn ready(&self) -> bool {
+        self.routes_done >= self.ring_after
+    }
 }
 
 thread_local! {
@@ -383,9 +402,65 @@ fn ring_later(slot: u32, id: u64, bell: &Waker) {
             return;
         };
         if r.due.is_empty() {
+            r.ring_after = r.routes_sent;
+            // Not ready: the ringer sets its deadline.
             ringer.wake_by_ref();
         }
         r.due.push((slot, id));
+    })
+}
+
+/// A publish batch of this thread in flight to the shards, held by the
+/// publisher's pipeline until the batch is delivered or given up: a ring
+/// waits until as many batches are done as were in flight when it was
+/// first due, so that what the thread's publishers sent in one turn
+/// reaches each subscriber in one write when the shards run on another
+/// thread too.
+pub struct RouteInFlight {
+    /// Dropped on the thread that made it.
+    _here: std::marker::PhantomData<*const ()>,
+}
+
+impl RouteInFlight {
+    /// Counts a batch just sent.
+    pub fn sent() -> RouteInFlight {
+        RING.with_borrow_mut(|r| r.routes_sent += 1);
+        RouteInFlight {
+            _here: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for RouteInFlight {
+    fn drop(&mut self) {
+        let _ = RING.try_with(|r| {
+            let mut r = r.borrow_mut();
+            r.routes_done += 1;
+            if !r.due.is_empty() && r.routes_done == r.ring_after {
+                if let Some(ringer) = &r.ringer {
+                    ringer.wake_by_ref();
+                }
+            }
+        });
+    }
+}
+
+/// Whether queues of this thread are due to be rung.
+pub fn ring_due() -> bool {
+    RING.with_borrow(|r| r.ringer.is_some() && !r.due.is_empty())
+}
+
+/// Holds a publisher's answers until the queues of the coming ring have
+/// pushed: `waker` is woken then. False if no ring is due (answer now).
+pub fn answer_after_ring(waker: &Waker) -> bool {
+    RING.with_borrow_mut(|r| {
+        if r.ringer.is_none() || r.due.is_empty() {
+            return false;
+        }
+        if !r.answers.last().is_some_and(|w| w.will_wake(waker)) {
+            r.answers.push(waker.clone());
+        }
+        true
     })
 }
 
@@ -401,6 +476,27 @@ fn ring_later(slot: u32, id: u64, bell: &Waker) {
 struct Ringer {
     /// The last ring's list, kept for the next one.
     spare: Vec<(u32, u64)>,
+    /// Publishers to wake once the queues just rung have run.
+    answers: Vec<Waker>,
+    /// A ring waits for batches in flight at most [`RING_WAIT_MAX`] (a
+    /// shard that is slow or being rebuilt holds back only its own
+    /// messages): set while waiting.
+    deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    waiting: bool,
+}
+
+/// How long a ring waits for its worker's batches in flight to the shards.
+const RING_WAIT_MAX: std::time::Duration = std::time::Duration::from_millis(1);
+
+impl Ringer {
+    /// Whether the ring's wait passed [`RING_WAIT_MAX`] (registers the
+    /// wake-up at the deadline if not).
+    fn waited_long(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        use std::future::Future;
+        self.deadline
+            .as_mut()
+            .is_some_and(|d| d.as_mut().poll(cx).is_ready())
+    }
 }
 
 impl std::future::Future for Ringer {
@@ -411,14 +507,32 @@ impl std::future::Future for Ringer {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
         let this = &mut *self;
-        RING.with_borrow_mut(|r| {
+        let ring = RING.with_borrow_mut(|r| {
             match &r.ringer {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => r.ringer = Some(cx.waker().clone()),
             }
-            std::mem::swap(&mut r.due, &mut this.spare);
+            !r.due.is_empty() && r.ready()
         });
+        let ring = ring || (this.waiting && this.waited_long(cx));
+        if ring {
+            this.waiting = false;
+            RING.with_borrow_mut(|r| {
+                std::mem::swap(&mut r.due, &mut this.spare);
+                std::mem::swap(&mut r.answers, &mut this.answers);
+            });
+        } else if !this.waiting && RING.with_borrow(|r| !r.due.is_empty()) {
+            this.waiting = true;
+            let until = tokio::time::Instant::now() + RING_WAIT_MAX;
+            match &mut this.deadline {
+                Some(d) => d.as_mut().reset(until),
+                None => this.deadline = Some(Box::pin(tokio::time::sleep_until(until))),
+            }
+            let _ = this.waited_long(cx);
+        }
         BOARD.with_borrow_mut(|b| b.ring(this.spare.drain(..)));
+        // Woken after the queues, these run after them.
+        this.answers.drain(..).for_each(Waker::wake);
         std::task::Poll::Pending
     }
 }
@@ -427,13 +541,14 @@ impl Drop for Ringer {
     /// The thread stops: wake whatever is due, and give wakes at once from
     /// now on.
     fn drop(&mut self) {
-        let due = RING
+        let (due, answers) = RING
             .try_with(|r| {
                 let mut r = r.borrow_mut();
                 r.ringer = None;
-                std::mem::take(&mut r.due)
+                (std::mem::take(&mut r.due), std::mem::take(&mut r.answers))
             })
             .unwrap_or_default();
         let _ = BOARD.try_with(|b| b.borrow_mut().ring(due.into_iter()));
+        answers.into_iter().for_each(Waker::wake);
     }
 }

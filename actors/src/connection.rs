@@ -90,6 +90,10 @@ pub const OUT_HIGH: usize = 256 * 1024;
 /// A subscription change naming this many bytes of topics or more is
 /// counted against `max_request_bytes` until the queue answers it.
 const BIG_ASK: usize = 64 * 1024;
+/// A publisher's answers wait for the pushes of its deliveries
+/// (`crate::board::answer_after_ring`) only while this small: a turn's
+/// worth of a pipelining publisher, not a backlog.
+const HOLD_ANSWERS_MAX: usize = 16 * 1024;
 
 /// One client connection, speaking dialect `D`.
 pub struct Connection<D: Dialect> {
@@ -673,6 +677,18 @@ impl<D: Dialect> Connection<D> {
             self.resolve_published(done);
         }
         self.drain();
+        // Answers to publishes whose deliveries are due to be rung on this
+        // worker go out after those pushes (the ringer wakes this task
+        // behind the queues it rang), as Redis answers a publisher after
+        // the pushes of its turn: its next messages then follow them
+        // instead of piling up behind them. Once per delivery.
+        if self.publisher.as_mut().is_some_and(|p| p.take_rang())
+            && !self.out.is_empty()
+            && self.out.len() <= HOLD_ANSWERS_MAX
+            && crate::board::answer_after_ring(task.waker())
+        {
+            return Poll::Pending;
+        }
         while !self.out.is_empty() {
             match Pin::new(&mut self.writer).poll_write(task, &self.out) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {

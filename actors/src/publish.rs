@@ -64,6 +64,9 @@ pub struct Publisher {
     open_tickets: Vec<(u64, usize)>,
     /// Sent batches, oldest first.
     in_flight: VecDeque<Batch>,
+    /// A delivery since the last [`Publisher::take_rang`] left queues of
+    /// this thread due to be rung.
+    rang: bool,
 }
 
 struct Batch {
@@ -74,6 +77,8 @@ struct Batch {
     /// Per shard: its answer once it came.
     answers: Vec<Option<Result<Vec<Option<SubList>>, ShardFailed>>>,
     awaiting: usize,
+    /// Holds this thread's push ring until the batch is delivered.
+    _ring: board::RouteInFlight,
 }
 
 /// The runs a message opened: (arbiter, index of the run there).
@@ -202,7 +207,15 @@ impl Publisher {
             open: Vec::new(),
             open_tickets: Vec::new(),
             in_flight: VecDeque::new(),
+            rang: false,
         }
+    }
+
+    /// Whether deliveries since the last call left queues of this thread
+    /// due to be rung (its answers then wait for their pushes,
+    /// [`board::answer_after_ring`]).
+    pub fn take_rang(&mut self) -> bool {
+        std::mem::take(&mut self.rang)
     }
 
     /// Batches sent and not yet delivered.
@@ -315,6 +328,7 @@ impl Publisher {
             tickets: std::mem::take(&mut self.open_tickets),
             answers: (0..n).map(|_| None).collect(),
             awaiting,
+            _ring: board::RouteInFlight::sent(),
         });
         Vec::new()
     }
@@ -420,6 +434,7 @@ impl Publisher {
             }
             if home == self.home {
                 board::post(runs);
+                self.rang |= board::ring_due();
             } else {
                 self.env.couriers[home].do_send(Parcel(runs));
             }

@@ -73,6 +73,9 @@ pub trait TopicObserver: Send + Sync {
 
 /// Topic whose publish makes its router shard panic when `fault_injection` is on.
 pub const FAULT_SHARD_PANIC: &[u8] = b"__kraken_fault_shard_panic__";
+/// With `fault_injection`, a message naming this topic stalls its shard's
+/// thread for a second (a shard that is slow to answer).
+pub const FAULT_SHARD_STALL: &[u8] = b"__kraken_fault_shard_stall__";
 
 /// How long a restarted shard waits for the queues' topics before it
 /// routes again without those that did not answer (their clients are gone).
@@ -487,6 +490,9 @@ impl RouterShard {
                 let topic = &item.msg.topics[i as usize];
                 if fault && &topic[..] == FAULT_SHARD_PANIC {
                     panic!("fault injection: router shard {} panicked", self.index);
+                }
+                if fault && &topic[..] == FAULT_SHARD_STALL {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
                 }
                 lists.push(self.topics.get(topic).cloned());
             }

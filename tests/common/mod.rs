@@ -609,6 +609,30 @@ impl Client {
         assert_bytes_eq(&got, want, "reply");
     }
 
+    /// Whether `want` is what the client has already received (read
+    /// without waiting: what the socket holds now), consumed if so.
+    #[track_caller]
+    pub fn has_now(&mut self, want: &[u8]) -> bool {
+        self.stream.set_nonblocking(true).unwrap();
+        let mut chunk = [0u8; 4096];
+        while self.buf.len() < want.len() {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("connection closed"),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+        self.stream.set_nonblocking(false).unwrap();
+        let n = self.buf.len().min(want.len());
+        assert_bytes_eq(&self.buf[..n], &want[..n], "what arrived so far");
+        if n < want.len() {
+            return false;
+        }
+        self.buf.drain(..n);
+        true
+    }
+
     /// Reads one reply line and asserts it starts with `prefix` (the line
     /// is returned without its CRLF).
     #[track_caller]
