@@ -403,7 +403,8 @@ fn ring_later(slot: u32, id: u64, bell: &Waker) {
         };
         if r.due.is_empty() {
             r.ring_after = r.routes_sent;
-            // Not ready: the ringer sets its deadline.
+            // Woken either way: ready, it rings; not ready, it sets the
+            // deadline of its wait.
             ringer.wake_by_ref();
         }
         r.due.push((slot, id));
