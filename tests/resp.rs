@@ -583,6 +583,17 @@ fn a_burst_to_200_subscribers_goes_out_in_few_writes() {
     );
 }
 
+/// A channel whose shard (of 4) runs on another of `threads` router
+/// threads than `topic`'s (shard i runs on thread i % threads; with 4
+/// threads, simply another shard).
+fn channel_apart_from(topic: &str, threads: usize) -> String {
+    let thread = |t: &str| shard_of(t.as_bytes(), 4) % threads;
+    (0..)
+        .map(|n| format!("calm{n}"))
+        .find(|t| thread(t) != thread(topic))
+        .unwrap()
+}
+
 /// A publish is answered once its pushes to the subscribers on the
 /// publisher's worker are written, as Redis writes a publisher's answer
 /// after the pushes of its turn: when the publisher has its answers, the
@@ -641,12 +652,8 @@ fn a_shard_panic_does_not_hold_the_pushes_of_other_publishes() {
         ("router_threads", "1"),
         ("num_router_shards", "4"),
     ]);
-    // A channel on another shard than the fault topic.
     let panic_topic = "__kraken_fault_shard_panic__";
-    let calm = (0..)
-        .map(|n| format!("calm{n}"))
-        .find(|t| shard_of(t.as_bytes(), 4) != shard_of(panic_topic.as_bytes(), 4))
-        .unwrap();
+    let calm = channel_apart_from(panic_topic, 4);
     let mut sub = subscriber(addr, &[&calm]);
     node.wait_for_stat("subscriptions", |v| v == 1);
     let mut other = node.connect();
@@ -703,10 +710,7 @@ fn a_stalled_shard_holds_back_only_its_own_messages() {
         ("num_router_shards", "4"),
     ]);
     let stall = "__kraken_fault_shard_stall__";
-    let calm = (0..)
-        .map(|n| format!("calm{n}"))
-        .find(|t| shard_of(t.as_bytes(), 4) % 2 != shard_of(stall.as_bytes(), 4) % 2)
-        .unwrap();
+    let calm = channel_apart_from(stall, 2);
     let mut sub = subscriber(addr, &[&calm]);
     node.wait_for_stat("subscriptions", |v| v == 1);
     let mut slow = resp(addr);

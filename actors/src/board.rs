@@ -379,6 +379,11 @@ impl Ring {
     fn ready(&self) -> bool {
         self.routes_done >= self.ring_after
     }
+
+    /// Queues are noted for the ringer's next ring.
+    fn due(&self) -> bool {
+        self.ringer.is_some() && !self.due.is_empty()
+    }
 }
 
 thread_local! {
@@ -448,14 +453,14 @@ impl Drop for RouteInFlight {
 
 /// Whether queues of this thread are due to be rung.
 pub fn ring_due() -> bool {
-    RING.with_borrow(|r| r.ringer.is_some() && !r.due.is_empty())
+    RING.with_borrow(Ring::due)
 }
 
 /// Holds a publisher's answers until the queues of the coming ring have
 /// pushed: `waker` is woken then. False if no ring is due (answer now).
 pub fn answer_after_ring(waker: &Waker) -> bool {
     RING.with_borrow_mut(|r| {
-        if r.ringer.is_none() || r.due.is_empty() {
+        if !r.due() {
             return false;
         }
         if !r.answers.last().is_some_and(|w| w.will_wake(waker)) {
@@ -508,21 +513,20 @@ impl std::future::Future for Ringer {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
         let this = &mut *self;
-        let ring = RING.with_borrow_mut(|r| {
+        let (due, ready) = RING.with_borrow_mut(|r| {
             match &r.ringer {
                 Some(w) if w.will_wake(cx.waker()) => {}
                 _ => r.ringer = Some(cx.waker().clone()),
             }
-            !r.due.is_empty() && r.ready()
+            (!r.due.is_empty(), r.ready())
         });
-        let ring = ring || (this.waiting && this.waited_long(cx));
-        if ring {
+        if due && (ready || (this.waiting && this.waited_long(cx))) {
             this.waiting = false;
             RING.with_borrow_mut(|r| {
                 std::mem::swap(&mut r.due, &mut this.spare);
                 std::mem::swap(&mut r.answers, &mut this.answers);
             });
-        } else if !this.waiting && RING.with_borrow(|r| !r.due.is_empty()) {
+        } else if due && !this.waiting {
             this.waiting = true;
             let until = tokio::time::Instant::now() + RING_WAIT_MAX;
             match &mut this.deadline {

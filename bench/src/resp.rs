@@ -99,33 +99,35 @@ impl<R: AsyncRead + Unpin> RespReader<R> {
 
     /// The next value or message.
     pub async fn next(&mut self) -> Result<Item<'_>, String> {
-        while !self.has_buffered()? {
+        loop {
+            if let Some((parsed, used)) = parse(&self.buf[self.start..self.end])? {
+                return Ok(self.take(parsed, used));
+            }
             self.read_more().await?;
         }
-        Ok(self.next_buffered()?.expect("a whole value is buffered"))
-    }
-
-    /// Whether a whole value is buffered.
-    fn has_buffered(&self) -> Result<bool, String> {
-        Ok(parse(&self.buf[self.start..self.end])?.is_some())
     }
 
     /// The next value or message if one is whole in the buffer, without
     /// reading: a reader takes everything one read brought with one look
     /// at the clock.
     pub fn next_buffered(&mut self) -> Result<Option<Item<'_>>, String> {
-        let Some((parsed, used)) = parse(&self.buf[self.start..self.end])? else {
-            return Ok(None);
-        };
+        Ok(match parse(&self.buf[self.start..self.end])? {
+            Some((parsed, used)) => Some(self.take(parsed, used)),
+            None => None,
+        })
+    }
+
+    /// Consumes the `used` bytes of a value just parsed at the start.
+    fn take(&mut self, parsed: Parsed, used: usize) -> Item<'_> {
         let base = self.start;
         self.start += used;
-        Ok(Some(match parsed {
+        match parsed {
             Parsed::Message { channel, payload } => Item::Message {
                 channel: &self.buf[base + channel.0..base + channel.1],
                 payload: &self.buf[base + payload.0..base + payload.1],
             },
             Parsed::Value(v) => Item::Value(v),
-        }))
+        }
     }
 
     /// The next value (a message push is returned as an array).
