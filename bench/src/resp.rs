@@ -111,10 +111,8 @@ impl<R: AsyncRead + Unpin> RespReader<R> {
     /// reading: a reader takes everything one read brought with one look
     /// at the clock.
     pub fn next_buffered(&mut self) -> Result<Option<Item<'_>>, String> {
-        Ok(match parse(&self.buf[self.start..self.end])? {
-            Some((parsed, used)) => Some(self.take(parsed, used)),
-            None => None,
-        })
+        let parsed = parse(&self.buf[self.start..self.end])?;
+        Ok(parsed.map(|(parsed, used)| self.take(parsed, used)))
     }
 
     /// Consumes the `used` bytes of a value just parsed at the start.
